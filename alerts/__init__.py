@@ -1,0 +1,1 @@
+"""Prometheus recording/alerting rules and the Alertmanager configuration, as code."""

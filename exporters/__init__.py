@@ -1,0 +1,1 @@
+"""Custom Prometheus exporters for libvirt/KVM, Open vSwitch and Ceph."""

@@ -1,0 +1,1 @@
+"""Real daemons for tests and the demo: Prometheus, Alertmanager and a CloudStack API simulator."""

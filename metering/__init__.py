@@ -1,0 +1,1 @@
+"""Metering: usage from Prometheus into priced, idempotent billing records."""

@@ -1,0 +1,1 @@
+"""Per-tenant Prometheus + Grafana stacks, reconciled from CloudStack."""

@@ -1,0 +1,83 @@
+"""Shared fixtures: daemons are started once per session and stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab.cloudstack_sim import CloudStackSim, CloudStackState
+from lab.procs import copy_logs
+from lab.prometheus import AlertmanagerServer, PrometheusServer
+from zcp.inventory.model import Inventory
+from zcp.inventory.yamlfile import load_inventory_file
+
+ADMIN_KEY, ADMIN_SECRET = "admin-api-key", "admin-secret-key"
+FAILED_LOGS = Path(os.environ.get("ZCP_TEST_LOGS", "/tmp/zcp-test-logs"))
+
+
+def need_binary(name: str, package: str) -> str:
+    """Path of a daemon's binary; missing fails in CI and skips (saying why) elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} missing: install Debian package {package} (make test does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def default_inventory() -> Inventory:
+    """The embedded demo cloud."""
+    return load_inventory_file(None)
+
+
+@pytest.fixture
+def cloudstack(default_inventory: Inventory) -> Iterator[CloudStackSim]:
+    """A CloudStack API test server holding the demo cloud (one per test: tests stop it)."""
+    sim = CloudStackSim(CloudStackState.from_inventory(default_inventory),
+                        keys={ADMIN_KEY: ADMIN_SECRET}, job_seconds=0.1)
+    with sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """One real Prometheus for the session; tests rewrite its config through ``write_config``."""
+    need_binary("prometheus", "prometheus")
+    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [],
+    })
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertmanagerServer]:
+    """One real Alertmanager for the session."""
+    need_binary("prometheus-alertmanager", "prometheus-alertmanager")
+    server = AlertmanagerServer(tmp_path_factory.mktemp("alertmanager"), {
+        "route": {"receiver": "null"},
+        "receivers": [{"name": "null"}],
+    })
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep the session daemons' logs when a test that used them fails."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.failed and call.when == "call":
+        daemons = [item.funcargs[n] for n in ("prometheus", "alertmanager")
+                   if n in getattr(item, "funcargs", {})]
+        if daemons:
+            copy_logs(daemons, FAILED_LOGS / item.name)

@@ -1,0 +1,1 @@
+"""Shared core of zcp-observability: config, logging, errors and the CloudStack inventory."""

@@ -1,0 +1,178 @@
+"""``zcp-obs``: the one command-line entry point of zcp-observability."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from zcp.config import CONFIG_ENV, Config, load_config
+from zcp.errors import ZcpError
+from zcp.logs import setup_logging
+
+
+class _Group(click.Group):
+    """A group that turns expected failures into one ``Error: ...`` line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; a :class:`ZcpError` becomes a one-line error."""
+        try:
+            return super().invoke(ctx)
+        except ZcpError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _config(ctx: click.Context) -> Config:
+    cfg = ctx.ensure_object(dict)["config"]
+    assert isinstance(cfg, Config)
+    return cfg
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              envvar=CONFIG_ENV, help=f"YAML config file (default: ${CONFIG_ENV}, else built-in "
+                                      "defaults: the embedded demo inventory, logs to stderr).")
+@click.option("--log-format", type=click.Choice(["json", "text"]), default=None,
+              help="Override logging.format from the config.")
+@click.version_option(package_name="zcp-observability")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, log_format: str | None) -> None:
+    """Observability and metering for a CloudStack + KVM + Ceph + Open vSwitch cloud.
+
+    Exporters, alert rules, dashboards, metering and per-tenant monitoring stacks, all driven by
+    one YAML config. Run `zcp-obs demo` to bring up a local demo on real daemons.
+    """
+    try:
+        cfg = load_config(config_path)
+    except ZcpError as exc:
+        raise click.ClickException(str(exc)) from None
+    if log_format is not None:
+        cfg = cfg.model_copy(update={"logging": cfg.logging.model_copy(
+            update={"format": log_format})})
+    ctx.ensure_object(dict)["config"] = cfg
+    setup_logging(f"zcp-obs-{ctx.invoked_subcommand or 'cli'}", cfg.logging)
+
+
+# -- inventory ----------------------------------------------------------------------------------
+@cli.group(cls=_Group)
+def inventory() -> None:
+    """The read-only view of the cloud: tenants, VMs, volumes, NICs, public IPs, pools."""
+
+
+KINDS = {
+    "tenants": ("tenants", ["account_id", "name", "domain_path", "state", "projects"]),
+    "vms": ("vms", ["id", "instance_name", "name", "account", "project", "zone", "host",
+                    "service_offering", "vcpus", "memory_bytes", "state"]),
+    "volumes": ("volumes", ["id", "name", "type", "vm_id", "account", "storage_class",
+                            "size_bytes", "rbd_image"]),
+    "nics": ("nics", ["id", "mac", "vm_id", "network_name", "ip"]),
+    "public-ips": ("public_ips", ["id", "address", "account", "zone", "vm_id", "source_nat"]),
+    "pools": ("storage_pools", ["id", "name", "type", "path", "zone", "storage_class"]),
+}
+
+
+def _rows(inv: Any, attr: str, columns: list[str]) -> list[list[Any]]:
+    rows = []
+    for item in getattr(inv, attr):
+        doc = item.model_dump()
+        if "account_id" in doc and attr != "tenants":
+            tenant = inv.tenant_by_id.get(doc["account_id"])
+            doc["account"] = tenant.name if tenant else doc["account_id"]
+        if attr == "vms":
+            doc["project"] = inv.project_name(item.account_id, item.project_id)
+        if attr == "tenants":
+            doc["projects"] = ",".join(p["name"] for p in doc["projects"])
+        rows.append([doc.get(c, "") for c in columns])
+    return rows
+
+
+@inventory.command("show")
+@click.option("--source", type=click.Choice(["file", "cloudstack"]), default=None,
+              help="Where to read from (default: inventory.source in the config).")
+@click.option("--kind", type=click.Choice(["all", *KINDS]), default="all", show_default=True,
+              help="Which records to print.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.pass_context
+def inventory_show(ctx: click.Context, source: str | None, kind: str, fmt: str) -> None:
+    """Load the inventory once and print it.
+
+    With a cache_file configured and the source down, the last good copy is printed with a
+    warning of its age.
+    """
+    from zcp.inventory import make_cache
+
+    cfg = _config(ctx)
+    cache = make_cache(cfg, source)
+    try:
+        inv = cache.refresh()
+    except ZcpError as exc:
+        if not cache.wait_loaded(0):
+            raise
+        inv = cache.current()
+        click.echo(f"warning: {exc}; showing the cached copy from {inv.fetched_at} "
+                   f"({cache.age_seconds():.0f}s old)", err=True)
+    if fmt == "json":
+        doc = json.loads(inv.model_dump_json())
+        if kind != "all":
+            doc = {KINDS[kind][0]: doc[KINDS[kind][0]]}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"# inventory from {inv.source}, fetched {inv.fetched_at:%Y-%m-%d %H:%M:%S} UTC"
+               if inv.fetched_at else f"# inventory from {inv.source}")
+    for name, (attr, columns) in KINDS.items():
+        if kind not in ("all", name):
+            continue
+        click.echo(f"\n## {name} ({len(getattr(inv, attr))})")
+        click.echo(tabulate(_rows(inv, attr, columns), headers=columns, tablefmt="simple"))
+
+
+# -- groups that later parts fill ---------------------------------------------------------------
+@cli.group(cls=_Group)
+def exporter() -> None:
+    """Run a Prometheus exporter (libvirt/KVM, Open vSwitch, Ceph)."""
+
+
+@cli.group(cls=_Group)
+def alerts() -> None:
+    """Build and check the Prometheus rules and the Alertmanager configuration."""
+
+
+@cli.group(cls=_Group)
+def dashboards() -> None:
+    """Build the Grafana dashboards (grafanalib) and upload them through Grafana's HTTP API."""
+
+
+@cli.group(cls=_Group)
+def metering() -> None:
+    """Turn usage metrics into priced, idempotent billing records and finance reports."""
+
+
+@cli.group(cls=_Group)
+def tenants() -> None:
+    """Reconcile the per-tenant Prometheus + Grafana stacks with CloudStack's accounts."""
+
+
+@cli.command()
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the demo keeps its daemons' data and logs (default: a temp dir).")
+@click.option("--duration", type=float, default=None,
+              help="Stop after this many seconds (default: run until Ctrl-C).")
+@click.pass_context
+def demo(ctx: click.Context, workdir: Path | None, duration: float | None) -> None:
+    """Bring up a local demo of the stack on real daemons and print what it sees."""
+    from zcp.demo import run_demo
+
+    run_demo(_config(ctx), workdir, duration)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="zcp-obs")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

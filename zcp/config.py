@@ -1,0 +1,175 @@
+"""The one YAML configuration file, validated into typed objects at start-up.
+
+Secrets (CloudStack keys, Loki and Grafana passwords) are written either inline or, better, as
+``{env: NAME}`` or ``{file: /path}``; they are held as ``SecretStr`` and never printed or logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from zcp.errors import ConfigError
+
+CONFIG_ENV = "ZCP_OBS_CONFIG"
+StorageClass = Literal["fast", "flow", "bulk"]
+
+
+def _resolve_secret(value: Any) -> Any:
+    """Turn ``{env: NAME}`` / ``{file: PATH}`` / a plain string into the secret's value."""
+    if isinstance(value, SecretStr) or value is None:
+        return value
+    if isinstance(value, str):
+        if not value:
+            raise ValueError("must not be empty")
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        (kind, ref), = value.items()
+        if kind == "env":
+            if not isinstance(ref, str) or ref not in os.environ:
+                raise ValueError(f"environment variable {ref!r} is not set")
+            secret = os.environ[ref]
+        elif kind == "file":
+            try:
+                secret = Path(str(ref)).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read secret file {ref!r}: {exc.strerror}") from None
+        else:
+            raise ValueError("a secret is a string, {env: NAME} or {file: PATH}")
+        if not secret:
+            raise ValueError(f"secret from {kind} {ref!r} is empty")
+        return secret
+    raise ValueError("a secret is a string, {env: NAME} or {file: PATH}")
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CloudStackConfig(_Model):
+    """How to reach the CloudStack management server's API as an admin."""
+
+    url: str = Field(description="API endpoint, e.g. https://cloud.example.com/client/api")
+    api_key: Secret
+    secret_key: Secret
+    timeout_seconds: int = Field(10, ge=1)
+    verify_tls: bool = True
+    page_size: int = Field(500, ge=1, le=5000)
+    signature_expiration_seconds: int = Field(600, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+class InventoryConfig(_Model):
+    """Where the inventory comes from and how it is cached."""
+
+    source: Literal["file", "cloudstack"] = "file"
+    file: Path | None = Field(None, description="YAML inventory; default: the embedded demo cloud")
+    refresh_interval_seconds: float = Field(300.0, gt=0)
+    cache_file: Path | None = Field(None, description="last good copy kept across restarts")
+    storage_classes: dict[str, StorageClass] = Field(
+        default_factory=dict,
+        description="storage pool name or tag -> storage class (fast, flow, bulk)",
+    )
+
+
+class LokiConfig(_Model):
+    """Loki push endpoint for log shipping."""
+
+    url: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    username: str | None = None
+    password: Secret | None = None
+    queue_size: int = Field(10_000, ge=1)
+    timeout_seconds: float = Field(5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _push_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        if not value.rstrip("/").endswith("/loki/api/v1/push"):
+            value = value.rstrip("/") + "/loki/api/v1/push"
+        return value
+
+
+class LoggingConfig(_Model):
+    """Log level and destinations (stderr always; Loki when configured)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+    loki: LokiConfig | None = None
+
+
+class Config(_Model):
+    """The whole configuration file."""
+
+    cloudstack: CloudStackConfig | None = None
+    inventory: InventoryConfig = Field(default_factory=lambda: InventoryConfig())
+    logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig())
+
+
+def _format_error(source: str, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg.removeprefix("Value error, ")
+        problems.append(f"{key}: {msg}")
+    return f"invalid config {source}: " + "; ".join(problems)
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validate already-parsed YAML data into a :class:`Config`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {source}: the top level must be a mapping")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(source, exc)) from None
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Load the config from ``path``, else ``$ZCP_OBS_CONFIG``, else the built-in defaults."""
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or None
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"invalid config {path}:{where}: {problem}") from None
+    return parse_config(data, str(path))

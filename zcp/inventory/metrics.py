@@ -1,0 +1,86 @@
+"""Info metrics that carry CloudStack identity: ``zcp_vm_info``, ``zcp_volume_info``, ...
+
+Tenancy lives in these info series (value 1), not on every counter; Prometheus joins them in
+recording rules. Exporters build them from the cached inventory, never by calling CloudStack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from zcp.inventory.cache import InventoryCache
+from zcp.inventory.model import VM, Inventory
+
+VM_INFO_LABELS = [
+    "vm_id", "instance_name", "vm_name", "account_id", "account", "domain_id", "domain_path",
+    "project_id", "project", "zone", "host", "service_offering", "vcpus", "memory_bytes",
+]
+
+
+def vm_info_labels(inv: Inventory, vm: VM) -> list[str]:
+    """Label values of ``zcp_vm_info`` for a VM the inventory knows."""
+    tenant = inv.tenant_by_id.get(vm.account_id)
+    return [
+        vm.id, vm.instance_name, vm.name, vm.account_id, tenant.name if tenant else "",
+        tenant.domain_id if tenant else "", tenant.domain_path if tenant else "",
+        vm.project_id, inv.project_name(vm.account_id, vm.project_id), vm.zone, vm.host,
+        vm.service_offering, str(vm.vcpus), str(vm.memory_bytes),
+    ]
+
+
+def inventory_info_metrics(inv: Inventory, vm_ids: Iterable[str] | None = None) -> Iterator[Metric]:
+    """Info families for all VMs (or just ``vm_ids``) and their volumes and NICs."""
+    wanted = None if vm_ids is None else set(vm_ids)
+    vms = [v for v in inv.vms if wanted is None or v.id in wanted]
+    keep = {v.id for v in vms}
+
+    vm_info = GaugeMetricFamily("zcp_vm_info", "CloudStack identity of a VM (value 1).",
+                                labels=VM_INFO_LABELS)
+    for vm in vms:
+        vm_info.add_metric(vm_info_labels(inv, vm), 1)
+    yield vm_info
+
+    vol_info = GaugeMetricFamily(
+        "zcp_volume_info", "CloudStack identity of a volume (value 1).",
+        labels=["volume_id", "volume_name", "vm_id", "account_id", "project_id", "type",
+                "pool", "storage_class", "rbd_image"])
+    for vol in inv.volumes:
+        if wanted is None or vol.vm_id in keep:
+            vol_info.add_metric([vol.id, vol.name, vol.vm_id, vol.account_id, vol.project_id,
+                                 vol.type, vol.pool, vol.storage_class or "", vol.rbd_image], 1)
+    yield vol_info
+
+    nic_info = GaugeMetricFamily(
+        "zcp_nic_info", "CloudStack identity of a vNIC (value 1).",
+        labels=["nic_id", "mac", "vm_id", "account_id", "network_id", "network_name", "ip"])
+    for nic in inv.nics:
+        if nic.vm_id in keep:
+            owner = inv.vm_by_id[nic.vm_id].account_id
+            nic_info.add_metric([nic.id, nic.mac, nic.vm_id, owner, nic.network_id,
+                                 nic.network_name, nic.ip], 1)
+    yield nic_info
+
+
+def tenant_info_metrics(inv: Inventory) -> Iterator[Metric]:
+    """``zcp_tenant_info`` for every CloudStack account."""
+    info = GaugeMetricFamily("zcp_tenant_info", "A CloudStack account (tenant) (value 1).",
+                             labels=["account_id", "account", "domain_id", "domain_path", "state"])
+    for t in inv.tenants:
+        info.add_metric([t.account_id, t.name, t.domain_id, t.domain_path, t.state], 1)
+    yield info
+
+
+class InventoryCollector:
+    """Collector: identity info of the whole cached inventory plus the cache's own health."""
+
+    def __init__(self, cache: InventoryCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        """Families built afresh from the current copy; never waits on the source."""
+        inv = self.cache.current()
+        yield from tenant_info_metrics(inv)
+        yield from inventory_info_metrics(inv)
+        yield from self.cache.collect()

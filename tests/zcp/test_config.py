@@ -56,10 +56,10 @@ def test_secrets_from_env_and_file_never_shown(tmp_path: Path,
 
 
 def test_secret_references_that_do_not_resolve(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cloudstack.api_key: environment variable "
+    with pytest.raises(ConfigError, match=r"cloudstack\.api_key: environment variable "
                                           "'NOPE_NOT_SET' is not set"):
         parse_config({"cloudstack": {**CS, "api_key": {"env": "NOPE_NOT_SET"}}})
-    with pytest.raises(ConfigError, match="cloudstack.secret_key: cannot read secret file"):
+    with pytest.raises(ConfigError, match=r"cloudstack\.secret_key: cannot read secret file"):
         parse_config({"cloudstack": {**CS, "secret_key": {"file": str(tmp_path / "no")}}})
 
 

@@ -1,0 +1,108 @@
+"""The zcp-obs command line: help, one-line errors, inventory show, the demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from lab.cloudstack_sim import CloudStackSim
+from tests.conftest import ADMIN_KEY, ADMIN_SECRET, need_binary
+from zcp.cli import cli
+
+GROUPS = ["inventory", "exporter", "alerts", "dashboards", "metering", "tenants", "demo"]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "zcp.cli", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def write_config(tmp_path: Path, doc: dict[str, object]) -> Path:
+    path = tmp_path / "zcp-obs.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_group_has_useful_help(group: str) -> None:
+    result = CliRunner().invoke(cli, [group, "--help"])
+    assert result.exit_code == 0
+    assert "Usage: cli " + group in result.output or f"Usage: zcp-obs {group}" in result.output
+    summary = result.output.split("\n\n")[1].strip()
+    assert len(summary) > 20
+
+
+def test_inventory_show_from_cloudstack(cloudstack: CloudStackSim, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, {"cloudstack": {"url": cloudstack.url, "api_key": ADMIN_KEY,
+                                                 "secret_key": ADMIN_SECRET}})
+    result = run("--config", str(cfg), "inventory", "show", "--source", "cloudstack",
+                 "--format", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["source"] == "cloudstack"
+    assert sorted(v["name"] for v in doc["vms"]) == [
+        "app-1", "batch-1", "db-1", "tps-1", "web-1", "web-2"]
+    table = run("--config", str(cfg), "inventory", "show", "--source", "cloudstack",
+                "--kind", "vms")
+    assert table.returncode == 0
+    assert "i-2-10-VM" in table.stdout and "## vms (6)" in table.stdout
+
+
+def test_wrong_secret_is_a_one_line_error(cloudstack: CloudStackSim, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, {"cloudstack": {"url": cloudstack.url, "api_key": ADMIN_KEY,
+                                                 "secret_key": "wrong-secret"}})
+    result = run("--config", str(cfg), "--log-format", "text", "inventory", "show",
+                 "--source", "cloudstack")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: CloudStack at {cloudstack.url} rejected the API key or signature "
+                      "(401: unable to verify user credentials and/or request signature); check "
+                      "cloudstack.api_key and cloudstack.secret_key"]
+    assert "Traceback" not in result.stderr and "wrong-secret" not in result.stderr
+
+
+def test_cached_copy_is_shown_when_cloudstack_is_down(cloudstack: CloudStackSim,
+                                                      tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, {
+        "cloudstack": {"url": cloudstack.url, "api_key": ADMIN_KEY, "secret_key": ADMIN_SECRET},
+        "inventory": {"source": "cloudstack", "cache_file": str(tmp_path / "cache.json")}})
+    assert run("--config", str(cfg), "inventory", "show").returncode == 0
+    cloudstack.stop()
+    result = run("--config", str(cfg), "inventory", "show", "--kind", "tenants")
+    assert result.returncode == 0
+    assert "warning: cannot reach CloudStack" in result.stderr
+    assert "acme" in result.stdout
+
+
+def test_bad_config_is_a_one_line_error(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, {"inventory": {"sourze": "file"}})
+    result = run("--config", str(cfg), "inventory", "show")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"Error: invalid config {cfg}: inventory.sourze: unknown key")
+
+
+def test_missing_cloudstack_section(tmp_path: Path) -> None:
+    result = run("--config", str(write_config(tmp_path, {})), "inventory", "show",
+                 "--source", "cloudstack")
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith(
+        "Error: inventory source is cloudstack but the config has no cloudstack:")
+
+
+@pytest.mark.integration
+def test_demo_brings_up_prometheus_with_the_inventory(tmp_path: Path) -> None:
+    need_binary("prometheus", "prometheus")
+    result = run("--log-format", "text", "demo", "--duration", "0",
+                 "--workdir", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:3] == ["acme", "ROOT/customers", "3"] for line in lines)
+    assert any(line.split()[:2] == ["fast", "6"] for line in lines)
+    assert (tmp_path / "demo" / "prometheus" / "prometheus.log").exists()

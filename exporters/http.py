@@ -1,0 +1,144 @@
+"""The HTTP side every exporter shares: ``/metrics`` with a per-scrape deadline.
+
+Prometheus tells how long it will wait in ``X-Prometheus-Scrape-Timeout-Seconds``; a collector
+that accepts a ``timeout`` gets that minus a safety margin (capped by the configured deadline), so
+a slow source costs one ``*_up 0`` scrape, never a scrape timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+
+from zcp.logs import collect_log_metrics
+
+log = logging.getLogger(__name__)
+MARGIN_SECONDS = 0.5
+
+
+class TimedCollector(Protocol):
+    """A collector whose ``collect`` takes the scrape's deadline."""
+
+    def collect(self, timeout: float | None = None) -> Iterator[Metric]: ...
+
+
+def scrape_deadline(header: str | None, default: float) -> float:
+    """Seconds this scrape may take: Prometheus's timeout minus a margin, at most ``default``."""
+    if not header:
+        return default
+    try:
+        announced = float(header)
+    except ValueError:
+        return default
+    if announced <= 0:
+        return default
+    return max(0.1, min(default, announced - MARGIN_SECONDS))
+
+
+class _Once:
+    """Adapter: a registry-compatible collector yielding one scrape's families."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+class ExporterServer:
+    """Serve one exporter's collector (and the process's own metrics) over HTTP."""
+
+    def __init__(self, name: str, collector: TimedCollector, host: str, port: int,
+                 deadline: float) -> None:
+        self.name = name
+        self.collector = collector
+        self.deadline = deadline
+        self.scrapes = 0
+        self.scrape_errors = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server._handle(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = int(self.httpd.server_address[1])
+
+    def _own_metrics(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(f"{self.name}_exporter_scrapes", "Scrapes served.",
+                                  value=self.scrapes)
+        yield CounterMetricFamily(f"{self.name}_exporter_scrape_errors",
+                                  "Scrapes that failed with an internal error.",
+                                  value=self.scrape_errors)
+        yield from collect_log_metrics()
+
+    def _handle(self, req: BaseHTTPRequestHandler) -> None:
+        path = req.path.split("?", 1)[0]
+        if path in ("/", ""):
+            body = (f"<html><body><h1>zcp {self.name} exporter</h1>"
+                    f"<a href='/metrics'>metrics</a></body></html>").encode()
+            self._reply(req, 200, "text/html; charset=utf-8", body)
+            return
+        if path != "/metrics":
+            self._reply(req, 404, "text/plain", b"not found\n")
+            return
+        timeout = scrape_deadline(req.headers.get("X-Prometheus-Scrape-Timeout-Seconds"),
+                                  self.deadline)
+        with self._lock:
+            self.scrapes += 1
+        try:
+            families = list(self.collector.collect(timeout=timeout))
+        except Exception:
+            with self._lock:
+                self.scrape_errors += 1
+            log.exception("scrape failed")
+            families = []
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Once(families))
+        registry.register(_Once(list(self._own_metrics())))
+        registry.register(PROCESS_COLLECTOR)
+        registry.register(PLATFORM_COLLECTOR)
+        encoder, content_type = choose_encoder(req.headers.get("Accept", ""))
+        self._reply(req, 200, content_type, encoder(registry))
+
+    @staticmethod
+    def _reply(req: BaseHTTPRequestHandler, status: int, ctype: str, body: bytes) -> None:
+        try:
+            req.send_response(status)
+            req.send_header("Content-Type", ctype)
+            req.send_header("Content-Length", str(len(body)))
+            req.end_headers()
+            req.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the scraper went away
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown`."""
+        self.httpd.serve_forever()
+
+    def start(self) -> ExporterServer:
+        """Serve in a background thread."""
+        threading.Thread(target=self.serve_forever, name=f"{self.name}-http", daemon=True).start()
+        return self
+
+    def shutdown(self) -> None:
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()

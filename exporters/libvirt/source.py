@@ -1,0 +1,321 @@
+"""The imperative shell of the libvirt exporter: one persistent connection, one bulk stats call
+per collection, domain XML cached and refreshed on libvirt events, a deadline on every scrape.
+
+libvirt calls block when libvirtd hangs, so a collection runs on its own thread and the scrape
+waits for it only until its deadline. Concurrent scrapes share the collection in flight
+(single-flight), so two Prometheus servers do not double the load on libvirtd.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any
+
+import libvirt
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporters.libvirt.metrics import build_metrics
+from exporters.libvirt.parse import (
+    DomainStats,
+    DomainXml,
+    DomainXmlError,
+    group_stats,
+    parse_domain_xml,
+)
+from zcp.inventory.cache import InventoryCache
+
+log = logging.getLogger(__name__)
+
+GROUP_FLAGS = {
+    "state": libvirt.VIR_DOMAIN_STATS_STATE,
+    "cpu": libvirt.VIR_DOMAIN_STATS_CPU_TOTAL,
+    "balloon": libvirt.VIR_DOMAIN_STATS_BALLOON,
+    "vcpu": libvirt.VIR_DOMAIN_STATS_VCPU,
+    "interface": libvirt.VIR_DOMAIN_STATS_INTERFACE,
+    "block": libvirt.VIR_DOMAIN_STATS_BLOCK,
+}
+# Ask libvirt to skip what would block on a busy domain (libvirt >= 4.5) instead of waiting.
+NOWAIT = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
+RUNNING = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED)
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def start_event_loop() -> None:
+    """Run libvirt's default event loop in a daemon thread (keepalives and domain events)."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        # libvirt prints every error to stderr by default; ours are logged where handled
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+@dataclass
+class Collection:
+    """The outcome of one collection: grouped stats of every domain, or an error."""
+
+    domains: list[DomainStats] = field(default_factory=list)
+    xml: dict[str, DomainXml] = field(default_factory=dict)
+    error: str = ""
+    duration: float = 0.0
+    group_success: dict[str, bool] = field(default_factory=dict)
+    incomplete: int = 0
+
+
+class LibvirtSource:
+    """Connection, XML cache and single-flight collection against one libvirtd."""
+
+    def __init__(self, uri: str, groups: tuple[str, ...] = tuple(GROUP_FLAGS),
+                 keepalive: tuple[int, int] = (5, 3),
+                 open_conn: Callable[[str], Any] | None = None) -> None:
+        unknown = set(groups) - set(GROUP_FLAGS)
+        if unknown:
+            raise ValueError(f"unknown stat groups: {', '.join(sorted(unknown))}")
+        self.uri = uri
+        self.groups = groups
+        self.stats_flags = 0
+        for g in groups:
+            self.stats_flags |= GROUP_FLAGS[g]
+        self.keepalive = keepalive
+        self._open = open_conn or libvirt.open
+        self._conn: Any = None
+        self._conn_lock = threading.Lock()
+        self._xml: dict[str, DomainXml] = {}
+        self._xml_ids: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._inflight: Future[Collection] | None = None
+        self._inflight_lock = threading.Lock()
+        # counters for self-metrics
+        self.collections = 0
+        self.collection_errors = 0
+        self.scrape_timeouts = 0
+        self.reconnects = 0
+        self.xml_reads = 0
+        self.last_success = 0.0
+
+    # -- connection ----------------------------------------------------------------------------
+    def _connection(self) -> Any:
+        with self._conn_lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                self._drop_connection_locked()
+            start_event_loop()
+            conn = self._open(self.uri)
+            if conn is None:
+                raise libvirt.libvirtError(f"cannot open {self.uri}")
+            try:
+                conn.setKeepAlive(*self.keepalive)
+            except libvirt.libvirtError:
+                pass  # e.g. test:/// drivers have no keepalive
+            for event in ("LIFECYCLE", "DEVICE_ADDED", "DEVICE_REMOVED", "METADATA_CHANGE"):
+                event_id = getattr(libvirt, f"VIR_DOMAIN_EVENT_ID_{event}", None)
+                if event_id is not None:
+                    try:
+                        conn.domainEventRegisterAny(None, event_id, self._on_event, None)
+                    except libvirt.libvirtError:
+                        pass
+            self.reconnects += 1
+            with self._dirty_lock:
+                self._xml_ids.clear()  # events were missed while disconnected: re-check all
+            log.info("connected to libvirt", extra={"uri": self.uri})
+            self._conn = conn
+            return conn
+
+    def _drop_connection_locked(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+
+    def _on_event(self, conn: Any, dom: Any, *args: Any) -> None:
+        """Any lifecycle/device/metadata event: re-read that domain's XML next time."""
+        try:
+            uuid = dom.UUIDString()
+        except libvirt.libvirtError:
+            return
+        with self._dirty_lock:
+            self._dirty.add(uuid)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._conn_lock:
+            self._drop_connection_locked()
+
+    # -- collection ----------------------------------------------------------------------------
+    def _domain_xml(self, dom: Any, uuid: str) -> DomainXml | None:
+        with self._dirty_lock:
+            dirty = uuid in self._dirty
+            self._dirty.discard(uuid)
+            same = self._xml_ids.get(uuid) == dom.ID() and uuid in self._xml
+        if same and not dirty:
+            return self._xml[uuid]
+        try:
+            parsed = parse_domain_xml(dom.XMLDesc(0))
+        except libvirt.libvirtError as exc:
+            # the domain vanished between the stats call and now: keep the old copy if any
+            log.debug("domain XML unavailable", extra={"vm_id": uuid, "error": str(exc)})
+            return self._xml.get(uuid)
+        except DomainXmlError as exc:
+            log.warning("bad domain XML", extra={"vm_id": uuid, "error": str(exc)})
+            return None
+        self.xml_reads += 1
+        with self._dirty_lock:
+            self._xml[uuid] = parsed
+            self._xml_ids[uuid] = dom.ID()
+        return parsed
+
+    def collect_now(self) -> Collection:
+        """One collection on the calling thread (blocks while libvirtd does)."""
+        start = time.monotonic()
+        result = Collection()
+        try:
+            conn = self._connection()
+            records = conn.getAllDomainStats(self.stats_flags, NOWAIT)
+        except libvirt.libvirtError as exc:
+            result.error = str(exc).splitlines()[0] if str(exc) else "libvirt error"
+            self.collection_errors += 1
+            with self._conn_lock:
+                if self._conn is not None:
+                    try:
+                        alive = self._conn.isAlive()
+                    except libvirt.libvirtError:
+                        alive = False
+                    if not alive:
+                        self._drop_connection_locked()
+            result.duration = time.monotonic() - start
+            log.warning("libvirt collection failed", extra={"error": result.error})
+            return result
+        seen: set[str] = set()
+        ok = dict.fromkeys(self.groups, True)
+        for dom, stats in records:
+            try:
+                uuid, name = dom.UUIDString(), dom.name()
+            except libvirt.libvirtError:
+                continue  # disappeared mid-scrape: only its own series are lost
+            rec = group_stats(uuid, name, stats)
+            result.domains.append(rec)
+            seen.add(uuid)
+            dxml = self._domain_xml(dom, uuid)
+            if dxml is not None:
+                result.xml[uuid] = dxml
+            if rec.state in RUNNING:
+                missing = [g for g in self.groups if g not in rec.groups]
+                for g in missing:
+                    ok[g] = False
+                if missing:
+                    result.incomplete += 1
+        with self._dirty_lock:
+            for uuid in set(self._xml) - seen:
+                self._xml.pop(uuid, None)
+                self._xml_ids.pop(uuid, None)
+        result.group_success = ok
+        result.duration = time.monotonic() - start
+        self.collections += 1
+        self.last_success = time.time()
+        return result
+
+    def collect(self, timeout: float) -> Collection:
+        """Join the collection in flight or start one; give up after ``timeout`` seconds."""
+        with self._inflight_lock:
+            fut = self._inflight
+            if fut is None or fut.done():
+                fut = Future()
+                self._inflight = fut
+                threading.Thread(target=self._run, args=(fut,), name="libvirt-collect",
+                                 daemon=True).start()
+        try:
+            return fut.result(timeout=max(timeout, 0.0))
+        except FutureTimeout:
+            self.scrape_timeouts += 1
+            return Collection(error=f"libvirt did not answer within {timeout:.1f}s",
+                              duration=timeout)
+
+    def _run(self, fut: Future[Collection]) -> None:
+        try:
+            fut.set_result(self.collect_now())
+        except Exception as exc:  # never leave a scrape waiting on a dead thread
+            log.exception("libvirt collection crashed")
+            fut.set_result(Collection(error=f"{type(exc).__name__}: {exc}"))
+
+
+class LibvirtCollector:
+    """Prometheus collector: fresh counters per scrape, identity from the cached inventory."""
+
+    def __init__(self, source: LibvirtSource, inventory: InventoryCache, host: str,
+                 timeout: float = 8.0) -> None:
+        self.source = source
+        self.inventory = inventory
+        self.host = host
+        self.timeout = timeout
+
+    def collect(self, timeout: float | None = None) -> Iterator[Metric]:
+        """Families for one scrape, within ``timeout`` (default: the configured deadline)."""
+        start = time.monotonic()
+        result = self.source.collect(self.timeout if timeout is None else timeout)
+        if not result.error:
+            yield from build_metrics(result.domains, result.xml, self.inventory.current(),
+                                     self.host)
+        yield from self._self_metrics(result, time.monotonic() - start)
+
+    def _self_metrics(self, result: Collection, elapsed: float) -> Iterator[Metric]:
+        src = self.source
+        yield GaugeMetricFamily("libvirt_up", "1 if libvirt answered this scrape in time.",
+                                value=0 if result.error else 1)
+        yield GaugeMetricFamily("libvirt_exporter_scrape_duration_seconds",
+                                "Time this scrape waited for libvirt.", value=elapsed)
+        yield GaugeMetricFamily("libvirt_exporter_collection_duration_seconds",
+                                "Duration of the libvirt collection used by this scrape.",
+                                value=result.duration)
+        success = GaugeMetricFamily(
+            "libvirt_exporter_group_success",
+            "1 if every running domain returned this stat group in the last collection.",
+            labels=["group"])
+        for group in src.groups:
+            success.add_metric([group], 1 if result.group_success.get(group) else 0)
+        yield success
+        yield GaugeMetricFamily(
+            "libvirt_exporter_domains_timed_out",
+            "Running domains whose stats were skipped in time (busy monitor, NOWAIT).",
+            value=result.incomplete)
+        yield GaugeMetricFamily("libvirt_exporter_domains", "Domains in the last collection.",
+                                value=len(result.domains))
+        yield GaugeMetricFamily("libvirt_exporter_last_success_timestamp_seconds",
+                                "Unix time of the last successful collection.",
+                                value=src.last_success)
+        yield CounterMetricFamily("libvirt_exporter_collections", "Collections run.",
+                                  value=src.collections)
+        yield CounterMetricFamily("libvirt_exporter_collection_errors",
+                                  "Collections that failed with a libvirt error.",
+                                  value=src.collection_errors)
+        yield CounterMetricFamily("libvirt_exporter_scrape_timeouts",
+                                  "Scrapes that gave up waiting for libvirt.",
+                                  value=src.scrape_timeouts)
+        yield CounterMetricFamily("libvirt_exporter_connects",
+                                  "Connections opened to libvirtd.", value=src.reconnects)
+        yield CounterMetricFamily("libvirt_exporter_domain_xml_reads",
+                                  "Domain XML documents read (cache misses).",
+                                  value=src.xml_reads)
+        yield from self.inventory.collect()

@@ -81,3 +81,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                    if n in getattr(item, "funcargs", {})]
         if daemons:
             copy_logs(daemons, FAILED_LOGS / item.name)
+
+
+@pytest.fixture(scope="session")
+def libvirt_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One private libvirtd (+ virtlogd and a bridge) for the session; guests are per test."""
+    need_binary("libvirtd", "libvirt-daemon")
+    need_binary("qemu-system-x86_64", "qemu-system-x86")
+    if not Path("/dev/kvm").exists():
+        message = "/dev/kvm missing: KVM guests cannot run here"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from lab.libvirt import LibvirtLab
+
+    lab = LibvirtLab(tmp_path_factory.mktemp("libvirt"))
+    lab.start()
+    yield lab
+    lab.stop()

@@ -21,6 +21,8 @@ KIB = 1024
 VM = ["vm_id", "instance_name"]
 DISK = [*VM, "device", "source", "volume_id"]
 NIC = [*VM, "device", "mac", "nic_id"]
+# running, blocked, paused, shutting down, pm-suspended: a QEMU process exists
+ACTIVE = (1, 2, 3, 4, 7)
 
 
 @dataclass(frozen=True)
@@ -35,16 +37,18 @@ class Spec:
 
 
 CPU = [
-    Spec("time", "libvirt_domain_cpu_time_seconds", "CPU time used by the domain."),
-    Spec("user", "libvirt_domain_cpu_user_seconds", "User CPU time used by the domain."),
-    Spec("system", "libvirt_domain_cpu_system_seconds", "System CPU time used by the domain."),
+    Spec("time", "libvirt_domain_cpu_time_seconds", "CPU time used by the domain.", True, NS),
+    Spec("user", "libvirt_domain_cpu_user_seconds", "User CPU time used by the domain.", True,
+         NS),
+    Spec("system", "libvirt_domain_cpu_system_seconds", "System CPU time used by the domain.",
+         True, NS),
 ]
 VCPU = [
-    Spec("time", "libvirt_domain_vcpu_time_seconds", "Time a vCPU spent running."),
+    Spec("time", "libvirt_domain_vcpu_time_seconds", "Time a vCPU spent running.", True, NS),
     Spec("wait", "libvirt_domain_vcpu_wait_seconds",
-         "Time a vCPU wanted to run but the host did not schedule it (steal)."),
+         "Time a vCPU spent waiting on I/O or for the host to wake it.", True, NS),
     Spec("delay", "libvirt_domain_vcpu_delay_seconds",
-         "Time a vCPU thread waited on the host run queue (schedstat delay)."),
+         "Time a vCPU was ready but waited on the host run queue (steal).", True, NS),
 ]
 BALLOON = [
     Spec("maximum", "libvirt_domain_memory_maximum_bytes", "Maximum memory of the domain.",
@@ -170,6 +174,14 @@ def build_metrics(domains: Iterable[DomainStats], xml: Mapping[str, DomainXml],
         if dom.state is not None:
             state.add_metric(ids, dom.state)
             reason.add_metric(ids, dom.state_reason or 0)
+        dxml = xml.get(dom.uuid)
+        vm = inv.vm_by_id.get(dom.uuid)
+        if vm is not None:
+            known.append(dom.uuid)
+        else:
+            extra_vm_info.append(_unknown_vm_labels(dom, dxml, host))
+        if dom.state not in ACTIVE:
+            continue  # a domain that is off reports leftover cpu/block values: not counters
         cpu.add(ids, dom.cpu)
         balloon.add(ids, dom.balloon)
         if dom.vcpu_current is not None:
@@ -179,7 +191,6 @@ def build_metrics(domains: Iterable[DomainStats], xml: Mapping[str, DomainXml],
             vcpu.add([*ids, str(index)], values)
             if "state" in values:
                 vcpu_state.add_metric([*ids, str(index)], values["state"])
-        dxml = xml.get(dom.uuid)
         for b in dom.blocks:
             disk = dxml.disks.get(b.device) if dxml is not None else None
             source = (disk.source if disk is not None else "") or b.path
@@ -190,11 +201,6 @@ def build_metrics(domains: Iterable[DomainStats], xml: Mapping[str, DomainXml],
             mac = vnic.mac if vnic is not None else ""
             inv_nic = inv.nic_by_mac.get(mac) if mac else None
             net.add([*ids, n.device, mac, inv_nic.id if inv_nic else ""], n.values)
-        vm = inv.vm_by_id.get(dom.uuid)
-        if vm is not None:
-            known.append(dom.uuid)
-        else:
-            extra_vm_info.append(_unknown_vm_labels(dom, dxml, host))
 
     yield from (state, reason, vcpus, vcpus_max, vcpu_state)
     for group in (cpu, vcpu, balloon, block, net):

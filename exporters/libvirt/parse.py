@@ -222,11 +222,14 @@ def group_stats(uuid: str, name: str, stats: dict[str, Any]) -> DomainStats:
                      for i, d in _indexed(stats, "vcpu").items()}
         rec.groups.add("vcpu")
     if "block.count" in stats:
+        seen: set[str] = set()
         for _, d in sorted(_indexed(stats, "block").items()):
-            if "backingIndex" in d and int(d["backingIndex"]) > 0:
-                continue  # a backing-chain layer, not a guest disk
+            device = str(d.get("name", ""))
+            if device in seen:
+                continue  # a backing-chain layer (VIR_..._STATS_BACKING), not another disk
+            seen.add(device)
             rec.blocks.append(BlockStats(
-                device=str(d.get("name", "")), path=str(d.get("path", "")),
+                device=device, path=str(d.get("path", "")),
                 values={k: int(v) for k, v in d.items() if isinstance(v, int)}))
         rec.groups.add("block")
     if "net.count" in stats:

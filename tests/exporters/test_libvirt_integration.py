@@ -1,0 +1,297 @@
+"""The libvirt exporter against a real libvirtd with real KVM guests."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporters.http import ExporterServer
+from exporters.libvirt.source import LibvirtCollector, LibvirtSource
+from lab.libvirt import LibvirtLab
+from tests.conftest import need_binary
+from zcp.inventory.cache import InventoryCache
+from zcp.inventory.model import Inventory
+
+pytestmark = pytest.mark.integration
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+class Exporter:
+    """The exporter running in-process (HTTP server + collector) against the lab."""
+
+    def __init__(self, lab: LibvirtLab, inventory: Inventory) -> None:
+        self.cache = InventoryCache(lambda: inventory, refresh_interval=3600)
+        self.cache.refresh()
+        self.source = LibvirtSource(lab.uri)
+        self.server = ExporterServer(
+            "libvirt", LibvirtCollector(self.source, self.cache, "test-host", 8.0),
+            "127.0.0.1", 0, 8.0).start()
+        self.url = f"http://127.0.0.1:{self.server.port}/metrics"
+
+    def scrape_text(self, timeout_header: float | None = None) -> str:
+        headers = {}
+        if timeout_header is not None:
+            headers["X-Prometheus-Scrape-Timeout-Seconds"] = str(timeout_header)
+        resp = requests.get(self.url, headers=headers, timeout=30)
+        resp.raise_for_status()
+        return resp.text
+
+    def scrape(self, timeout_header: float | None = None) -> Samples:
+        out: Samples = {}
+        for fam in text_string_to_metric_families(self.scrape_text(timeout_header)):
+            for s in fam.samples:
+                out[(s.name, frozenset(s.labels.items()))] = s.value
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.source.close()
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
+    assert len(found) == 1, f"{name}{labels}: {len(found)} matches"
+    return found[0]
+
+
+def series(samples: Samples, name: str, **labels: str) -> list[dict[str, str]]:
+    return [dict(ls) for (n, ls), _ in samples.items()
+            if n == name and set(labels.items()) <= ls]
+
+
+def wait_until(fn: Any, timeout: float = 40.0, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fn()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
+
+
+def domstats(lab: LibvirtLab, name: str) -> dict[str, str]:
+    out = subprocess.run(["virsh", "-c", lab.uri, "domstats", "--raw", name],
+                         capture_output=True, text=True, check=True).stdout
+    return dict(line.strip().split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="module")
+def guests(libvirt_lab: LibvirtLab, default_inventory: Inventory) -> Iterator[dict[str, str]]:
+    """web-1 as CloudStack would run it (IDE root disk hda + virtio vdb), and a stranger."""
+    web1 = next(v for v in default_inventory.vms if v.name == "web-1")
+    mac = next(n.mac for n in default_inventory.nics if n.vm_id == web1.id)
+    libvirt_lab.create_guest(web1.instance_name, web1.id, disks=("hda", "vdb"), macs=(mac,))
+    stranger = str(uuidlib.uuid4())
+    libvirt_lab.create_guest("i-9-99-VM", stranger, disks=("vda",))
+    time.sleep(1)
+    yield {"known": web1.id, "known_name": web1.instance_name, "unknown": stranger}
+    for name in (web1.instance_name, "i-9-99-VM"):
+        libvirt_lab.destroy_guest(name)
+
+
+@pytest.fixture
+def exporter(libvirt_lab: LibvirtLab, default_inventory: Inventory,
+             guests: dict[str, str]) -> Iterator[Exporter]:
+    exp = Exporter(libvirt_lab, default_inventory)
+    yield exp
+    exp.close()
+
+
+def test_counters_match_virsh_domstats(exporter: Exporter, libvirt_lab: LibvirtLab,
+                                       guests: dict[str, str]) -> None:
+    name, vm = guests["known_name"], guests["known"]
+    before = domstats(libvirt_lab, name)
+    samples = exporter.scrape()
+    after = domstats(libvirt_lab, name)
+    assert value(samples, "libvirt_up") == 1
+    ids = {"vm_id": vm, "instance_name": name}
+    assert value(samples, "libvirt_domain_state", **ids) == int(after["state.state"]) == 1
+
+    def between(metric: str, key: str, scale: float = 1.0, **labels: str) -> None:
+        got = value(samples, metric, **ids, **labels)
+        assert float(before[key]) * scale <= got <= float(after[key]) * scale, (metric, got)
+
+    between("libvirt_domain_cpu_time_seconds_total", "cpu.time", 1e-9)
+    between("libvirt_domain_vcpu_time_seconds_total", "vcpu.0.time", 1e-9, vcpu="0")
+    between("libvirt_domain_memory_maximum_bytes", "balloon.maximum", 1024)
+    between("libvirt_domain_memory_balloon_bytes", "balloon.current", 1024)
+    assert value(samples, "libvirt_domain_memory_maximum_bytes", **ids) == 64 * 2**20
+    disks = {before[f"block.{i}.name"]: i for i in range(int(before["block.count"]))}
+    assert set(disks) == {"hda", "vdb"}  # the IDE root disk is not dropped for its name
+    for dev, i in disks.items():
+        between("libvirt_domain_block_capacity_bytes", f"block.{i}.capacity", device=dev)
+        between("libvirt_domain_block_read_requests_total", f"block.{i}.rd.reqs", device=dev)
+        between("libvirt_domain_block_read_bytes_total", f"block.{i}.rd.bytes", device=dev)
+    assert value(samples, "libvirt_domain_block_capacity_bytes", **ids, device="hda") == 64 * 2**20
+    # the BIOS reads the IDE boot disk: real, non-zero I/O
+    assert value(samples, "libvirt_domain_block_read_bytes_total", **ids, device="hda") > 0
+    nic = before["net.0.name"]
+    between("libvirt_domain_interface_transmit_packets_total", "net.0.tx.pkts", device=nic)
+    between("libvirt_domain_interface_receive_bytes_total", "net.0.rx.bytes", device=nic)
+
+
+def test_identity_from_the_inventory(exporter: Exporter, guests: dict[str, str],
+                                     default_inventory: Inventory) -> None:
+    samples = exporter.scrape()
+    vm = guests["known"]
+    (info,) = series(samples, "zcp_vm_info", vm_id=vm)
+    assert info["account"] == "acme" and info["project"] == "web"
+    assert info["domain_path"] == "ROOT/customers" and info["vm_name"] == "web-1"
+    root = next(v for v in default_inventory.volumes if v.vm_id == vm and v.device_id == 0)
+    data = next(v for v in default_inventory.volumes if v.vm_id == vm and v.device_id == 1)
+    hda = series(samples, "libvirt_domain_block_capacity_bytes", vm_id=vm, device="hda")
+    vdb = series(samples, "libvirt_domain_block_capacity_bytes", vm_id=vm, device="vdb")
+    assert hda[0]["volume_id"] == root.id and vdb[0]["volume_id"] == data.id
+    assert hda[0]["source"].endswith(".qcow2")
+    assert {s["volume_id"] for s in series(samples, "zcp_volume_info", vm_id=vm)} == {
+        root.id, data.id}
+    nic = next(n for n in default_inventory.nics if n.vm_id == vm)
+    (net,) = series(samples, "libvirt_domain_interface_receive_bytes_total", vm_id=vm)
+    assert net["mac"] == nic.mac and net["nic_id"] == nic.id
+    assert series(samples, "zcp_nic_info", vm_id=vm)[0]["nic_id"] == nic.id
+
+
+def test_unknown_vm_keeps_all_its_counters(exporter: Exporter, guests: dict[str, str]) -> None:
+    samples = exporter.scrape()
+    vm = guests["unknown"]
+    (info,) = series(samples, "zcp_vm_info", vm_id=vm)
+    assert info["account_id"] == "" and info["account"] == "" and info["host"] == "test-host"
+    for name in ("libvirt_domain_cpu_time_seconds_total", "libvirt_domain_memory_rss_bytes",
+                 "libvirt_domain_block_write_requests_total",
+                 "libvirt_domain_interface_transmit_bytes_total"):
+        assert series(samples, name, vm_id=vm), name
+    assert series(samples, "libvirt_domain_block_read_bytes_total", vm_id=vm)[0][
+        "volume_id"] == ""
+
+
+def test_exposition_passes_promtool(exporter: Exporter) -> None:
+    promtool = need_binary("promtool", "prometheus")
+    text = exporter.scrape_text()
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_domain_xml_is_cached_and_refreshed_on_events(exporter: Exporter,
+                                                      libvirt_lab: LibvirtLab,
+                                                      guests: dict[str, str]) -> None:
+    exporter.scrape()
+    reads = value(exporter.scrape(), "libvirt_exporter_domain_xml_reads_total")
+    for _ in range(3):
+        exporter.scrape()
+    assert value(exporter.scrape(), "libvirt_exporter_domain_xml_reads_total") == reads
+    dom = libvirt_lab.conn.lookupByName("i-9-99-VM")
+    dom.suspend()
+    try:
+        def paused() -> bool:
+            s = exporter.scrape()
+            return value(s, "libvirt_domain_state", vm_id=guests["unknown"]) == 3
+        assert wait_until(paused, timeout=10)
+        assert value(exporter.scrape(), "libvirt_exporter_domain_xml_reads_total") > reads
+    finally:
+        dom.resume()
+
+
+def test_guest_destroyed_mid_scrape_loses_only_its_own_series(
+        exporter: Exporter, libvirt_lab: LibvirtLab, guests: dict[str, str]) -> None:
+    names = [f"i-8-{k}-VM" for k in range(1, 5)]
+    for name in names:
+        libvirt_lab.create_guest(name, str(uuidlib.uuid4()))
+    results: list[Samples] = []
+    stop = threading.Event()
+
+    def scrape_loop() -> None:
+        while not stop.is_set():
+            results.append(exporter.scrape())
+
+    worker = threading.Thread(target=scrape_loop)
+    worker.start()
+    try:
+        for name in names:
+            libvirt_lab.destroy_guest(name)
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(30)
+    assert len(results) >= 3
+    for samples in results:
+        assert value(samples, "libvirt_up") == 1
+        assert series(samples, "libvirt_domain_cpu_time_seconds_total", vm_id=guests["known"])
+        assert series(samples, "libvirt_domain_cpu_time_seconds_total", vm_id=guests["unknown"])
+    final = exporter.scrape()
+    assert not [s for s in series(final, "zcp_vm_info") if s["instance_name"] in names]
+
+
+def test_hung_libvirtd_costs_one_scrape_within_its_deadline(
+        exporter: Exporter, libvirt_lab: LibvirtLab, guests: dict[str, str]) -> None:
+    assert value(exporter.scrape(), "libvirt_up") == 1
+    libvirt_lab.pause_libvirtd()
+    try:
+        t0 = time.monotonic()
+        samples = exporter.scrape(timeout_header=2.0)
+        elapsed = time.monotonic() - t0
+        assert value(samples, "libvirt_up") == 0
+        assert elapsed < 4.0, f"scrape took {elapsed:.1f}s despite a 2s scrape timeout"
+        assert value(samples, "libvirt_exporter_scrape_timeouts_total") >= 1
+        assert not series(samples, "libvirt_domain_cpu_time_seconds_total")
+    finally:
+        libvirt_lab.resume_libvirtd()
+    recovered = wait_until(lambda: value(exporter.scrape(timeout_header=5.0), "libvirt_up") == 1)
+    assert recovered, "exporter did not recover after libvirtd continued"
+    assert series(exporter.scrape(), "libvirt_domain_cpu_time_seconds_total",
+                  vm_id=guests["known"])
+
+
+def test_concurrent_scrapes_share_one_collection(exporter: Exporter,
+                                                 libvirt_lab: LibvirtLab) -> None:
+    before = value(exporter.scrape(), "libvirt_exporter_collections_total")
+    libvirt_lab.pause_libvirtd()  # holds the first collection so that both scrapes overlap
+    results: list[Samples] = []
+    try:
+        threads = [threading.Thread(target=lambda: results.append(exporter.scrape(6.0)))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+    finally:
+        libvirt_lab.resume_libvirtd()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 2 and all(value(r, "libvirt_up") == 1 for r in results)
+    after = max(value(r, "libvirt_exporter_collections_total") for r in results)
+    assert after == before + 1
+
+
+def test_reconnects_after_libvirtd_restart(exporter: Exporter, libvirt_lab: LibvirtLab,
+                                           guests: dict[str, str]) -> None:
+    connects = value(exporter.scrape(), "libvirt_exporter_connects_total")
+    libvirt_lab.restart_libvirtd()
+
+    def back() -> Samples | None:
+        s = exporter.scrape()
+        return s if value(s, "libvirt_up") == 1 else None
+
+    samples = wait_until(back, timeout=30)
+    assert samples, "no successful scrape after the restart"
+    assert value(samples, "libvirt_exporter_connects_total") > connects
+    assert series(samples, "libvirt_domain_cpu_time_seconds_total", vm_id=guests["known"])
+
+
+def test_metric_names_follow_conventions(exporter: Exporter) -> None:
+    text = exporter.scrape_text()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            if kind == "counter":
+                assert name.startswith(("libvirt_", "zcp_", "process_", "python_")), name
+            if name.startswith("libvirt_domain") and kind == "gauge":
+                assert not re.search(r"_total$", name), name

@@ -159,9 +159,14 @@ def parse_listen(value: str, default_port: int) -> tuple[str, int]:
 @click.option("--groups", default=",".join(["state", "cpu", "balloon", "vcpu", "interface",
                                              "block"]), show_default=True,
               help="Comma-separated libvirt stat groups to collect.")
+@click.option("--chunks", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Split the domains into this many chunks, each fetched by one "
+                   "concurrent bulk stats call (1: a single getAllDomainStats call).")
+@click.option("--connections", type=click.IntRange(1, 8), default=2, show_default=True,
+              help="libvirt connections the concurrent bulk calls are spread over.")
 @click.pass_context
 def exporter_libvirt(ctx: click.Context, uri: str, listen: str, deadline: float,
-                     hostname: str | None, groups: str) -> None:
+                     hostname: str | None, groups: str, chunks: int, connections: int) -> None:
     """Export per-VM CPU, vCPU, memory, disk and vNIC counters from libvirt/KVM.
 
     One bulk getAllDomainStats call per scrape; domain XML cached and refreshed on libvirt
@@ -175,7 +180,7 @@ def exporter_libvirt(ctx: click.Context, uri: str, listen: str, deadline: float,
         raise click.BadParameter(f"unknown group(s) {', '.join(unknown)}; choose from "
                                  f"{', '.join(GROUP_FLAGS)}", param_hint="--groups")
     host, port = parse_listen(listen, DEFAULT_PORT)
-    run(_config(ctx), uri, host, port, deadline, hostname, wanted)
+    run(_config(ctx), uri, host, port, deadline, hostname, wanted, chunks, connections)
 
 
 @cli.group(cls=_Group)

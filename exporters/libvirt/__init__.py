@@ -19,11 +19,11 @@ __all__ = ["DEFAULT_PORT", "GROUP_FLAGS", "LibvirtCollector", "LibvirtSource", "
 
 
 def run(cfg: Config, uri: str, host: str, port: int, deadline: float, hostname: str | None,
-        groups: tuple[str, ...]) -> None:
+        groups: tuple[str, ...], chunks: int = 4, connections: int = 2) -> None:
     """Run the exporter until SIGTERM/SIGINT."""
     cache = make_cache(cfg)
     cache.start()
-    source = LibvirtSource(uri, groups)
+    source = LibvirtSource(uri, groups, chunks=chunks, connections=connections)
     collector = LibvirtCollector(source, cache, hostname or socket.gethostname(), deadline)
     server = ExporterServer("libvirt", collector, host, port, deadline)
     stop = threading.Event()

@@ -295,3 +295,23 @@ def test_metric_names_follow_conventions(exporter: Exporter) -> None:
                 assert name.startswith(("libvirt_", "zcp_", "process_", "python_")), name
             if name.startswith("libvirt_domain") and kind == "gauge":
                 assert not re.search(r"_total$", name), name
+
+
+def test_chunked_fan_out_exports_the_same_series_as_one_call(
+        libvirt_lab: LibvirtLab, guests: dict[str, str], default_inventory: Inventory) -> None:
+    cache = InventoryCache(lambda: default_inventory, refresh_interval=3600)
+    cache.refresh()
+
+    def label_sets(chunks: int, connections: int) -> set[tuple[str, frozenset[tuple[str, str]]]]:
+        source = LibvirtSource(libvirt_lab.uri, chunks=chunks, connections=connections)
+        try:
+            fams = list(LibvirtCollector(source, cache, "h", 8.0).collect())
+        finally:
+            source.close()
+        return {(s.name, frozenset(s.labels.items())) for f in fams for s in f.samples
+                if s.name.startswith(("libvirt_domain", "zcp_vm_info", "zcp_volume_info",
+                                      "zcp_nic_info"))}
+
+    single = label_sets(1, 1)
+    assert len(single) > 50
+    assert label_sets(3, 2) == single

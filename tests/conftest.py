@@ -83,9 +83,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             copy_logs(daemons, FAILED_LOGS / item.name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def libvirt_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """One private libvirtd (+ virtlogd and a bridge) for the session; guests are per test."""
+    """A private libvirtd (+ virtlogd and a bridge) per test module.
+
+    Only one private libvirtd can run per host and it starts in ~0.1 s, so each module gets its
+    own and never overlaps another module's (or the demo's).
+    """
     need_binary("libvirtd", "libvirt-daemon")
     need_binary("qemu-system-x86_64", "qemu-system-x86")
     if not Path("/dev/kvm").exists():

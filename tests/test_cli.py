@@ -99,6 +99,7 @@ def test_missing_cloudstack_section(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_demo_brings_up_prometheus_with_the_inventory(tmp_path: Path) -> None:
     need_binary("prometheus", "prometheus")
+    need_binary("libvirtd", "libvirt-daemon")
     result = run("--log-format", "text", "demo", "--duration", "0",
                  "--workdir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
@@ -106,3 +107,9 @@ def test_demo_brings_up_prometheus_with_the_inventory(tmp_path: Path) -> None:
     assert any(line.split()[:3] == ["acme", "ROOT/customers", "3"] for line in lines)
     assert any(line.split()[:2] == ["fast", "6"] for line in lines)
     assert (tmp_path / "demo" / "prometheus" / "prometheus.log").exists()
+    # the inventory's VMs ran as real KVM guests, joined to their tenants through zcp_vm_info
+    cpu = lines[lines.index("Guest CPU seconds per tenant, from real KVM guests:"):]
+    per_tenant = {" ".join(line.split()[:-1]): float(line.split()[-1]) for line in cpu[3:]
+                  if line.strip() and line.split()[-1].replace(".", "").isdigit()}
+    assert set(per_tenant) == {"acme", "globex", "initech", "(unknown to CloudStack)"}
+    assert all(seconds > 0 for seconds in per_tenant.values())

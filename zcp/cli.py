@@ -208,12 +208,15 @@ def tenants() -> None:
               help="Where the demo keeps its daemons' data and logs (default: a temp dir).")
 @click.option("--duration", type=float, default=None,
               help="Stop after this many seconds (default: run until Ctrl-C).")
+@click.option("--libvirt/--no-libvirt", "with_libvirt", default=True, show_default=True,
+              help="Boot the inventory's VMs as real KVM guests and run the libvirt exporter.")
 @click.pass_context
-def demo(ctx: click.Context, workdir: Path | None, duration: float | None) -> None:
+def demo(ctx: click.Context, workdir: Path | None, duration: float | None,
+         with_libvirt: bool) -> None:
     """Bring up a local demo of the stack on real daemons and print what it sees."""
     from zcp.demo import run_demo
 
-    run_demo(_config(ctx), workdir, duration)
+    run_demo(_config(ctx), workdir, duration, with_libvirt)
 
 
 def main() -> None:

@@ -1,16 +1,20 @@
 """``zcp-obs demo``: the whole stack on real daemons on this machine.
 
-For now: the inventory (embedded demo cloud unless configured otherwise) exposed as identity info
-metrics, scraped by a real Prometheus; later parts add their exporters, rules and dashboards here.
+The inventory (embedded demo cloud unless configured otherwise) exposed as identity info metrics;
+a private libvirtd running the inventory's VMs as tiny real KVM guests (plus one VM CloudStack
+does not know), watched by the libvirt exporter; a real Prometheus scraping both. Later parts add
+their exporters, rules and dashboards here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +22,16 @@ import click
 from prometheus_client import CollectorRegistry, start_http_server
 from tabulate import tabulate
 
+from exporters.http import ExporterServer
+from exporters.libvirt.source import LibvirtCollector, LibvirtSource
+from lab.libvirt import LibvirtLab
 from lab.procs import free_port
 from lab.prometheus import PrometheusServer
 from zcp.config import Config
 from zcp.errors import DaemonError
 from zcp.inventory import make_cache
 from zcp.inventory.metrics import InventoryCollector
+from zcp.inventory.model import Inventory
 from zcp.logs import collect_log_metrics
 
 log = logging.getLogger(__name__)
@@ -48,9 +56,31 @@ def _wait_for(prom: PrometheusServer, expr: str, timeout: float) -> list[dict[st
     raise DaemonError(f"Prometheus returned nothing for {expr!r} within {timeout:.0f}s")
 
 
-def run_demo(cfg: Config, workdir: Path | None, duration: float | None) -> None:
+def _libvirt_missing() -> str:
+    """Why KVM guests cannot run here, or ``""`` if they can."""
+    for binary in ("libvirtd", "qemu-system-x86_64"):
+        if shutil.which(binary) is None:
+            return f"{binary} not installed"
+    if not Path("/dev/kvm").exists():
+        return "/dev/kvm missing"
+    return ""
+
+
+def _boot_guests(lab: LibvirtLab, inv: Inventory) -> int:
+    """The inventory's VMs as guests (disks by device id, NICs by MAC) and one stranger."""
+    for vm in inv.vms:
+        disks = sorted((v.device_id or 0) for v in inv.volumes if v.vm_id == vm.id)
+        targets = tuple("vd" + chr(ord("a") + d) for d in disks) or ("vda",)
+        macs = tuple(n.mac for n in inv.nics if n.vm_id == vm.id)
+        lab.create_guest(vm.instance_name, vm.id, disks=targets, macs=macs)
+    lab.create_guest("i-99-999-VM", str(uuid.uuid5(uuid.NAMESPACE_DNS, "zcp-demo-stranger")))
+    return len(inv.vms) + 1
+
+
+def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
+             with_libvirt: bool = True) -> None:
     """Start everything, show what Prometheus sees, run until Ctrl-C or ``duration``."""
-    total = 4
+    total = 5
     workdir = workdir or Path(tempfile.mkdtemp(prefix="zcp-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -70,28 +100,62 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None) -> None:
     port = free_port()
     server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     prom: PrometheusServer | None = None
+    lab: LibvirtLab | None = None
+    exporter: ExporterServer | None = None
+    source: LibvirtSource | None = None
+    scrape_configs: list[dict[str, Any]] = [
+        {"job_name": "zcp-inventory", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]},
+    ]
     try:
-        _step(3, total, "starting Prometheus")
+        missing = _libvirt_missing() if with_libvirt else "disabled with --no-libvirt"
+        if missing:
+            _step(3, total, f"skipping libvirt/KVM guests: {missing}")
+        else:
+            _step(3, total, "starting libvirtd, booting the inventory's VMs as KVM guests")
+            lab = LibvirtLab(workdir / "libvirt")
+            lab.start()
+            booted = _boot_guests(lab, cache.current())
+            source = LibvirtSource(lab.uri)
+            exporter = ExporterServer(
+                "libvirt", LibvirtCollector(source, cache, "kvm-demo", 8.0), "127.0.0.1",
+                free_port(), 8.0).start()
+            scrape_configs.append({"job_name": "libvirt", "static_configs": [
+                {"targets": [f"127.0.0.1:{exporter.port}"]}]})
+            click.echo(f"      {booted} guests running; libvirt exporter on "
+                       f"http://127.0.0.1:{exporter.port}/metrics", err=True)
+        _step(4, total, "starting Prometheus")
         prom = PrometheusServer(workdir / "prometheus", {
             "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
-            "scrape_configs": [
-                {"job_name": "zcp-inventory",
-                 "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]},
-            ],
+            "scrape_configs": scrape_configs,
         })
         prom.start()
-        _step(4, total, "waiting for the first scrape")
+        _step(5, total, "waiting for the first scrapes")
         _wait_for(prom, 'up{job="zcp-inventory"} == 1', 30)
+        if exporter is not None:
+            _wait_for(prom, 'libvirt_up{job="libvirt"} == 1', 30)
+        # zcp_vm_info comes from the inventory and from the libvirt exporter: count VMs once
         rows = [
-            [r["metric"].get("account", ""), r["metric"].get("domain_path", ""), r["value"][1]]
-            for r in _wait_for(prom, "count by (account, domain_path) (zcp_vm_info)", 30)
+            [r["metric"].get("account") or "(unknown to CloudStack)",
+             r["metric"].get("domain_path", ""), r["value"][1]]
+            for r in _wait_for(prom, "count by (account, domain_path) "
+                                     "(max by (vm_id, account, domain_path) (zcp_vm_info))", 30)
         ]
         click.echo("\nVMs per tenant, as Prometheus sees them:")
         click.echo(tabulate(sorted(rows), headers=["account", "domain", "vms"]))
         classes = [[r["metric"].get("storage_class", ""), r["value"][1]]
-                   for r in prom.query("count by (storage_class) (zcp_volume_info)")]
+                   for r in prom.query("count by (storage_class) "
+                                       "(max by (volume_id, storage_class) (zcp_volume_info))")]
         click.echo("\nVolumes per storage class:")
         click.echo(tabulate(sorted(classes), headers=["storage_class", "volumes"]))
+        if exporter is not None:
+            # counters joined with identity: what the tenant:* recording rules will do
+            cpu = prom.query(
+                "sum by (account) (libvirt_domain_cpu_time_seconds_total * on (vm_id) "
+                "group_left (account) max by (vm_id, account) (zcp_vm_info{job='libvirt'}))")
+            rows = [[r["metric"].get("account") or "(unknown to CloudStack)",
+                     f"{float(r['value'][1]):.2f}"] for r in cpu]
+            click.echo("\nGuest CPU seconds per tenant, from real KVM guests:")
+            click.echo(tabulate(sorted(rows), headers=["account", "cpu_seconds"]))
         click.echo(f"\nPrometheus:      {prom.url}\nInventory metrics: "
                    f"http://127.0.0.1:{port}/metrics\nWork dir (logs): {workdir}")
         log.info("demo up", extra={"prometheus": prom.url, "workdir": str(workdir)})
@@ -104,5 +168,11 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None) -> None:
         click.echo("stopping", err=True)
         if prom is not None:
             prom.stop()
+        if exporter is not None:
+            exporter.shutdown()
+        if source is not None:
+            source.close()
+        if lab is not None:
+            lab.stop()
         server.shutdown()
         cache.stop()

@@ -92,7 +92,9 @@ def guests(libvirt_lab: LibvirtLab, default_inventory: Inventory) -> Iterator[di
     libvirt_lab.create_guest(web1.instance_name, web1.id, disks=("hda", "vdb"), macs=(mac,))
     stranger = str(uuidlib.uuid4())
     libvirt_lab.create_guest("i-9-99-VM", stranger, disks=("vda",))
-    time.sleep(1)
+    # the BIOS reads the IDE boot disk within a few seconds: wait for that real I/O
+    assert wait_until(lambda: int(domstats(libvirt_lab, web1.instance_name).get(
+        "block.0.rd.bytes", 0)) > 0, timeout=30), "the guest's BIOS never read its disk"
     yield {"known": web1.id, "known_name": web1.instance_name, "unknown": stranger}
     for name in (web1.instance_name, "i-9-99-VM"):
         libvirt_lab.destroy_guest(name)

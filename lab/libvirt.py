@@ -112,28 +112,11 @@ class _ProcessDaemon(Daemon):
     def __init__(self, name: str, argv: Sequence[str], workdir: Path,
                  ready: Callable[[], bool]) -> None:
         super().__init__(name, argv, workdir, ready_url="")
-        self.ready = ready
+        self._ready = ready
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Start and wait until ``ready()`` is true; on failure show the log's tail."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(
-                self.argv, cwd=self.workdir, stdout=logf, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        log.info("daemon starting", extra={"daemon": self.name, "pid": self.proc.pid})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                rc = self.proc.returncode
-                self.proc = None
-                raise DaemonError(f"{self.name} exited with {rc}: {self.log_tail()}")
-            if self.ready():
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise DaemonError(f"{self.name} not ready after {timeout:.0f}s: {self.log_tail()}")
+    def ready(self) -> bool:
+        """True once ``ready`` (given at construction) says so."""
+        return self._ready()
 
 
 class LibvirtLab:

@@ -50,8 +50,15 @@ class Daemon:
         """The child's PID while it runs."""
         return self.proc.pid if self.proc is not None else None
 
+    def ready(self) -> bool:
+        """True once the daemon serves: ``ready_url`` answers 200 (subclasses may differ)."""
+        try:
+            return requests.get(self.ready_url, timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
     def start(self, timeout: float = 30.0) -> None:
-        """Start and wait until ``ready_url`` answers 200; on failure show the log's tail."""
+        """Start and wait until :meth:`ready`; on failure show the log's tail."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(
@@ -62,14 +69,12 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise DaemonError(f"{self.name} exited with {self.proc.returncode}: "
-                                  f"{self.log_tail()}")
-            try:
-                if requests.get(self.ready_url, timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
+                rc = self.proc.returncode
+                self.proc = None
+                raise DaemonError(f"{self.name} exited with {rc}: {self.log_tail()}")
+            if self.ready():
+                return
+            time.sleep(0.05)
         self.stop()
         raise DaemonError(f"{self.name} not ready after {timeout:.0f}s: {self.log_tail()}")
 

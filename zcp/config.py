@@ -57,6 +57,12 @@ def _resolve_secret(value: Any) -> Any:
 Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
 
 
+def _require_http(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -75,9 +81,7 @@ class CloudStackConfig(_Model):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
+        return _require_http(value)
 
 
 class InventoryConfig(_Model):
@@ -106,8 +110,7 @@ class LokiConfig(_Model):
     @field_validator("url")
     @classmethod
     def _push_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+        value = _require_http(value)
         if not value.rstrip("/").endswith("/loki/api/v1/push"):
             value = value.rstrip("/") + "/loki/api/v1/push"
         return value

@@ -27,11 +27,13 @@ class LokiReceiver:
         self.status = 204
         self.hold = threading.Event()
         self.hold.set()
+        self.arrived = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.arrived.set()
                 receiver.hold.wait(30)
                 if self.path != "/loki/api/v1/push":
                     self.send_response(404)
@@ -116,7 +118,9 @@ def test_full_queue_drops_and_counts(loki: LokiReceiver) -> None:
                                              "timeout_seconds": 30}}})
     logs.setup_logging("zcp-test", cfg.logging)
     log = logging.getLogger("zcp.test")
-    for i in range(50):
+    log.info("event 0")
+    assert loki.arrived.wait(10)  # the sender is now stuck inside its first push
+    for i in range(1, 50):
         log.info("event %d", i)
     # 1 taken by the stuck sender, 5 queued, the rest dropped and counted
     assert logs.loki_stats.dropped == 44

@@ -64,6 +64,10 @@ def main() -> None:
     ap.add_argument("--guests", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--chunks", type=int, default=4, help="our exporter's --chunks")
+    ap.add_argument("--connections", type=int, default=2, help="our exporter's --connections")
+    ap.add_argument("--groups", default="state,cpu,balloon,vcpu,interface,block",
+                    help="our exporter's --groups")
     args = ap.parse_args()
 
     peer_bin = shutil.which("prometheus-libvirt-exporter")
@@ -83,7 +87,10 @@ def main() -> None:
         logs = [open(workdir / "ours.log", "wb"), open(workdir / "peer.log", "wb")]  # noqa: SIM115
         zcp_obs = Path(sys.executable).parent / "zcp-obs"
         ours = subprocess.Popen([str(zcp_obs), "exporter", "libvirt", "--uri", lab.uri,
-                                 "--listen", f"127.0.0.1:{ours_port}"],
+                                 "--listen", f"127.0.0.1:{ours_port}",
+                                 "--chunks", str(args.chunks),
+                                 "--connections", str(args.connections),
+                                 "--groups", args.groups],
                                 stdout=subprocess.DEVNULL, stderr=logs[0])
         peer = subprocess.Popen([peer_bin, f"--libvirt.uri={lab.uri}",
                                  f"--web.listen-address=127.0.0.1:{peer_port}"],

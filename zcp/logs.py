@@ -78,7 +78,6 @@ class LokiStats:
         self.sent = 0
         self.failed = 0
         self.dropped = 0
-        self.queued = 0
 
 
 class _Emitter(LokiEmitterV1):
@@ -148,8 +147,6 @@ class LokiQueueHandler(QueueHandler):
             self.records.put_nowait(record)
         except queue.Full:
             self.stats.dropped += 1
-        else:
-            self.stats.queued += 1
 
     def _drain(self) -> None:
         while True:

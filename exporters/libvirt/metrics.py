@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporters.libvirt.parse import DomainStats, DomainXml
-from zcp.inventory.metrics import VM_INFO_LABELS, inventory_info_metrics, vm_info_labels
+from zcp.inventory.metrics import inventory_info_metrics
 from zcp.inventory.model import Inventory, Volume
 
 NS = 1e-9
@@ -211,10 +211,3 @@ def build_metrics(domains: Iterable[DomainStats], xml: Mapping[str, DomainXml],
                 fam.add_metric(labels, 1)
         yield fam
 
-
-def vm_info_for(inv: Inventory, vm_id: str) -> dict[str, str] | None:
-    """``zcp_vm_info`` labels of a known VM as a dict (for tests and debugging)."""
-    vm = inv.vm_by_id.get(vm_id)
-    if vm is None:
-        return None
-    return dict(zip(VM_INFO_LABELS, vm_info_labels(inv, vm), strict=True))

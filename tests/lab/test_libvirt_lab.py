@@ -58,39 +58,19 @@ def wait_for_block_reads(lab: LibvirtLab, timeout: float = 15.0) -> dict[str, di
 
 
 @pytest.fixture(scope="module")
-def lab(request: pytest.FixtureRequest,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[LibvirtLab]:
-    """A private libvirtd with two running guests for the module.
-
-    Only one libvirtd can run per host, so a session-wide ``libvirt_lab`` fixture is reused when
-    conftest provides one; otherwise the module starts (and stops) its own lab. The two guests
-    are this module's either way and are removed at its end.
-    """
-    need_binary("libvirtd", "libvirt-daemon")
+def lab(libvirt_lab: LibvirtLab) -> Iterator[LibvirtLab]:
+    """The module's private libvirtd (conftest's ``libvirt_lab``) with two running guests."""
     need_binary("virsh", "libvirt-clients")
-    need_binary("qemu-system-x86_64", "qemu-system-x86")
     _need_root_and_kvm()
-    try:
-        shared = request.getfixturevalue("libvirt_lab")
-    except pytest.FixtureLookupError:
-        shared = None
-    assert shared is None or isinstance(shared, LibvirtLab)
-    own = None if shared is not None else LibvirtLab(tmp_path_factory.mktemp("libvirt"))
-    if own is not None:
-        own.start()
-    lab = shared or own
-    assert lab is not None
+    lab = libvirt_lab
     try:
         lab.create_guest(IDE_GUEST, guest_uuid(IDE_GUEST), disks=("hda", "vdb"))
         lab.create_guest(VDA_GUEST, guest_uuid(VDA_GUEST), disks=("vda",))
         yield lab
     finally:
-        if own is not None:
-            own.stop()
-        else:
-            for name in (IDE_GUEST, VDA_GUEST):
-                if name in lab.guests:
-                    lab.destroy_guest(name)
+        for name in (IDE_GUEST, VDA_GUEST):
+            if name in lab.guests:
+                lab.destroy_guest(name)
 
 
 def test_domstats_show_running_guests_with_block_and_net(lab: LibvirtLab) -> None:

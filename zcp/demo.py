@@ -69,9 +69,9 @@ def _libvirt_missing() -> str:
 def _boot_guests(lab: LibvirtLab, inv: Inventory) -> int:
     """The inventory's VMs as guests (disks by device id, NICs by MAC) and one stranger."""
     for vm in inv.vms:
-        disks = sorted((v.device_id or 0) for v in inv.volumes if v.vm_id == vm.id)
+        disks = sorted((v.device_id or 0) for v in inv.volumes_by_vm.get(vm.id, ()))
         targets = tuple("vd" + chr(ord("a") + d) for d in disks) or ("vda",)
-        macs = tuple(n.mac for n in inv.nics if n.vm_id == vm.id)
+        macs = tuple(n.mac for n in inv.nics_by_vm.get(vm.id, ()))
         lab.create_guest(vm.instance_name, vm.id, disks=targets, macs=macs)
     lab.create_guest("i-99-999-VM", str(uuid.uuid5(uuid.NAMESPACE_DNS, "zcp-demo-stranger")))
     return len(inv.vms) + 1

@@ -129,8 +129,8 @@ def volume_for_disk(inv: Inventory, vm_id: str, device: str, source: str) -> Vol
             return vol
     if len(device) >= 3 and device[-1].isalpha():
         slot = ord(device[-1]) - ord("a")
-        for vol in inv.volumes:
-            if vol.vm_id == vm_id and vol.device_id == slot:
+        for vol in inv.volumes_by_vm.get(vm_id, ()):
+            if vol.device_id == slot:
                 return vol
     return None
 

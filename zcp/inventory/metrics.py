@@ -46,18 +46,19 @@ def inventory_info_metrics(inv: Inventory, vm_ids: Iterable[str] | None = None) 
         "zcp_volume_info", "CloudStack identity of a volume (value 1).",
         labels=["volume_id", "volume_name", "vm_id", "account_id", "project_id", "type",
                 "pool", "storage_class", "rbd_image"])
-    for vol in inv.volumes:
-        if wanted is None or vol.vm_id in keep:
-            vol_info.add_metric([vol.id, vol.name, vol.vm_id, vol.account_id, vol.project_id,
-                                 vol.type, vol.pool, vol.storage_class or "", vol.rbd_image], 1)
+    volumes = inv.volumes if wanted is None else [
+        vol for vm_id in keep for vol in inv.volumes_by_vm.get(vm_id, ())]
+    for vol in volumes:
+        vol_info.add_metric([vol.id, vol.name, vol.vm_id, vol.account_id, vol.project_id,
+                             vol.type, vol.pool, vol.storage_class or "", vol.rbd_image], 1)
     yield vol_info
 
     nic_info = GaugeMetricFamily(
         "zcp_nic_info", "CloudStack identity of a vNIC (value 1).",
         labels=["nic_id", "mac", "vm_id", "account_id", "network_id", "network_name", "ip"])
-    for nic in inv.nics:
-        if nic.vm_id in keep:
-            owner = inv.vm_by_id[nic.vm_id].account_id
+    for vm_id in keep:
+        owner = inv.vm_by_id[vm_id].account_id
+        for nic in inv.nics_by_vm.get(vm_id, ()):
             nic_info.add_metric([nic.id, nic.mac, nic.vm_id, owner, nic.network_id,
                                  nic.network_name, nic.ip], 1)
     yield nic_info

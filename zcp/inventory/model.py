@@ -165,6 +165,23 @@ class Inventory(_Record):
         return {v.rbd_image: v for v in self.volumes if v.rbd_image}
 
     @cached_property
+    def volumes_by_vm(self) -> dict[str, tuple[Volume, ...]]:
+        """Attached volumes by VM uuid (built once per snapshot, read on every scrape)."""
+        out: dict[str, list[Volume]] = {}
+        for v in self.volumes:
+            if v.vm_id:
+                out.setdefault(v.vm_id, []).append(v)
+        return {k: tuple(vs) for k, vs in out.items()}
+
+    @cached_property
+    def nics_by_vm(self) -> dict[str, tuple[Nic, ...]]:
+        """vNICs by VM uuid."""
+        out: dict[str, list[Nic]] = {}
+        for n in self.nics:
+            out.setdefault(n.vm_id, []).append(n)
+        return {k: tuple(ns) for k, ns in out.items()}
+
+    @cached_property
     def nic_by_mac(self) -> dict[str, Nic]:
         """vNICs by lower-case MAC address."""
         return {n.mac.lower(): n for n in self.nics}

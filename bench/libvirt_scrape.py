@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=2, help="our exporter's --connections")
     ap.add_argument("--groups", default="state,cpu,balloon,vcpu,interface,block",
                     help="our exporter's --groups")
+    ap.add_argument("--no-procfs", action="store_true",
+                    help="our exporter with --no-procfs (every figure from libvirt's groups)")
     args = ap.parse_args()
 
     peer_bin = shutil.which("prometheus-libvirt-exporter")
@@ -90,7 +92,8 @@ def main() -> None:
                                  "--listen", f"127.0.0.1:{ours_port}",
                                  "--chunks", str(args.chunks),
                                  "--connections", str(args.connections),
-                                 "--groups", args.groups],
+                                 "--groups", args.groups,
+                                 "--no-procfs" if args.no_procfs else "--procfs"],
                                 stdout=subprocess.DEVNULL, stderr=logs[0])
         peer = subprocess.Popen([peer_bin, f"--libvirt.uri={lab.uri}",
                                  f"--web.listen-address=127.0.0.1:{peer_port}"],

@@ -293,7 +293,8 @@ class LibvirtLab:
 
     def guest_xml(self, name: str, uuid: str, *, memory_mib: int = 64, vcpus: int = 1,
                   disks: Sequence[str] = ("vda",), macs: Sequence[str] | None = None,
-                  metadata_xml: str | None = None, extra_devices_xml: str = "") -> str:
+                  metadata_xml: str | None = None, extra_devices_xml: str = "",
+                  balloon_stats_period: int = 0) -> str:
         """The domain XML ``create_guest`` defines (disk images are not created here).
 
         ``macs=None`` gives one NIC with a MAC derived from ``uuid``; ``macs=()`` gives none.
@@ -313,7 +314,8 @@ class LibvirtLab:
             devices.append(
                 f"<interface type='bridge'><mac address='{mac}'/>"
                 f"<source bridge='{self.bridge}'/><model type='virtio'/></interface>")
-        devices.append("<memballoon model='virtio'/>")
+        devices.append(f"<memballoon model='virtio'><stats period='{balloon_stats_period}'/>"
+                       "</memballoon>" if balloon_stats_period else "<memballoon model='virtio'/>")
         metadata = f"\n  <metadata>{metadata_xml}</metadata>" if metadata_xml else ""
         body = "\n    ".join(devices)
         extra = f"\n    {extra_devices_xml}" if extra_devices_xml else ""
@@ -337,14 +339,16 @@ class LibvirtLab:
     def create_guest(self, name: str, uuid: str, *, memory_mib: int = 64, vcpus: int = 1,
                      disks: Sequence[str] = ("vda",), macs: Sequence[str] | None = None,
                      metadata_xml: str | None = None, extra_devices_xml: str = "",
-                     start: bool = True) -> Any:
+                     balloon_stats_period: int = 0, start: bool = True) -> Any:
         """Define (and by default start) a tiny KVM guest with no OS; the ``virDomain``.
 
         Each disk in ``disks`` is a fresh 64 MiB qcow2 image in ``workdir/disks``, its bus chosen
         by its target name (``vdX`` virtio, ``hdX`` ide, ``sdX`` scsi with a virtio-scsi
         controller). Each MAC is a virtio NIC on the lab's bridge (``macs=None``: one NIC with a
         MAC derived from ``uuid``). ``metadata_xml`` goes verbatim inside ``<metadata>``;
-        ``extra_devices_xml`` verbatim inside ``<devices>`` (e.g. an RBD network disk). A domain
+        ``extra_devices_xml`` verbatim inside ``<devices>`` (e.g. an RBD network disk);
+        ``balloon_stats_period`` asks the balloon driver for guest memory stats every that many
+        seconds (0: never, as CloudStack's default). A domain
         of the same name left over from an earlier run is removed first.
 
         Without an OS the guest never drives its devices: block reads stop after the BIOS's
@@ -353,7 +357,8 @@ class LibvirtLab:
         conn = self.conn
         xml = self.guest_xml(name, uuid, memory_mib=memory_mib, vcpus=vcpus, disks=disks,
                              macs=macs, metadata_xml=metadata_xml,
-                             extra_devices_xml=extra_devices_xml)
+                             extra_devices_xml=extra_devices_xml,
+                             balloon_stats_period=balloon_stats_period)
         self._remove_stale(name)
         paths = [self._disk_path(name, t) for t in disks]
         for path in paths:

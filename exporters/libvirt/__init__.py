@@ -19,11 +19,12 @@ __all__ = ["DEFAULT_PORT", "GROUP_FLAGS", "LibvirtCollector", "LibvirtSource", "
 
 
 def run(cfg: Config, uri: str, host: str, port: int, deadline: float, hostname: str | None,
-        groups: tuple[str, ...], chunks: int = 4, connections: int = 2) -> None:
+        groups: tuple[str, ...], chunks: int = 4, connections: int = 2,
+        procfs: bool | None = None) -> None:
     """Run the exporter until SIGTERM/SIGINT."""
     cache = make_cache(cfg)
     cache.start()
-    source = LibvirtSource(uri, groups, chunks=chunks, connections=connections)
+    source = LibvirtSource(uri, groups, chunks=chunks, connections=connections, procfs=procfs)
     collector = LibvirtCollector(source, cache, hostname or socket.gethostname(), deadline)
     server = ExporterServer("libvirt", collector, host, port, deadline)
     stop = threading.Event()

@@ -71,6 +71,26 @@ class DomainXml:
     nics: dict[str, VNic] = field(default_factory=dict)
     nics_by_mac: dict[str, VNic] = field(default_factory=dict)
     cloudstack: CloudStackMetadata | None = None
+    memory_kib: int = 0  # <memory>: the maximum
+    current_memory_kib: int = 0  # <currentMemory>: the balloon target libvirt reports
+    vcpus_max: int = 0
+    vcpus_current: int = 0
+    balloon: bool = False  # a memballoon device other than model='none'
+    balloon_stats_period: int = 0  # <memballoon><stats period>: 0 = the guest never reports
+
+    def xml_stats(self) -> dict[str, int]:
+        """The figures libvirt's ``balloon`` and ``vcpu`` groups take from the definition
+        (``balloon.current``/``maximum``, ``vcpu.current``/``maximum``), by their names."""
+        out: dict[str, int] = {}
+        if self.memory_kib:
+            out["balloon.maximum"] = self.memory_kib
+            # without a balloon libvirt reports the whole memory as current
+            out["balloon.current"] = (self.current_memory_kib or self.memory_kib) \
+                if self.balloon else self.memory_kib
+        if self.vcpus_max:
+            out["vcpu.maximum"] = self.vcpus_max
+            out["vcpu.current"] = self.vcpus_current or self.vcpus_max
+        return out
 
 
 def _text(el: ET.Element | None) -> str:
@@ -104,6 +124,31 @@ def _cloudstack_metadata(metadata: ET.Element | None) -> CloudStackMetadata | No
         project_id=attr("owner/project", "uuid"),
         project=_text(q("owner/project")),
     )
+
+
+_UNIT_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 1024,
+             "m": 1024, "mib": 1024, "mb": 1e6 / 1024, "g": 1024**2, "gib": 1024**2,
+             "gb": 1e9 / 1024, "t": 1024**3, "tib": 1024**3, "tb": 1e12 / 1024}
+
+
+def _kib(el: ET.Element | None) -> int:
+    """A libvirt memory element (``<memory unit='KiB'>65536</memory>``) in KiB; 0 if absent."""
+    if el is None or not (el.text or "").strip():
+        return 0
+    unit = el.get("unit", "KiB").lower()
+    if unit not in _UNIT_KIB:
+        raise DomainXmlError(f"unknown memory unit {unit!r}")
+    try:
+        return int(int(el.text.strip()) * _UNIT_KIB[unit])  # type: ignore[union-attr]
+    except ValueError:
+        raise DomainXmlError(f"bad memory value {el.text!r}") from None
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        raise DomainXmlError(f"bad number {value!r} in domain XML") from None
 
 
 def parse_domain_xml(xml: str) -> DomainXml:
@@ -148,8 +193,17 @@ def parse_domain_xml(xml: str) -> DomainXml:
             nics[nic.device] = nic
         if mac:
             by_mac[mac] = nic
+    vcpu = root.find("vcpu")
+    balloon = root.find("devices/memballoon")
+    stats = balloon.find("stats") if balloon is not None else None
     return DomainXml(uuid=uuid, name=name, disks=disks, nics=nics, nics_by_mac=by_mac,
-                     cloudstack=_cloudstack_metadata(root.find("metadata")))
+                     cloudstack=_cloudstack_metadata(root.find("metadata")),
+                     memory_kib=_kib(root.find("memory")),
+                     current_memory_kib=_kib(root.find("currentMemory")),
+                     vcpus_max=_int(_text(vcpu)) if vcpu is not None else 0,
+                     vcpus_current=_int(vcpu.get("current")) if vcpu is not None else 0,
+                     balloon=balloon is not None and balloon.get("model", "none") != "none",
+                     balloon_stats_period=_int(stats.get("period")) if stats is not None else 0)
 
 
 # -- stats records ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import libvirt
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -28,6 +29,7 @@ from exporters.libvirt.parse import (
     group_stats,
     parse_domain_xml,
 )
+from exporters.libvirt.procfs import ProcReader, QemuProcess
 from zcp.inventory.cache import InventoryCache
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,14 @@ GROUP_FLAGS = {
 # Ask libvirt to skip what would block on a busy domain (libvirt >= 4.5) instead of waiting.
 NOWAIT = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
 RUNNING = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED)
+
+
+
+def is_local_uri(uri: str) -> bool:
+    """True for a QEMU driver URI of a libvirtd on this host (``qemu:///system``)."""
+    parsed = urlsplit(uri)
+    return parsed.scheme in ("qemu", "qemu+unix") and not parsed.hostname
+
 
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
@@ -76,6 +86,7 @@ class Collection:
     duration: float = 0.0
     group_success: dict[str, bool] = field(default_factory=dict)
     incomplete: int = 0
+    procfs_domains: int = 0
 
 
 class LibvirtSource:
@@ -84,7 +95,8 @@ class LibvirtSource:
     def __init__(self, uri: str, groups: tuple[str, ...] = tuple(GROUP_FLAGS),
                  keepalive: tuple[int, int] = (5, 3),
                  open_conn: Callable[[str], Any] | None = None,
-                 chunks: int = 4, connections: int = 2) -> None:
+                 chunks: int = 4, connections: int = 2, procfs: bool | None = None,
+                 proc_reader: ProcReader | None = None) -> None:
         unknown = set(groups) - set(GROUP_FLAGS)
         if unknown:
             raise ValueError(f"unknown stat groups: {', '.join(sorted(unknown))}")
@@ -95,11 +107,17 @@ class LibvirtSource:
             self.stats_flags |= GROUP_FLAGS[g]
         self.keepalive = keepalive
         # Fan-out: the domains are split into chunks, each fetched with one bulk
-        # domainListGetStats call for all groups; the calls run concurrently over a few
+        # domainListGetStats call for all its groups; the calls run concurrently over a few
         # connections so libvirtd's workers and the guests' monitors work in parallel. Splitting
         # by group instead would make the calls fight over each domain's job (NOWAIT then skips
-        # stats). chunks=1 is the classic single getAllDomainStats call.
+        # stats). chunks=1 is one bulk call for all domains.
         self.chunks = max(1, chunks)
+        # cpu, vCPU and RSS figures from /proc for a libvirtd on this host (None: decide by
+        # the URI); see exporters/libvirt/procfs.py for why and how
+        if procfs is None:
+            procfs = is_local_uri(uri)
+        self.procfs = (proc_reader or ProcReader()) if procfs else None
+        self.procfs_domains = 0
         self.n_connections = max(1, connections)
         self._extra: list[Any] = []
         self._handles: list[dict[str, Any]] = []
@@ -141,7 +159,8 @@ class LibvirtSource:
                 conn.setKeepAlive(*self.keepalive)
             except libvirt.libvirtError:
                 pass  # e.g. test:/// drivers have no keepalive
-            for event in ("LIFECYCLE", "DEVICE_ADDED", "DEVICE_REMOVED", "METADATA_CHANGE"):
+            for event in ("LIFECYCLE", "DEVICE_ADDED", "DEVICE_REMOVED", "METADATA_CHANGE",
+                          "BALLOON_CHANGE"):
                 event_id = getattr(libvirt, f"VIR_DOMAIN_EVENT_ID_{event}", None)
                 if event_id is not None:
                     try:
@@ -217,7 +236,7 @@ class LibvirtSource:
         result = Collection()
         try:
             conn = self._connection()
-            records = self._fetch(conn)
+            records = self._fetch(conn, result.xml)
         except libvirt.libvirtError as exc:
             result.error = str(exc).splitlines()[0] if str(exc) else "libvirt error"
             self.collection_errors += 1
@@ -232,19 +251,10 @@ class LibvirtSource:
             result.duration = time.monotonic() - start
             log.warning("libvirt collection failed", extra={"error": result.error})
             return result
-        seen: set[str] = set()
         ok = dict.fromkeys(self.groups, True)
-        for dom, stats in records:
-            try:
-                uuid, name = dom.UUIDString(), dom.name()
-            except libvirt.libvirtError:
-                continue  # disappeared mid-scrape: only its own series are lost
+        for uuid, name, stats in records:
             rec = group_stats(uuid, name, stats)
             result.domains.append(rec)
-            seen.add(uuid)
-            dxml = self._domain_xml(dom, uuid)
-            if dxml is not None:
-                result.xml[uuid] = dxml
             if rec.state in RUNNING:
                 missing = [g for g in self.groups if g not in rec.groups]
                 for g in missing:
@@ -252,10 +262,11 @@ class LibvirtSource:
                 if missing:
                     result.incomplete += 1
         with self._dirty_lock:
-            for uuid in set(self._xml) - seen:
+            for uuid in set(self._xml) - set(result.xml):
                 self._xml.pop(uuid, None)
                 self._xml_ids.pop(uuid, None)
         result.group_success = ok
+        result.procfs_domains = self.procfs_domains
         result.duration = time.monotonic() - start
         self.collections += 1
         self.last_success = time.time()
@@ -279,23 +290,62 @@ class LibvirtSource:
             out.append(handle)
         return out
 
-    def _fetch(self, conn: Any) -> list[tuple[Any, dict[str, Any]]]:
-        """(domain, stats) of every domain: one bulk call, or concurrent bulk calls merged."""
-        if self._pool is None:
-            return list(conn.getAllDomainStats(self.stats_flags, NOWAIT))
+    def _plan(self, doms: list[Any], xml: dict[str, DomainXml],
+              ) -> tuple[dict[int, list[Any]], dict[str, QemuProcess]]:
+        """Which stat groups to ask libvirt for, per domain: ``{flags: [domain]}``; and the
+        local QEMU processes whose cpu/vCPU/RSS figures are read from /proc instead."""
+        procs: dict[str, QemuProcess] = {}
+        if self.procfs is not None:
+            procs = self.procfs.locate({d.UUIDString(): d.ID() for d in doms if d.ID() >= 0})
+        plan: dict[int, list[Any]] = {}
+        for dom in doms:
+            uuid = dom.UUIDString()
+            flags = self.stats_flags
+            if dom.ID() < 0:
+                flags &= GROUP_FLAGS["state"]  # off: nothing but its state is exported
+            elif uuid in procs:
+                flags &= ~(GROUP_FLAGS["cpu"] | GROUP_FLAGS["vcpu"])
+                dxml = xml.get(uuid)
+                # guest-reported memory needs the monitor, and only exists when the guest was
+                # told to report it (<memballoon><stats period>); the rest is XML and /proc
+                if dxml is not None and not (dxml.balloon and dxml.balloon_stats_period > 0):
+                    flags &= ~GROUP_FLAGS["balloon"]
+            plan.setdefault(flags, []).append(dom)
+        return plan, procs
+
+    def _fetch(self, conn: Any, xml: dict[str, DomainXml]) -> list[tuple[str, str, dict[str, Any]]]:
+        """(uuid, name, flat stats) of every domain, fetched with concurrent bulk calls (one
+        per chunk of domains), completed from /proc and the cached XML; fills ``xml``."""
         doms = conn.listAllDomains(0)
         live = {d.UUIDString() for d in doms}
         for handles in self._handles[1:]:
             for uuid in set(handles) - live:
                 del handles[uuid]
+        for dom in doms:
+            dxml = self._domain_xml(dom, dom.UUIDString())
+            if dxml is not None:
+                xml[dom.UUIDString()] = dxml
+        plan, procs = self._plan(doms, xml)
+        calls: list[tuple[int, list[Any]]] = []
+        for flags, group in plan.items():
+            n = max(1, round(self.chunks * len(group) / len(doms)))
+            calls += [(flags, group[k::n]) for k in range(min(n, len(group)))]
         futures = []
-        for n in range(min(self.chunks, len(doms))):
-            index = n % self.n_connections
+        for k, (flags, group) in enumerate(calls):
+            index = k % self.n_connections
             target = conn if index == 0 else self._extra[index - 1]
-            futures.append(self._pool.submit(
-                target.domainListGetStats, self._on_connection(index, doms[n::self.chunks]),
-                self.stats_flags, NOWAIT))
-        merged: dict[str, dict[str, Any]] = {}
+            targets = self._on_connection(index, group)
+            if self._pool is None:
+                fut: Future[Any] = Future()
+                try:
+                    fut.set_result(target.domainListGetStats(targets, flags, NOWAIT))
+                except libvirt.libvirtError as exc:
+                    fut.set_exception(exc)
+                futures.append(fut)
+            else:
+                futures.append(self._pool.submit(target.domainListGetStats, targets, flags,
+                                                 NOWAIT))
+        merged: dict[str, tuple[str, dict[str, Any]]] = {}
         failures = []
         for fut in futures:
             try:
@@ -304,10 +354,35 @@ class LibvirtSource:
                 failures.append(exc)
                 continue
             for dom, stats in part:
-                merged[dom.UUIDString()] = stats
+                try:
+                    merged[dom.UUIDString()] = (dom.name(), stats)
+                except libvirt.libvirtError:
+                    continue  # disappeared mid-scrape: only its own series are lost
         if failures and len(failures) == len(futures):
             raise failures[0]
-        return [(d, merged[d.UUIDString()]) for d in doms if d.UUIDString() in merged]
+        out = []
+        n_procfs = 0
+        for dom in doms:
+            uuid = dom.UUIDString()
+            if uuid not in merged:
+                continue
+            name, stats = merged[uuid]
+            proc = procs.get(uuid)
+            if proc is not None and dom.ID() >= 0:
+                extra = self.procfs.read(proc, vcpus="vcpu" in self.groups,  # type: ignore[union-attr]
+                                         cpu="cpu" in self.groups,
+                                         rss="balloon" in self.groups)
+                if extra is None:
+                    self.procfs.forget(uuid)  # type: ignore[union-attr]
+                else:
+                    n_procfs += 1
+                    dxml = xml.get(uuid)
+                    base = {k: v for k, v in (dxml.xml_stats() if dxml else {}).items()
+                            if k.split(".", 1)[0] in self.groups}
+                    stats = {**base, **stats, **extra}
+            out.append((uuid, name, stats))
+        self.procfs_domains = n_procfs
+        return out
 
     def collect(self, timeout: float) -> Collection:
         """Join the collection in flight or start one; give up after ``timeout`` seconds."""
@@ -390,4 +465,15 @@ class LibvirtCollector:
         yield CounterMetricFamily("libvirt_exporter_domain_xml_reads",
                                   "Domain XML documents read (cache misses).",
                                   value=src.xml_reads)
+        yield GaugeMetricFamily(
+            "libvirt_exporter_procfs_domains",
+            "Running domains whose CPU/vCPU/RSS figures came from /proc in the last collection.",
+            value=result.procfs_domains)
+        if src.procfs is not None:
+            yield CounterMetricFamily("libvirt_exporter_procfs_scans",
+                                      "Scans of /proc for the QEMU processes of new domains.",
+                                      value=src.procfs.scans)
+            yield CounterMetricFamily("libvirt_exporter_procfs_read_errors",
+                                      "Failed reads of a QEMU process's /proc figures.",
+                                      value=src.procfs.read_errors)
         yield from self.inventory.collect()

@@ -15,7 +15,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporters.http import ExporterServer
-from exporters.libvirt.source import LibvirtCollector, LibvirtSource
+from exporters.libvirt.source import GROUP_FLAGS, LibvirtCollector, LibvirtSource
 from lab.libvirt import LibvirtLab
 from tests.conftest import need_binary
 from zcp.inventory.cache import InventoryCache
@@ -91,11 +91,14 @@ def guests(libvirt_lab: LibvirtLab, default_inventory: Inventory) -> Iterator[di
     mac = next(n.mac for n in default_inventory.nics if n.vm_id == web1.id)
     libvirt_lab.create_guest(web1.instance_name, web1.id, disks=("hda", "vdb"), macs=(mac,))
     stranger = str(uuidlib.uuid4())
-    libvirt_lab.create_guest("i-9-99-VM", stranger, disks=("vda",))
+    # two vCPUs, and told to report guest memory stats (so its balloon needs the monitor)
+    libvirt_lab.create_guest("i-9-99-VM", stranger, disks=("vda",), vcpus=2,
+                             balloon_stats_period=5)
     # the BIOS reads the IDE boot disk within a few seconds: wait for that real I/O
     assert wait_until(lambda: int(domstats(libvirt_lab, web1.instance_name).get(
         "block.0.rd.bytes", 0)) > 0, timeout=30), "the guest's BIOS never read its disk"
-    yield {"known": web1.id, "known_name": web1.instance_name, "unknown": stranger}
+    yield {"known": web1.id, "known_name": web1.instance_name, "unknown": stranger,
+           "unknown_name": "i-9-99-VM"}
     for name in (web1.instance_name, "i-9-99-VM"):
         libvirt_lab.destroy_guest(name)
 
@@ -122,8 +125,18 @@ def test_counters_match_virsh_domstats(exporter: Exporter, libvirt_lab: LibvirtL
         got = value(samples, metric, **ids, **labels)
         assert float(before[key]) * scale <= got <= float(after[key]) * scale, (metric, got)
 
+    # a local libvirtd: CPU, vCPU and RSS figures came from /proc, the rest from libvirt
+    assert value(samples, "libvirt_exporter_procfs_domains") == 2
     between("libvirt_domain_cpu_time_seconds_total", "cpu.time", 1e-9)
+    between("libvirt_domain_cpu_user_seconds_total", "cpu.user", 1e-9)
+    between("libvirt_domain_cpu_system_seconds_total", "cpu.system", 1e-9)
     between("libvirt_domain_vcpu_time_seconds_total", "vcpu.0.time", 1e-9, vcpu="0")
+    between("libvirt_domain_vcpu_wait_seconds_total", "vcpu.0.wait", 1e-9, vcpu="0")
+    between("libvirt_domain_vcpu_delay_seconds_total", "vcpu.0.delay", 1e-9, vcpu="0")
+    assert value(samples, "libvirt_domain_vcpu_delay_seconds_total", **ids, vcpu="0") > 0
+    assert value(samples, "libvirt_domain_vcpus", **ids) == int(after["vcpu.current"])
+    rss = value(samples, "libvirt_domain_memory_rss_bytes", **ids)
+    assert abs(rss - int(after["balloon.rss"]) * 1024) <= 0.05 * rss  # a gauge: it moves
     between("libvirt_domain_memory_maximum_bytes", "balloon.maximum", 1024)
     between("libvirt_domain_memory_balloon_bytes", "balloon.current", 1024)
     assert value(samples, "libvirt_domain_memory_maximum_bytes", **ids) == 64 * 2**20
@@ -317,3 +330,60 @@ def test_chunked_fan_out_exports_the_same_series_as_one_call(
     single = label_sets(1, 1)
     assert len(single) > 50
     assert label_sets(3, 2) == single
+
+
+def test_proc_figures_equal_libvirts_own_groups(libvirt_lab: LibvirtLab, guests: dict[str, str],
+                                                default_inventory: Inventory) -> None:
+    """The same families, label sets and values with /proc as with libvirt's cpu/vcpu groups."""
+    cache = InventoryCache(lambda: default_inventory, refresh_interval=3600)
+    cache.refresh()
+
+    def scrape(procfs: bool) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        source = LibvirtSource(libvirt_lab.uri, procfs=procfs)
+        try:
+            fams = list(LibvirtCollector(source, cache, "h", 8.0).collect())
+        finally:
+            source.close()
+        return {(s.name, frozenset(s.labels.items())): s.value for f in fams
+                for s in f.samples if s.name.startswith("libvirt_domain")}
+
+    before, ours, after = scrape(False), scrape(True), scrape(False)
+    assert set(ours) == set(before) == set(after)
+    checked = 0
+    for key, got in ours.items():
+        name = key[0]
+        if dict(key[1])["vm_id"] not in (guests["known"], guests["unknown"]):
+            continue
+        if name.endswith("_total") and ("_cpu_" in name or "_vcpu_" in name):
+            assert before[key] <= got <= after[key], (key, before[key], got, after[key])
+            checked += 1
+        elif name in ("libvirt_domain_vcpus", "libvirt_domain_vcpus_maximum",
+                      "libvirt_domain_memory_maximum_bytes",
+                      "libvirt_domain_memory_balloon_bytes", "libvirt_domain_vcpu_state"):
+            assert got == before[key], key
+    # cpu time/user/system of both guests, time/wait/delay of their three vCPUs
+    assert checked == 2 * 3 + 3 * 3
+    vcpus = [dict(k[1])["vcpu"] for k in ours if k[0] == "libvirt_domain_vcpu_time_seconds_total"
+             and dict(k[1])["vm_id"] == guests["unknown"]]
+    assert sorted(vcpus) == ["0", "1"]
+
+
+def test_guest_memory_stats_are_asked_only_of_guests_told_to_report(
+        libvirt_lab: LibvirtLab, guests: dict[str, str]) -> None:
+    """A balloon without a stats period never has guest figures: no monitor call for it."""
+    source = LibvirtSource(libvirt_lab.uri)
+    try:
+        conn = source._connection()
+        doms = [d for d in conn.listAllDomains(0)
+                if d.UUIDString() in (guests["known"], guests["unknown"])]
+        xml = {d.UUIDString(): x for d in doms
+               if (x := source._domain_xml(d, d.UUIDString())) is not None}
+        plan, procs = source._plan(doms, xml)
+    finally:
+        source.close()
+    assert set(procs) == {guests["known"], guests["unknown"]}
+    flags = {d.UUIDString(): f for f, ds in plan.items() for d in ds}
+    balloon, vcpu = GROUP_FLAGS["balloon"], GROUP_FLAGS["vcpu"]
+    assert flags[guests["unknown"]] & balloon and not flags[guests["known"]] & balloon
+    assert not (flags[guests["unknown"]] | flags[guests["known"]]) & (vcpu | GROUP_FLAGS["cpu"])
+    assert flags[guests["known"]] & GROUP_FLAGS["block"]

@@ -124,12 +124,68 @@ class LoggingConfig(_Model):
     loki: LokiConfig | None = None
 
 
+class WebhookReceiver(_Model):
+    """A generic webhook (Alertmanager's webhook payload, version 4)."""
+
+    url: Secret  # webhook URLs often embed a token
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: SecretStr) -> SecretStr:
+        _require_http(value.get_secret_value())
+        return value
+
+
+class EmailReceiver(_Model):
+    """Tickets by email through an SMTP smarthost."""
+
+    to: str
+    sender: str = Field(description="From: address")
+    smarthost: str = Field(description="host:port of the SMTP relay")
+    username: str | None = None
+    password: Secret | None = None
+    require_tls: bool = True
+
+
+class PagerDutyReceiver(_Model):
+    """Pages through PagerDuty's Events API v2 (or a compatible service at ``url``)."""
+
+    routing_key: Secret
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _require_http(value)
+
+
+class AlertingConfig(_Model):
+    """Where alerts go and where their runbooks live."""
+
+    runbook_base_url: str = Field(
+        "https://git.example.com/zcp-observability/blob/main/alerts/runbooks",
+        description="runbook_url = <this>/<area>.md#<alertname lower-cased>")
+    webhook: WebhookReceiver | None = None
+    email: EmailReceiver | None = None
+    pagerduty: PagerDutyReceiver | None = None
+    group_wait_seconds: float = Field(30.0, gt=0)
+    group_interval_seconds: float = Field(300.0, gt=0)
+    repeat_interval_seconds: float = Field(4 * 3600.0, gt=0)
+    resolve_timeout_seconds: float = Field(300.0, gt=0)
+
+    @field_validator("runbook_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _require_http(value).rstrip("/")
+
+
 class Config(_Model):
     """The whole configuration file."""
 
     cloudstack: CloudStackConfig | None = None
     inventory: InventoryConfig = Field(default_factory=lambda: InventoryConfig())
     logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig())
+    alerting: AlertingConfig = Field(default_factory=lambda: AlertingConfig())
 
 
 def _format_error(source: str, exc: ValidationError) -> str:

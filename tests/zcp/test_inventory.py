@@ -177,3 +177,29 @@ def test_unexpected_loader_errors_keep_the_thread_alive(default_inventory: Inven
     with pytest.raises(InventoryError, match="inventory refresh failed"):
         cache.refresh()
     assert cache.failures == 1
+
+
+def test_inventory_collector_exports_identity_state_and_pool_classes(
+        default_inventory: Inventory) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from zcp.inventory.cache import InventoryCache
+    from zcp.inventory.metrics import InventoryCollector
+
+    cache = InventoryCache(lambda: default_inventory, refresh_interval=3600)
+    cache.refresh()
+    registry = CollectorRegistry()
+    registry.register(InventoryCollector(cache))  # type: ignore[arg-type]
+    fams = {f.name: f for f in text_string_to_metric_families(
+        generate_latest(registry).decode())}
+    states = {s.labels["vm_id"]: s.labels for s in fams["zcp_vm_state"].samples}
+    assert set(states) == {vm.id for vm in default_inventory.vms}
+    web1 = next(vm for vm in default_inventory.vms if vm.name == "web-1")
+    assert states[web1.id]["state"] == "Running" and states[web1.id]["account"] == "acme"
+    assert states[web1.id]["host"] == web1.host
+    pools = {s.labels["ceph_pool"]: s.labels["storage_class"]
+             for s in fams["zcp_storage_pool_info"].samples}
+    assert pools == {sp.path: sp.storage_class for sp in default_inventory.storage_pools}
+    assert set(pools.values()) == {"fast", "flow", "bulk"}
+    assert len(fams["zcp_vm_info"].samples) == len(default_inventory.vms)

@@ -73,6 +73,26 @@ def tenant_info_metrics(inv: Inventory) -> Iterator[Metric]:
     yield info
 
 
+def fleet_metrics(inv: Inventory) -> Iterator[Metric]:
+    """What only the whole inventory can say: the state CloudStack expects each VM in (for
+    "should run but does not" alerts) and the storage class of each primary storage pool."""
+    state = GaugeMetricFamily(
+        "zcp_vm_state", "State of a VM in CloudStack (value 1; label state, e.g. Running).",
+        labels=["vm_id", "instance_name", "account_id", "account", "host", "zone", "state"])
+    for vm in inv.vms:
+        tenant = inv.tenant_by_id.get(vm.account_id)
+        state.add_metric([vm.id, vm.instance_name, vm.account_id, tenant.name if tenant else "",
+                          vm.host, vm.zone, vm.state], 1)
+    yield state
+    pools = GaugeMetricFamily(
+        "zcp_storage_pool_info",
+        "A CloudStack primary storage pool, its Ceph pool and storage class (value 1).",
+        labels=["pool_id", "pool", "ceph_pool", "storage_class", "zone"])
+    for sp in inv.storage_pools:
+        pools.add_metric([sp.id, sp.name, sp.path, sp.storage_class or "", sp.zone], 1)
+    yield pools
+
+
 class InventoryCollector:
     """Collector: identity info of the whole cached inventory plus the cache's own health."""
 
@@ -84,4 +104,5 @@ class InventoryCollector:
         inv = self.cache.current()
         yield from tenant_info_metrics(inv)
         yield from inventory_info_metrics(inv)
+        yield from fleet_metrics(inv)
         yield from self.cache.collect()

@@ -7,7 +7,7 @@ PACKAGES=(
   # Python build of libvirt-python and the venv
   python3-venv python3-dev gcc pkg-config libvirt-dev
   # Prometheus side
-  prometheus prometheus-alertmanager prometheus-libvirt-exporter
+  prometheus prometheus-alertmanager prometheus-libvirt-exporter ceph-prometheus-alerts
   # libvirt + KVM
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
   # network tools used by the lab

@@ -1,0 +1,230 @@
+"""Rules, their promtool tests, the Alertmanager config and its routing, checked with the real
+promtool/amtool and (inhibition) a real Alertmanager."""
+
+from __future__ import annotations
+
+import re
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from alerts.build import build, check
+from alerts.ceph import UPSTREAM, ceph_alerts
+from alerts.model import Alert, Case, Group
+from alerts.rules import groups
+from lab.alerting import WebhookReceiver
+from lab.prometheus import AlertmanagerServer
+from tests.conftest import need_binary
+from zcp.config import AlertingConfig, parse_config
+from zcp.errors import ConfigError, ZcpError
+
+RUNBOOKS = Path(__file__).resolve().parents[2] / "alerts" / "runbooks"
+ALL = [a for g in groups() for a in g.alerts]
+
+
+@pytest.fixture
+def tools() -> None:
+    need_binary("promtool", "prometheus")
+    need_binary("amtool", "prometheus-alertmanager")
+
+
+def test_built_rules_and_config_pass_promtool_and_amtool(tmp_path: Path, tools: None) -> None:
+    build(tmp_path, AlertingConfig())
+    done = check(tmp_path)
+    assert done[:3] == ["promtool check rules", "promtool test rules", "amtool check-config"]
+    assert len([d for d in done if d.startswith("route ")]) >= 15
+    tests = yaml.safe_load((tmp_path / "rules/zcp.tests.yml").read_text())["tests"]
+    # every alert: a firing case and a quiet case, each checked at the boundary of its for:
+    for alert in ALL:
+        mine = [t for t in tests if t["name"].startswith(f"{alert.name} case")]
+        assert any(c["exp_alerts"] for t in mine for c in t["alert_rule_test"]), alert.name
+        assert any(not c["exp_alerts"] for t in mine for c in t["alert_rule_test"]), alert.name
+
+
+@pytest.mark.parametrize("mutation", [
+    ("for: 2m", "for: 4m"),  # a longer for: than tested
+    ("severity: critical", "severity: warning"),  # a page downgraded to a ticket
+    ("== 6", "== 7"),  # VMCrashed watching the wrong state
+])
+def test_promtool_tests_catch_a_changed_rule(tmp_path: Path, tools: None,
+                                             mutation: tuple[str, str]) -> None:
+    build(tmp_path, AlertingConfig())
+    rules = tmp_path / "rules/zcp.rules.yml"
+    text = rules.read_text()
+    assert mutation[0] in text
+    rules.write_text(text.replace(mutation[0], mutation[1], 1))
+    with pytest.raises(ZcpError, match="promtool test rules failed"):
+        check(tmp_path)
+
+
+def test_every_alert_is_complete() -> None:
+    names = [a.name for a in ALL]
+    assert len(names) == len(set(names))
+    assert {a.severity for a in ALL} == {"critical", "warning", "info"}
+    assert {a.area for a in ALL} == {"compute", "storage", "network", "platform"}
+    for alert in ALL:
+        for text in (alert.summary, alert.description):
+            # only {{ $labels.x }}: what promtool's exact annotation check can follow
+            leftover = re.sub(r"\{\{\s*\$labels\.\w+\s*\}\}", "", text)
+            assert "{{" not in leftover, (alert.name, text)
+        assert re.search(r"\$labels\.\w+", alert.description) or alert.name in (
+            "MeteringJobFailed",), f"{alert.name}: description names no object"
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    for alert in ALL:
+        book = RUNBOOKS / f"{alert.area}.md"
+        assert book.exists(), book
+        headings = re.findall(r"^## (\w+)\s*$", book.read_text(), re.M)
+        assert alert.name in headings, f"{alert.name}: no section in {book.name}"
+        section = book.read_text().split(f"## {alert.name}\n", 1)[1].split("\n## ", 1)[0]
+        assert "**Diagnose**" in section and "**Mitigate**" in section, alert.name
+
+
+def test_an_alert_without_both_cases_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs a case that fires and one that stays quiet"):
+        Alert("X", "up == 0", "1m", "warning", "platform", "s", "d",
+              (Case({"up": "0x5"}, ({"job": "x"},)),))
+
+
+def test_duplicate_alert_names_are_refused(tmp_path: Path) -> None:
+    group = groups()[1]
+    with pytest.raises(ZcpError, match="duplicate alert names: HypervisorHostDown"):
+        build(tmp_path, AlertingConfig(), [group, Group("again", (group.alerts[0],))])
+
+
+def test_upstream_ceph_rules_are_pinned(tmp_path: Path) -> None:
+    if not UPSTREAM.exists():
+        need_binary("missing-ceph-prometheus-alerts", "ceph-prometheus-alerts")
+    changed = tmp_path / "ceph_default_alerts.yml"
+    changed.write_text(UPSTREAM.read_text().replace('"ceph_health_status == 2"',
+                                                    '"ceph_health_status >= 2"'))
+    with pytest.raises(ConfigError, match="upstream Ceph rule CephHealthError changed"):
+        ceph_alerts(changed)
+    with pytest.raises(ConfigError, match="apt-get install ceph-prometheus-alerts"):
+        ceph_alerts(tmp_path / "missing.yml")
+    reused = [a for a in ceph_alerts().alerts if a.upstream]
+    assert {a.name for a in reused} >= {"CephHealthError", "CephOSDDown", "CephPGsUnclean"}
+
+
+def test_receivers_and_secrets_come_from_the_config(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PD_KEY", "pd-secret-1234")
+    (tmp_path / "smtp").write_text("smtp-secret-5678\n")
+    cfg = parse_config({"alerting": {
+        "webhook": {"url": "https://chat.example/hook/tok-abc"},
+        "email": {"to": "ops@example.com", "sender": "am@example.com",
+                  "smarthost": "smtp.example.com:587", "username": "am",
+                  "password": {"file": str(tmp_path / "smtp")}},
+        "pagerduty": {"routing_key": {"env": "PD_KEY"}},
+    }}, "test").alerting
+    built = build(tmp_path / "out", cfg)
+    am = yaml.safe_load(built.alertmanager.read_text())
+    recv = {r["name"]: r for r in am["receivers"]}
+    assert recv["compute-critical"]["pagerduty_configs"][0]["routing_key"] == "pd-secret-1234"
+    assert "email_configs" not in recv["compute-critical"]
+    assert recv["storage-warning"]["email_configs"][0]["auth_password"] == "smtp-secret-5678"
+    assert "pagerduty_configs" not in recv["storage-warning"]
+    assert recv["network-info"]["webhook_configs"][0]["url"] == "https://chat.example/hook/tok-abc"
+    assert set(recv["network-info"]) == {"name", "webhook_configs"}
+    assert stat.S_IMODE(built.alertmanager.stat().st_mode) == 0o600
+    for other in (built.rules, built.tests, built.route_tests):
+        assert "secret" not in other.read_text()
+    # nothing secret is in the code that generates the config
+    code = "".join(p.read_text() for p in (Path(__file__).parents[2] / "alerts").glob("*.py"))
+    assert "routing_key\": \"" not in code and "pd-secret" not in code
+
+
+def test_cli_build_then_check(tmp_path: Path, tools: None) -> None:
+    zcp_obs = str(Path(sys.executable).parent / "zcp-obs")
+    out = subprocess.run([zcp_obs, "alerts", "build", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "no receivers configured" in out.stderr
+    res = subprocess.run([zcp_obs, "alerts", "check", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"ok: \d+ checks passed", res.stdout)
+    missing = subprocess.run([zcp_obs, "alerts", "check", "--out", str(tmp_path / "nope")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1
+    assert missing.stderr.strip().startswith("Error: ") and "alerts build" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+# -- inhibition on a real Alertmanager --------------------------------------------------------
+@pytest.fixture(scope="module")
+def built_alertmanager(tmp_path_factory: pytest.TempPathFactory
+                       ) -> Iterator[tuple[AlertmanagerServer, WebhookReceiver]]:
+    need_binary("prometheus-alertmanager", "prometheus-alertmanager")
+    receiver = WebhookReceiver()
+    workdir = tmp_path_factory.mktemp("am-inhibit")
+    cfg = parse_config({"alerting": {"webhook": {"url": receiver.url},
+                                     "group_wait_seconds": 1, "group_interval_seconds": 1}},
+                       "test").alerting
+    built = build(workdir / "alerts", cfg)
+    server = AlertmanagerServer(workdir / "am", yaml.safe_load(built.alertmanager.read_text()))
+    server.start()
+    yield server, receiver
+    server.stop()
+    receiver.close()
+
+
+def _post(am: AlertmanagerServer, *alerts: dict[str, str]) -> None:
+    now = datetime.now(UTC)
+    body = [{"labels": labels, "annotations": {"summary": labels["alertname"]},
+             "startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=5)).isoformat()}
+            for labels in alerts]
+    resp = requests.post(f"{am.url}/api/v2/alerts", json=body, timeout=10)
+    assert resp.status_code == 200, resp.text
+
+
+@pytest.mark.integration
+def test_inhibition_on_a_real_alertmanager(
+        built_alertmanager: tuple[AlertmanagerServer, WebhookReceiver]) -> None:
+    am, receiver = built_alertmanager
+    vm = {"area": "compute", "severity": "critical"}
+    _post(am,
+          {"alertname": "HypervisorHostDown", "host": "kvm1", **vm},
+          {"alertname": "VMDownUnexpectedly", "host": "kvm1", "vm_id": "a", **vm},
+          {"alertname": "LibvirtExporterDown", "host": "kvm1", **vm},
+          {"alertname": "VMDownUnexpectedly", "host": "kvm2", "vm_id": "b", **vm},
+          {"alertname": "LibvirtUnhealthy", "host": "kvm3", **vm},
+          {"alertname": "VMCrashed", "host": "kvm3", "vm_id": "c", **vm},
+          {"alertname": "CephHealthError", "area": "storage", "severity": "critical"},
+          {"alertname": "CephOSDDown", "area": "storage", "severity": "warning"},
+          {"alertname": "CephPoolFull", "area": "storage", "severity": "critical"},
+          {"alertname": "OVSDown", "host": "kvm4", "area": "network", "severity": "critical"},
+          {"alertname": "VXLANTunnelDown", "host": "kvm4", "area": "network",
+           "severity": "critical"})
+    expect_suppressed = {("VMDownUnexpectedly", "kvm1"), ("LibvirtExporterDown", "kvm1"),
+                         ("VMCrashed", "kvm3"), ("CephOSDDown", ""),
+                         ("VXLANTunnelDown", "kvm4")}
+    deadline = time.monotonic() + 20
+    while True:
+        state = {(a["labels"]["alertname"], a["labels"].get("host", "")): a["status"]["state"]
+                 for a in am.alerts()}
+        suppressed = {k for k, v in state.items() if v == "suppressed"}
+        if suppressed == expect_suppressed or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert suppressed == expect_suppressed
+    assert state[("VMDownUnexpectedly", "kvm2")] == "active"
+    assert state[("CephPoolFull", "")] == "active"  # a critical is not a "warning"
+    # what reaches the receiver is exactly what is not inhibited, routed by area/severity
+    assert receiver.wait_for(lambda a: a["labels"]["alertname"] == "CephPoolFull", "firing",
+                             0, 20) is not None
+    time.sleep(2)
+    got = {(a["labels"]["alertname"], a["labels"].get("host", "")) for n in receiver.snapshot()
+           for a in n.alerts("firing")}
+    assert got == set(state) - expect_suppressed
+    receivers = {n.payload["receiver"] for n in receiver.snapshot()}
+    assert receivers == {"compute-critical", "storage-critical", "network-critical"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,9 @@ def test_demo_brings_up_prometheus_with_the_inventory(tmp_path: Path) -> None:
                   if line.strip() and line.split()[-1].replace(".", "").isdigit()}
     assert set(per_tenant) == {"acme", "globex", "initech", "(unknown to CloudStack)"}
     assert all(seconds > 0 for seconds in per_tenant.values())
+    # the built rules are loaded; the only thing wrong in the demo cloud is the stranger guest
+    rules = next(line for line in lines if line.startswith("Rules loaded:"))
+    recording, alerting = (int(n) for n in re.findall(r"(\d+) (?:recording|alerting)", rules))
+    assert recording >= 10 and alerting >= 30
+    assert rules.endswith("pending or firing now: VMUnknownToCloudStack"), rules
+    assert any(line.startswith("Alertmanager:") for line in lines)

@@ -2,8 +2,9 @@
 
 The inventory (embedded demo cloud unless configured otherwise) exposed as identity info metrics;
 a private libvirtd running the inventory's VMs as tiny real KVM guests (plus one VM CloudStack
-does not know), watched by the libvirt exporter; a real Prometheus scraping both. Later parts add
-their exporters, rules and dashboards here.
+does not know), watched by the libvirt exporter; a real Prometheus scraping both with the built
+alerting and recording rules, sending to a real Alertmanager with the built configuration.
+Later parts add their exporters and dashboards here.
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import click
+import requests
+import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 from tabulate import tabulate
 
+from alerts.build import build as build_alerts
 from exporters.http import ExporterServer
 from exporters.libvirt.source import LibvirtCollector, LibvirtSource
 from lab.libvirt import LibvirtLab
 from lab.procs import free_port
-from lab.prometheus import PrometheusServer
+from lab.prometheus import AlertmanagerServer, PrometheusServer
 from zcp.config import Config
 from zcp.errors import DaemonError
 from zcp.inventory import make_cache
@@ -100,6 +104,7 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
     port = free_port()
     server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     prom: PrometheusServer | None = None
+    am: AlertmanagerServer | None = None
     lab: LibvirtLab | None = None
     exporter: ExporterServer | None = None
     source: LibvirtSource | None = None
@@ -123,11 +128,19 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
                 {"targets": [f"127.0.0.1:{exporter.port}"]}]})
             click.echo(f"      {booted} guests running; libvirt exporter on "
                        f"http://127.0.0.1:{exporter.port}/metrics", err=True)
-        _step(4, total, "starting Prometheus")
+        _step(4, total, "building the alerting rules, starting Alertmanager and Prometheus")
+        built = build_alerts(workdir / "alerts", cfg.alerting)
+        am = AlertmanagerServer(workdir / "alertmanager",
+                                yaml.safe_load(built.alertmanager.read_text()))
+        am.start()
+        am_target = am.url.removeprefix("http://")
+        scrape_configs.append({"job_name": "alertmanager",
+                               "static_configs": [{"targets": [am_target]}]})
         prom = PrometheusServer(workdir / "prometheus", {
             "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am_target]}]}]},
             "scrape_configs": scrape_configs,
-        })
+        }, rule_files=[built.rules])
         prom.start()
         _step(5, total, "waiting for the first scrapes")
         _wait_for(prom, 'up{job="zcp-inventory"} == 1', 30)
@@ -156,7 +169,17 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
                      f"{float(r['value'][1]):.2f}"] for r in cpu]
             click.echo("\nGuest CPU seconds per tenant, from real KVM guests:")
             click.echo(tabulate(sorted(rows), headers=["account", "cpu_seconds"]))
-        click.echo(f"\nPrometheus:      {prom.url}\nInventory metrics: "
+        if exporter is not None:
+            # the stranger guest: a domain no CloudStack account owns (info, for: 30m)
+            _wait_for(prom, 'ALERTS{alertname="VMUnknownToCloudStack"}', 30)
+        rules = requests.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        kinds = [r["type"] for g in rules for r in g["rules"]]
+        pending = prom.query('ALERTS{alertstate=~"pending|firing"}')
+        click.echo(f"\nRules loaded: {kinds.count('recording')} recording, "
+                   f"{kinds.count('alerting')} alerting (promtool-tested, "
+                   f"`zcp-obs alerts check`); pending or firing now: "
+                   + (", ".join(sorted({r['metric']['alertname'] for r in pending})) or "none"))
+        click.echo(f"\nPrometheus:      {prom.url}\nAlertmanager:    {am.url}\nInventory metrics: "
                    f"http://127.0.0.1:{port}/metrics\nWork dir (logs): {workdir}")
         log.info("demo up", extra={"prometheus": prom.url, "workdir": str(workdir)})
         stop = threading.Event()
@@ -168,6 +191,8 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
         click.echo("stopping", err=True)
         if prom is not None:
             prom.stop()
+        if am is not None:
+            am.stop()
         if exporter is not None:
             exporter.shutdown()
         if source is not None:

@@ -6,8 +6,8 @@ and checked against the copy pinned here, so an upstream change shows up as a fa
 rather than as a silently different page. Their descriptions are replaced by ones that name the
 affected object with ``$labels`` only (upstream's run PromQL inside templates) and every rule
 gets ``area`` and a runbook. Missing upstream: near-full per *storage class* (fast/flow/bulk, via
-``zcp_storage_pool_info`` from the inventory) and RGW being down (our Ceph exporter's
-``ceph_exporter_source_up{source="rgw"}``).
+``zcp_storage_pool_info`` from the inventory), an OSD left out, and RGW being down (our Ceph
+exporter's ``ceph_exporter_source_up{source="rgw"}``).
 """
 
 from __future__ import annotations
@@ -116,6 +116,13 @@ OURS = (
                  "1x20",
                  'zcp_storage_pool_info{job="zcp-inventory",instance="inv:9180",pool="ceph-fast",'
                  'ceph_pool="rbd-fast",storage_class="fast",zone="zone1"}': "1x20"}))),
+    Alert("CephOSDOut", "ceph_osd_in == 0", "30m", "warning", "storage",
+          "OSD {{ $labels.ceph_daemon }} is out of the cluster",
+          "{{ $labels.ceph_daemon }} of {{ $labels.instance }} has been out for 30 minutes: its "
+          "data was moved to the other OSDs of its class, which now have less headroom.",
+          (Case({'ceph_osd_in{job="ceph",instance="mgr:9283",ceph_daemon="osd.3"}': "0x40"},
+                ({**CEPH, "ceph_daemon": "osd.3"},)),
+           Case({'ceph_osd_in{job="ceph",instance="mgr:9283",ceph_daemon="osd.3"}': "1x40"}))),
     Alert("RGWDown", 'ceph_exporter_source_up{source="rgw"} == 0', "3m", "critical",
           "storage", "Object storage (RGW) does not answer",
           "The Ceph exporter at {{ $labels.instance }} gets no answer from the RGW admin API: "

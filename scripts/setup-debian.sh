@@ -8,6 +8,8 @@ PACKAGES=(
   python3-venv python3-dev gcc pkg-config libvirt-dev
   # Prometheus side
   prometheus prometheus-alertmanager prometheus-libvirt-exporter ceph-prometheus-alerts
+  # Open vSwitch (userspace datapath in the tests)
+  openvswitch-switch
   # libvirt + KVM
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
   # network tools used by the lab

@@ -103,3 +103,17 @@ def libvirt_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     lab.start()
     yield lab
     lab.stop()
+
+
+@pytest.fixture(scope="session")
+def ovs_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A private ovsdb-server + ovs-vswitchd (userspace datapath, own network namespace),
+    shared by the session."""
+    need_binary("ovs-vswitchd", "openvswitch-switch")
+    need_binary("ip", "iproute2")
+    from lab.ovs import OvsLab
+
+    lab = OvsLab(tmp_path_factory.mktemp("ovs"))
+    lab.start()
+    yield lab
+    lab.stop()

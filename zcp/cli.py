@@ -190,6 +190,33 @@ def exporter_libvirt(ctx: click.Context, uri: str, listen: str, deadline: float,
         procfs)
 
 
+@exporter.command("ovs")
+@click.option("--db", default="unix:/var/run/openvswitch/db.sock", show_default=True,
+              help="OVSDB remote (unix:PATH or tcp:IP:PORT).")
+@click.option("--rundir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("/var/run/openvswitch"), show_default=True,
+              help="Where ovs-vswitchd keeps its pid file and control socket.")
+@click.option("--vswitchd-ctl", default=None,
+              help="ovs-vswitchd's unixctl socket (default: from the pid file in --rundir).")
+@click.option("--listen", default="127.0.0.1:9475", show_default=True,
+              help="HOST:PORT to serve /metrics on.")
+@click.option("--deadline", type=click.FloatRange(0.1, 120), default=8.0, show_default=True,
+              help="Longest a scrape waits (Prometheus's X-Prometheus-Scrape-Timeout-Seconds "
+                   "lowers it); each unixctl call has at most 2 s.")
+@click.pass_context
+def exporter_ovs(ctx: click.Context, db: str, rundir: Path, vswitchd_ctl: str | None,
+                 listen: str, deadline: float) -> None:
+    """Export Open vSwitch interfaces (per-VM ports with CloudStack identity), tunnels,
+    bridges, datapath, coverage and memory of ovs-vswitchd."""
+    from exporters.ovs import DEFAULT_PORT, run
+
+    if not db.startswith(("unix:", "tcp:", "ssl:")):
+        raise click.BadParameter(f"{db!r} is not an OVSDB remote (unix:PATH, tcp:IP:PORT)",
+                                 param_hint="--db")
+    host, port = parse_listen(listen, DEFAULT_PORT)
+    run(_config(ctx), db, rundir, vswitchd_ctl, host, port, deadline)
+
+
 @cli.group(cls=_Group)
 def alerts() -> None:
     """Build and check the Prometheus rules and the Alertmanager configuration."""

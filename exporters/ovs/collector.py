@@ -1,0 +1,273 @@
+"""The OVS exporter's collector: interfaces and bridges from the OVSDB replica, datapath,
+coverage and memory from ovs-vswitchd's unixctl socket (each call with its own deadline),
+CloudStack identity from the cached inventory. Each of the four sources succeeds or fails on
+its own; a failed one costs only its own families."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporters.ovs.parse import (
+    STATS,
+    Datapath,
+    parse_coverage,
+    parse_dpctl_show,
+    parse_memory,
+)
+from exporters.ovs.replica import OvsdbReplica, Snapshot
+from exporters.ovs.unixctl import UnixctlError, call
+from zcp.inventory.cache import InventoryCache
+from zcp.inventory.metrics import inventory_info_metrics
+from zcp.inventory.model import Nic
+
+log = logging.getLogger(__name__)
+IFACE = ["interface", "bridge", "type", "vm_id", "iface_id", "attached_mac", "nic_id"]
+SOURCES = ("ovsdb", "datapath", "coverage", "memory")
+
+
+def resolve_ctl(rundir: Path, explicit: str | None) -> str:
+    """ovs-vswitchd's control socket: ``explicit``, else ``<rundir>/ovs-vswitchd.<pid>.ctl``
+    with the pid from ``ovs-vswitchd.pid`` (read again on every call: restarts change it)."""
+    if explicit:
+        return explicit
+    try:
+        pid = int((rundir / "ovs-vswitchd.pid").read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise UnixctlError(f"ovs-vswitchd pid file in {rundir} unreadable: {exc}") from None
+    return str(rundir / f"ovs-vswitchd.{pid}.ctl")
+
+
+def vswitchd_rss(rundir: Path) -> int | None:
+    """Resident memory of ovs-vswitchd (bytes), from /proc; None if not found."""
+    try:
+        pid = int((rundir / "ovs-vswitchd.pid").read_text().strip())
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@dataclass
+class SourceResult:
+    ok: bool = False
+    duration: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class Collection:
+    snapshot: Snapshot | None = None
+    datapaths: list[Datapath] = field(default_factory=list)
+    coverage: dict[str, int] = field(default_factory=dict)
+    memory: dict[str, int] = field(default_factory=dict)
+    rss: int | None = None
+    results: dict[str, SourceResult] = field(default_factory=dict)
+
+
+class OvsCollector:
+    """Prometheus collector for one host's Open vSwitch."""
+
+    def __init__(self, replica: OvsdbReplica, inventory: InventoryCache, rundir: Path,
+                 ctl: str | None = None, call_timeout: float = 2.0,
+                 unixctl: Callable[..., str] = call) -> None:
+        self.replica = replica
+        self.inventory = inventory
+        self.rundir = rundir
+        self.ctl = ctl
+        self.call_timeout = call_timeout
+        self.unixctl = unixctl
+        self.failures = dict.fromkeys(SOURCES, 0)
+        self.last_success = dict.fromkeys(SOURCES, 0.0)
+
+    def gather(self, timeout: float | None = None) -> Collection:
+        """Read every source; none waits past its own deadline (nor the scrape's)."""
+        budget_end = time.monotonic() + (timeout if timeout is not None else 8.0)
+        out = Collection()
+        start = time.monotonic()
+        out.snapshot = self.replica.snapshot()
+        out.results["ovsdb"] = SourceResult(
+            out.snapshot is not None, time.monotonic() - start,
+            "" if out.snapshot is not None else f"not connected to {self.replica.remote}")
+        hung = ""
+        for source, method in (("datapath", "dpctl/show"), ("coverage", "coverage/show"),
+                               ("memory", "memory/show")):
+            start = time.monotonic()
+            remaining = min(self.call_timeout, budget_end - start)
+            res = SourceResult()
+            try:
+                if hung:  # one call timed out: do not wait for the others too
+                    raise UnixctlError(hung)
+                if remaining <= 0:
+                    raise UnixctlError("no time left in this scrape")
+                text = self.unixctl(resolve_ctl(self.rundir, self.ctl), method, [], remaining)
+                if source == "datapath":
+                    out.datapaths = parse_dpctl_show(text)
+                elif source == "coverage":
+                    out.coverage = parse_coverage(text)
+                else:
+                    out.memory = parse_memory(text)
+                    out.rss = vswitchd_rss(self.rundir) if self.ctl is None else None
+                res.ok = True
+            except UnixctlError as exc:
+                res.error = str(exc)
+                if "no answer" in res.error:
+                    hung = f"ovs-vswitchd did not answer {method} in time"
+            res.duration = time.monotonic() - start
+            out.results[source] = res
+        for source, res in out.results.items():
+            if res.ok:
+                self.last_success[source] = time.time()
+            else:
+                self.failures[source] += 1
+                log.warning("ovs source failed", extra={"source": source, "error": res.error})
+        return out
+
+    def collect(self, timeout: float | None = None) -> Iterator[Metric]:
+        c = self.gather(timeout)
+        inv = self.inventory.current()
+        if c.snapshot is not None:
+            yield from _ovsdb_families(c.snapshot, inv.nic_by_mac)
+            vm_ids = {i.vm_id for i in c.snapshot.interfaces if i.vm_id in inv.vm_by_id}
+            for fam in inventory_info_metrics(inv, vm_ids):
+                if fam.name == "zcp_nic_info":
+                    yield fam
+        if c.results["datapath"].ok:
+            yield from _datapath_families(c.datapaths)
+        if c.results["coverage"].ok:
+            cov = CounterMetricFamily("ovs_coverage", "ovs-vswitchd coverage event counters.",
+                                      labels=["event"])
+            for event, total in sorted(c.coverage.items()):
+                cov.add_metric([event], total)
+            yield cov
+        if c.results["memory"].ok:
+            objs = GaugeMetricFamily("ovs_vswitchd_objects",
+                                     "Objects ovs-vswitchd holds (memory/show).",
+                                     labels=["kind"])
+            for kind, n in sorted(c.memory.items()):
+                objs.add_metric([kind], n)
+            yield objs
+            if c.rss is not None:
+                yield GaugeMetricFamily("ovs_vswitchd_resident_memory_bytes",
+                                        "Resident memory of ovs-vswitchd.", value=c.rss)
+        yield from self._self_metrics(c)
+        yield from self.inventory.collect()
+
+    def _self_metrics(self, c: Collection) -> Iterator[Metric]:
+        yield GaugeMetricFamily("ovs_up", "1 if OVSDB and ovs-vswitchd both answered.",
+                                value=1 if all(r.ok for r in c.results.values()) else 0)
+        ok = GaugeMetricFamily("ovs_collector_success", "1 if this source answered in time.",
+                               labels=["collector"])
+        dur = GaugeMetricFamily("ovs_collector_duration_seconds",
+                                "Time this source took in this scrape.", labels=["collector"])
+        last = GaugeMetricFamily("ovs_collector_last_success_timestamp_seconds",
+                                 "Unix time of this source's last success.",
+                                 labels=["collector"])
+        fails = CounterMetricFamily("ovs_collector_failures", "Failed reads of this source.",
+                                    labels=["collector"])
+        for source in SOURCES:
+            res = c.results[source]
+            ok.add_metric([source], 1 if res.ok else 0)
+            dur.add_metric([source], res.duration)
+            last.add_metric([source], self.last_success[source])
+            fails.add_metric([source], self.failures[source])
+        yield from (ok, dur, last, fails)
+        yield CounterMetricFamily("ovs_exporter_ovsdb_connects",
+                                  "Connections made to ovsdb-server.",
+                                  value=self.replica.connects)
+
+
+def _ovsdb_families(snap: Snapshot, nic_by_mac: Mapping[str, Nic]) -> Iterator[Metric]:
+    counters = {suffix: CounterMetricFamily(f"ovs_interface_{suffix}",
+                                            f"Interface {suffix.replace('_', ' ')} (OVSDB "
+                                            "statistics).", labels=IFACE)
+                for suffix in STATS.values()}
+    link = GaugeMetricFamily("ovs_interface_link_up", "1 if the link is up.", labels=IFACE)
+    admin = GaugeMetricFamily("ovs_interface_admin_up", "1 if administratively up.",
+                              labels=IFACE)
+    mtu = GaugeMetricFamily("ovs_interface_mtu_bytes", "Interface MTU.", labels=IFACE)
+    ofport = GaugeMetricFamily("ovs_interface_ofport", "OpenFlow port number (-1: failed).",
+                               labels=IFACE)
+    resets = CounterMetricFamily("ovs_interface_link_resets", "Link state changes.",
+                                 labels=IFACE)
+    err = GaugeMetricFamily("ovs_interface_error",
+                            "1 if OVS could not configure the interface (see its error).",
+                            labels=[*IFACE, "error"])
+    tunnel = GaugeMetricFamily("ovs_tunnel_info", "A tunnel interface (value 1).",
+                               labels=["interface", "bridge", "type", "remote_ip",
+                                       "local_ip", "key"])
+    bfd = GaugeMetricFamily("ovs_interface_bfd_up", "1 if BFD is up (where BFD is enabled).",
+                            labels=IFACE)
+    bfd_fwd = GaugeMetricFamily("ovs_interface_bfd_forwarding",
+                                "1 if BFD says the link can forward.", labels=IFACE)
+    cfm = GaugeMetricFamily("ovs_interface_cfm_fault", "1 if CFM reports a fault.",
+                            labels=IFACE)
+    for i in snap.interfaces:
+        nic = nic_by_mac.get(i.attached_mac) if i.attached_mac else None
+        labels = [i.name, i.bridge, i.type, i.vm_id, i.iface_id, i.attached_mac,
+                  nic.id if nic is not None else ""]
+        for key, suffix in STATS.items():
+            if key in i.stats:
+                counters[suffix].add_metric(labels, i.stats[key])
+        for fam, value in ((link, i.link_up), (admin, i.admin_up), (mtu, i.mtu),
+                           (ofport, i.ofport), (resets, i.link_resets), (cfm, i.cfm_fault)):
+            if value is not None:
+                fam.add_metric(labels, value)
+        if i.error:
+            err.add_metric([*labels, i.error], 1)
+        if i.tunnel:
+            tunnel.add_metric([i.name, i.bridge, i.type, i.options.get("remote_ip", ""),
+                               i.options.get("local_ip", ""), i.options.get("key", "")], 1)
+        if "state" in i.bfd:
+            bfd.add_metric(labels, 1 if i.bfd["state"] == "up" else 0)
+            bfd_fwd.add_metric(labels, 1 if i.bfd.get("forwarding") == "true" else 0)
+    yield from counters.values()
+    yield from (link, admin, mtu, ofport, resets, err, tunnel, bfd, bfd_fwd, cfm)
+    bridges = GaugeMetricFamily("ovs_bridge_info", "A bridge (value 1).",
+                                labels=["bridge", "datapath_type", "datapath_id", "fail_mode"])
+    ports = GaugeMetricFamily("ovs_bridge_ports", "Ports on the bridge.", labels=["bridge"])
+    for b in snap.bridges:
+        bridges.add_metric([b.name, b.datapath_type, b.datapath_id, b.fail_mode], 1)
+        ports.add_metric([b.name], b.ports)
+    yield from (bridges, ports)
+    yield _info(snap)
+
+
+def _info(snap: Snapshot) -> GaugeMetricFamily:
+    fam = GaugeMetricFamily("ovs_info", "Open vSwitch versions (value 1).",
+                            labels=["ovs_version", "db_version"])
+    fam.add_metric([snap.ovs_version, snap.db_version], 1)
+    return fam
+
+
+def _datapath_families(datapaths: list[Datapath]) -> Iterator[Metric]:
+    fams: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
+        "hit": CounterMetricFamily("ovs_datapath_lookups_hit",
+                                   "Packets that matched a datapath flow.", labels=["datapath"]),
+        "missed": CounterMetricFamily("ovs_datapath_lookups_missed",
+                                      "Packets that went up to ovs-vswitchd.",
+                                      labels=["datapath"]),
+        "lost": CounterMetricFamily("ovs_datapath_lookups_lost",
+                                    "Packets dropped before reaching ovs-vswitchd.",
+                                    labels=["datapath"]),
+        "flows": GaugeMetricFamily("ovs_datapath_flows", "Flows in the datapath.",
+                                   labels=["datapath"]),
+        "masks_hit": CounterMetricFamily("ovs_datapath_masks_hit",
+                                         "Mask lookups that hit.", labels=["datapath"]),
+        "masks_total": GaugeMetricFamily("ovs_datapath_masks", "Masks in the datapath.",
+                                         labels=["datapath"]),
+    }
+    for dp in datapaths:
+        for key, fam in fams.items():
+            value = getattr(dp, key)
+            if value is not None:
+                fam.add_metric([dp.name], value)
+    yield from fams.values()
+

@@ -1,0 +1,236 @@
+"""The OVS exporter against a real ovsdb-server + ovs-vswitchd (userspace datapath) with real
+traffic between two network namespaces."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporters.http import ExporterServer
+from exporters.ovs import OvsCollector, OvsdbReplica
+from lab.ovs import OvsLab
+from tests.conftest import need_binary
+from zcp.inventory.cache import InventoryCache
+from zcp.inventory.model import Inventory
+
+pytestmark = pytest.mark.integration
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+BR = "br-zcp"
+
+
+class Exporter:
+    def __init__(self, lab: OvsLab, inventory: Inventory, call_timeout: float = 2.0) -> None:
+        self.cache = InventoryCache(lambda: inventory, refresh_interval=3600)
+        self.cache.refresh()
+        self.replica = OvsdbReplica(lab.db).start()
+        self.collector = OvsCollector(self.replica, self.cache, lab.workdir,
+                                      str(lab.vswitchd_ctl), call_timeout=call_timeout)
+        self.server = ExporterServer("ovs", self.collector, "127.0.0.1", 0, 8.0).start()
+        self.url = f"http://127.0.0.1:{self.server.port}/metrics"
+        deadline = time.monotonic() + 20
+        while not self.replica.connected and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def text(self) -> str:
+        resp = requests.get(self.url, timeout=30)
+        resp.raise_for_status()
+        return resp.text
+
+    def scrape(self) -> Samples:
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for fam in text_string_to_metric_families(self.text()) for s in fam.samples}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.replica.stop()
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
+    assert len(found) == 1, f"{name}{labels}: {len(found)} matches"
+    return found[0]
+
+
+def series(samples: Samples, name: str, **labels: str) -> list[dict[str, str]]:
+    return [dict(ls) for (n, ls), _ in samples.items()
+            if n == name and set(labels.items()) <= ls]
+
+
+@pytest.fixture(scope="module")
+def topo(ovs_lab: OvsLab, default_inventory: Inventory) -> dict[str, Any]:
+    """A bridge with two "VM" ports (one a CloudStack NIC), an internal port, a VXLAN tunnel
+    with BFD towards a peer that does not exist, and an interface of an unknown type."""
+    need_binary("ping", "iputils-ping")
+    web1 = next(v for v in default_inventory.vms if v.name == "web-1")
+    nic = next(n for n in default_inventory.nics if n.vm_id == web1.id)
+    ovs_lab.add_bridge(BR)
+    ns0 = ovs_lab.add_vm_port(BR, "vnet10", "10.77.0.1/24", vm_id=web1.id, iface_id=nic.id,
+                              mac=nic.mac)
+    ns1 = ovs_lab.add_vm_port(BR, "vnet11", "10.77.0.2/24", vm_id="stranger-vm",
+                              iface_id="stranger-nic", mac="02:00:00:77:00:02")
+    ovs_lab.add_internal_port(BR, "mgmt0")
+    ovs_lab.add_tunnel(BR, "vx-kvm02", "192.0.2.12", key="5001", bfd=True)
+    ovs_lab.vsctl("add-port", BR, "odd0", "--", "set", "Interface", "odd0", "type=bogus")
+    ovs_lab.ping(ns0, "10.77.0.2", count=2)  # ARP settled
+    return {"ns0": ns0, "ns1": ns1, "vm": web1.id, "nic": nic.id, "mac": nic.mac}
+
+
+@pytest.fixture
+def exporter(ovs_lab: OvsLab, default_inventory: Inventory,
+             topo: dict[str, Any]) -> Iterator[Exporter]:
+    exp = Exporter(ovs_lab, default_inventory)
+    yield exp
+    exp.close()
+
+
+def cli_stats(lab: OvsLab, iface: str) -> dict[str, int]:
+    out = lab.vsctl("get", "Interface", iface, "statistics").strip().strip("{}")
+    return {k: int(v) for k, v in (kv.split("=") for kv in out.split(", ") if "=" in kv)}
+
+
+def test_counters_move_by_the_traffic_sent(exporter: Exporter, ovs_lab: OvsLab,
+                                           topo: dict[str, Any]) -> None:
+    ovs_lab.wait_stats()
+    before = exporter.scrape()
+    count, size = 20, 400
+    ovs_lab.ping(topo["ns0"], "10.77.0.2", count=count, size=size)
+    ovs_lab.wait_stats()
+    after = exporter.scrape()
+    cli = cli_stats(ovs_lab, "vnet10")
+
+    def delta(name: str, iface: str) -> float:
+        return value(after, name, interface=iface) - value(before, name, interface=iface)
+
+    frame = size + 8 + 20 + 14  # ICMP payload + ICMP + IPv4 + Ethernet headers
+    # vnet10 receives (from the VM into the switch) the echo requests, vnet11 sends them on
+    for name, iface in (("ovs_interface_receive_packets_total", "vnet10"),
+                        ("ovs_interface_transmit_packets_total", "vnet11"),
+                        ("ovs_interface_transmit_packets_total", "vnet10")):
+        assert count <= delta(name, iface) <= count + 6, (name, iface, delta(name, iface))
+    assert count * frame <= delta("ovs_interface_receive_bytes_total", "vnet10") \
+        <= count * frame + 6 * 100
+    # the same numbers ovs-vsctl shows
+    assert value(after, "ovs_interface_receive_packets_total", interface="vnet10") == \
+        cli["rx_packets"]
+    assert value(after, "ovs_interface_transmit_bytes_total", interface="vnet10") == \
+        cli["tx_bytes"]
+    assert value(after, "ovs_interface_receive_errors_total", interface="vnet10") == 0
+
+
+def test_ports_carry_stable_ids_and_cloudstack_identity(exporter: Exporter,
+                                                        topo: dict[str, Any]) -> None:
+    samples = exporter.scrape()
+    (port,) = series(samples, "ovs_interface_link_up", interface="vnet10")
+    assert port == {"interface": "vnet10", "bridge": BR, "type": "system", "vm_id": topo["vm"],
+                    "iface_id": topo["nic"], "attached_mac": topo["mac"], "nic_id": topo["nic"]}
+    (stranger,) = series(samples, "ovs_interface_link_up", interface="vnet11")
+    assert stranger["vm_id"] == "stranger-vm" and stranger["nic_id"] == ""
+    assert value(samples, "ovs_interface_link_up", interface="vnet10") == 1
+    assert value(samples, "ovs_interface_mtu_bytes", interface="vnet10") == 1500
+    assert value(samples, "ovs_interface_ofport", interface="vnet10") >= 1
+    assert series(samples, "zcp_nic_info", nic_id=topo["nic"], vm_id=topo["vm"])
+    assert value(samples, "ovs_bridge_ports", bridge=BR) >= 5
+    (br,) = series(samples, "ovs_bridge_info", bridge=BR)
+    assert br["datapath_type"] == "netdev"
+
+
+def test_tunnels_and_an_unknown_interface_type(exporter: Exporter) -> None:
+    samples = exporter.scrape()
+    (tun,) = series(samples, "ovs_tunnel_info", interface="vx-kvm02")
+    assert tun == {"interface": "vx-kvm02", "bridge": BR, "type": "vxlan",
+                   "remote_ip": "192.0.2.12", "local_ip": "", "key": "5001"}
+    # BFD is enabled and the peer does not exist: the tunnel cannot forward
+    assert value(samples, "ovs_interface_bfd_up", interface="vx-kvm02") == 0
+    assert value(samples, "ovs_interface_bfd_forwarding", interface="vx-kvm02") == 0
+    # OVS cannot open an interface of an unknown type: it says so, the rest is unaffected
+    (odd,) = series(samples, "ovs_interface_error", interface="odd0")
+    assert odd["type"] == "bogus" and "could not open network device odd0" in odd["error"]
+    assert value(samples, "ovs_collector_success", collector="ovsdb") == 1
+
+
+def test_datapath_coverage_and_memory(exporter: Exporter) -> None:
+    samples = exporter.scrape()
+    assert value(samples, "ovs_up") == 1
+    for source in ("ovsdb", "datapath", "coverage", "memory"):
+        assert value(samples, "ovs_collector_success", collector=source) == 1
+    dp = "netdev@ovs-netdev"
+    assert value(samples, "ovs_datapath_lookups_hit_total", datapath=dp) > 0
+    assert value(samples, "ovs_datapath_lookups_missed_total", datapath=dp) > 0
+    assert value(samples, "ovs_datapath_flows", datapath=dp) >= 0
+    assert value(samples, "ovs_coverage_total", event="bridge_reconfigure") > 0
+    assert value(samples, "ovs_vswitchd_objects", kind="ports") >= 5
+
+
+def test_exposition_passes_promtool(exporter: Exporter) -> None:
+    need_binary("promtool", "prometheus")
+    proc = subprocess.run(["promtool", "check", "metrics"], input=exporter.text(),
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_removed_port_loses_only_its_own_series(exporter: Exporter, ovs_lab: OvsLab) -> None:
+    ovs_lab.add_internal_port(BR, "tmp0")
+    deadline = time.monotonic() + 10
+    while not series(exporter.scrape(), "ovs_interface_link_up", interface="tmp0"):
+        assert time.monotonic() < deadline, "tmp0 never appeared"
+        time.sleep(0.2)
+    ovs_lab.del_port(BR, "tmp0")
+    deadline = time.monotonic() + 10
+    while series(samples := exporter.scrape(), "ovs_interface_link_up", interface="tmp0"):
+        assert time.monotonic() < deadline, "tmp0 never went away"
+        time.sleep(0.2)
+    assert series(samples, "ovs_interface_link_up", interface="vnet10")
+    assert value(samples, "ovs_up") == 1
+
+
+def test_ovsdb_restart_costs_only_the_ovsdb_part(exporter: Exporter, ovs_lab: OvsLab) -> None:
+    ovs_lab.stop_ovsdb()
+    try:
+        samples = exporter.scrape()
+        assert value(samples, "ovs_collector_success", collector="ovsdb") == 0
+        assert value(samples, "ovs_up") == 0
+        assert not series(samples, "ovs_interface_link_up")
+        assert value(samples, "ovs_collector_success", collector="datapath") == 1
+        assert value(samples, "ovs_datapath_lookups_hit_total", datapath="netdev@ovs-netdev")
+    finally:
+        ovs_lab.start_ovsdb()
+    deadline = time.monotonic() + 30
+    while value(samples := exporter.scrape(), "ovs_collector_success", collector="ovsdb") != 1:
+        assert time.monotonic() < deadline, "never reconnected to ovsdb-server"
+        time.sleep(0.3)
+    assert series(samples, "ovs_interface_link_up", interface="vnet10")
+    assert value(samples, "ovs_exporter_ovsdb_connects_total") >= 2
+
+
+def test_hung_vswitchd_costs_one_deadline_not_the_scrape(ovs_lab: OvsLab,
+                                                         default_inventory: Inventory) -> None:
+    exp = Exporter(ovs_lab, default_inventory, call_timeout=1.0)
+    assert ovs_lab.vswitchd is not None and ovs_lab.vswitchd.pid is not None
+    pid = ovs_lab.vswitchd.pid
+    # `ip netns exec` execs ovs-vswitchd: the child's pid is the daemon's
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "ovs-vswitchd"
+    try:
+        ovs_lab.vswitchd.signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        samples = exp.scrape()
+        elapsed = time.monotonic() - t0
+        ovs_lab.vswitchd.signal(signal.SIGCONT)
+        assert elapsed < 4, elapsed  # one 1 s call deadline, the other calls skipped
+        assert value(samples, "ovs_collector_success", collector="datapath") == 0
+        assert value(samples, "ovs_collector_success", collector="memory") == 0
+        assert value(samples, "ovs_collector_success", collector="ovsdb") == 1
+        assert series(samples, "ovs_interface_link_up", interface="vnet10")
+        assert value(samples, "ovs_up") == 0
+        samples = exp.scrape()
+        assert value(samples, "ovs_up") == 1
+    finally:
+        ovs_lab.vswitchd.signal(signal.SIGCONT)
+        exp.close()

@@ -13,14 +13,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from prometheus_client import (
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
-    CollectorRegistry,
-)
+from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
+from exporters.exposition import Encoder
 from zcp.logs import collect_log_metrics
 
 log = logging.getLogger(__name__)
@@ -46,16 +43,6 @@ def scrape_deadline(header: str | None, default: float) -> float:
     return max(0.1, min(default, announced - MARGIN_SECONDS))
 
 
-class _Once:
-    """Adapter: a registry-compatible collector yielding one scrape's families."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self.families)
-
-
 class ExporterServer:
     """Serve one exporter's collector (and the process's own metrics) over HTTP."""
 
@@ -66,6 +53,7 @@ class ExporterServer:
         self.deadline = deadline
         self.scrapes = 0
         self.scrape_errors = 0
+        self.encoder = Encoder()
         self._lock = threading.Lock()
         server = self
 
@@ -110,13 +98,15 @@ class ExporterServer:
                 self.scrape_errors += 1
             log.exception("scrape failed")
             families = []
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Once(families))
-        registry.register(_Once(list(self._own_metrics())))
-        registry.register(PROCESS_COLLECTOR)
-        registry.register(PLATFORM_COLLECTOR)
-        encoder, content_type = choose_encoder(req.headers.get("Accept", ""))
-        self._reply(req, 200, content_type, encoder(registry))
+        families += list(self._own_metrics())
+        families += list(PROCESS_COLLECTOR.collect()) + list(PLATFORM_COLLECTOR.collect())
+        # the library decides the format; exporters/exposition.py writes it faster
+        _encoder, content_type = choose_encoder(req.headers.get("Accept", ""))
+        if content_type.startswith("application/openmetrics-text"):
+            body = self.encoder.openmetrics(families)
+        else:
+            body = self.encoder.text(families)
+        self._reply(req, 200, content_type, body)
 
     @staticmethod
     def _reply(req: BaseHTTPRequestHandler, status: int, ctype: str, body: bytes) -> None:

@@ -187,6 +187,17 @@ class OvsLab:
     def add_internal_port(self, bridge: str, port: str) -> None:
         self.vsctl("add-port", bridge, port, "--", "set", "Interface", port, "type=internal")
 
+    def add_internal_ports(self, bridge: str, names: Sequence[str], batch: int = 100) -> None:
+        """Many internal ports, in transactions of ``batch`` (one ovs-vsctl call each), each
+        with libvirt-style external_ids naming a made-up VM (benchmarks)."""
+        for start in range(0, len(names), batch):
+            args: list[str] = []
+            for name in names[start:start + batch]:
+                args += ["--", "add-port", bridge, name, "--", "set", "Interface", name,
+                         "type=internal", f"external_ids:iface-id=nic-{name}",
+                         f"external_ids:vm-id=vm-{name}"]
+            self.vsctl(*args[1:], timeout=120)
+
     def add_tunnel(self, bridge: str, port: str, remote_ip: str, *, kind: str = "vxlan",
                    key: str = "flow", bfd: bool = False) -> None:
         args = ["add-port", bridge, port, "--", "set", "Interface", port, f"type={kind}",

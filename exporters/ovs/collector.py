@@ -182,6 +182,10 @@ class OvsCollector:
         yield CounterMetricFamily("ovs_exporter_ovsdb_connects",
                                   "Connections made to ovsdb-server.",
                                   value=self.replica.connects)
+        yield GaugeMetricFamily(
+            "ovs_exporter_ovsdb_last_change_timestamp_seconds",
+            "Unix time the OVSDB replica last changed (statistics change every 5 s while "
+            "ovs-vswitchd runs).", value=self.replica.last_change)
 
 
 def _ovsdb_families(snap: Snapshot, nic_by_mac: Mapping[str, Nic]) -> Iterator[Metric]:

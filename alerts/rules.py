@@ -257,7 +257,7 @@ COMPUTE = Group("compute", (
 
 # -- network: Open vSwitch (families of the OVS exporter, issue 4) -------------------------------
 OV = {"job": "ovs", "instance": "kvm1:9475", "host": "kvm1", "zone": "zone1"}
-TUN = {**OV, "interface": "vxlan-10.0.0.2", "remote_ip": "10.0.0.2", "type": "vxlan"}
+TUN = {**OV, "interface": "vx-kvm02", "bridge": "br-int", "type": "vxlan"}
 PORT = {**OV, "interface": "vnet0", "vm_id": "vm-1", "iface_id": "nic-1"}
 
 NETWORK = Group("network", (
@@ -266,12 +266,23 @@ NETWORK = Group("network", (
           "The OVS exporter on {{ $labels.host }} cannot read ovsdb-server/ovs-vswitchd: tenant "
           "networks on this host may be down.",
           (Case({sel("ovs_up", **OV): "0x10"}, ({**OV},)), Case({sel("ovs_up", **OV): "1x10"}))),
-    Alert("VXLANTunnelDown", 'ovs_interface_link_up{type=~"vxlan|geneve|gre"} == 0', "3m",
+    Alert("VXLANTunnelDown",
+          '(ovs_interface_link_up{type=~"vxlan|geneve|gre"} == 0 '
+          'or ovs_interface_bfd_up{type=~"vxlan|geneve|gre"} == 0) '
+          "* on (instance, interface) group_left (remote_ip) ovs_tunnel_info", "3m",
           "critical", "network", "Tunnel {{ $labels.interface }} on {{ $labels.host }} is down",
           "The {{ $labels.type }} tunnel from {{ $labels.host }} to {{ $labels.remote_ip }} has "
-          "been down for 3 minutes: VPC traffic between these hypervisors is cut.",
-          (Case({sel("ovs_interface_link_up", **TUN): "0x10"}, ({**TUN},)),
-           Case({sel("ovs_interface_link_up", **TUN): "1x10"}))),
+          "been down (link or BFD) for 3 minutes: VPC traffic between these hypervisors is cut.",
+          (Case({sel("ovs_interface_link_up", **TUN): "0x10",
+                 sel("ovs_tunnel_info", **TUN, remote_ip="10.0.0.2", key="5001"): "1x10"},
+                ({**TUN, "remote_ip": "10.0.0.2"},), note="link down"),
+           Case({sel("ovs_interface_link_up", **TUN): "1x10",
+                 sel("ovs_interface_bfd_up", **TUN): "0x10",
+                 sel("ovs_tunnel_info", **TUN, remote_ip="10.0.0.2", key="5001"): "1x10"},
+                ({**TUN, "remote_ip": "10.0.0.2"},), note="BFD down, link up"),
+           Case({sel("ovs_interface_link_up", **TUN): "1x10",
+                 sel("ovs_interface_bfd_up", **TUN): "1x10",
+                 sel("ovs_tunnel_info", **TUN, remote_ip="10.0.0.2", key="5001"): "1x10"}))),
     Alert("OVSPortErrors",
           "rate(ovs_interface_receive_errors_total[5m]) + rate(ovs_interface_transmit_errors_total"
           "[5m]) + rate(ovs_interface_receive_drops_total[5m]) + "

@@ -101,6 +101,7 @@ def test_missing_cloudstack_section(tmp_path: Path) -> None:
 def test_demo_brings_up_prometheus_with_the_inventory(tmp_path: Path) -> None:
     need_binary("prometheus", "prometheus")
     need_binary("libvirtd", "libvirt-daemon")
+    need_binary("ovs-vswitchd", "openvswitch-switch")
     result = run("--log-format", "text", "demo", "--duration", "0",
                  "--workdir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
@@ -114,6 +115,12 @@ def test_demo_brings_up_prometheus_with_the_inventory(tmp_path: Path) -> None:
                   if line.strip() and line.split()[-1].replace(".", "").isdigit()}
     assert set(per_tenant) == {"acme", "globex", "initech", "(unknown to CloudStack)"}
     assert all(seconds > 0 for seconds in per_tenant.values())
+    # real traffic between two inventory NICs through the userspace Open vSwitch, per tenant
+    ovs = lines[lines.index("Bytes VMs sent into Open vSwitch, per tenant (real ping traffic):"):]
+    sent = {line.split()[0]: int(line.split()[1]) for line in ovs[3:]
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert sent and all(b > 10_000 for b in sent.values())
+    assert set(sent) <= {"acme", "globex", "initech"}
     # the built rules are loaded; the only thing wrong in the demo cloud is the stranger guest
     rules = next(line for line in lines if line.startswith("Rules loaded:"))
     recording, alerting = (int(n) for n in re.findall(r"(\d+) (?:recording|alerting)", rules))

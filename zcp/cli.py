@@ -274,13 +274,16 @@ def tenants() -> None:
               help="Stop after this many seconds (default: run until Ctrl-C).")
 @click.option("--libvirt/--no-libvirt", "with_libvirt", default=True, show_default=True,
               help="Boot the inventory's VMs as real KVM guests and run the libvirt exporter.")
+@click.option("--ovs/--no-ovs", "with_ovs", default=True, show_default=True,
+              help="Run a userspace Open vSwitch with a port per inventory NIC and the OVS "
+                   "exporter.")
 @click.pass_context
 def demo(ctx: click.Context, workdir: Path | None, duration: float | None,
-         with_libvirt: bool) -> None:
+         with_libvirt: bool, with_ovs: bool) -> None:
     """Bring up a local demo of the stack on real daemons and print what it sees."""
     from zcp.demo import run_demo
 
-    run_demo(_config(ctx), workdir, duration, with_libvirt)
+    run_demo(_config(ctx), workdir, duration, with_libvirt, with_ovs)
 
 
 def main() -> None:

@@ -2,9 +2,10 @@
 
 The inventory (embedded demo cloud unless configured otherwise) exposed as identity info metrics;
 a private libvirtd running the inventory's VMs as tiny real KVM guests (plus one VM CloudStack
-does not know), watched by the libvirt exporter; a real Prometheus scraping both with the built
-alerting and recording rules, sending to a real Alertmanager with the built configuration.
-Later parts add their exporters and dashboards here.
+does not know), watched by the libvirt exporter; a private userspace Open vSwitch with a port per
+inventory NIC carrying real traffic, watched by the OVS exporter; a real Prometheus scraping
+them all with the built alerting and recording rules, sending to a real Alertmanager with the
+built configuration. Later parts add their exporters and dashboards here.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from tabulate import tabulate
 from alerts.build import build as build_alerts
 from exporters.http import ExporterServer
 from exporters.libvirt.source import LibvirtCollector, LibvirtSource
+from exporters.ovs import OvsCollector, OvsdbReplica
 from lab.libvirt import LibvirtLab
+from lab.ovs import OvsLab
 from lab.procs import free_port
 from lab.prometheus import AlertmanagerServer, PrometheusServer
 from zcp.config import Config
@@ -81,10 +84,31 @@ def _boot_guests(lab: LibvirtLab, inv: Inventory) -> int:
     return len(inv.vms) + 1
 
 
+def _ovs_missing() -> str:
+    """Why Open vSwitch cannot run here, or ``""`` if it can."""
+    for binary in ("ovsdb-server", "ovs-vswitchd", "ip", "ping"):
+        if shutil.which(binary) is None:
+            return f"{binary} not installed"
+    return ""
+
+
+def _plug_nics(lab: OvsLab, inv: Inventory) -> tuple[str, str] | None:
+    """A veth "VM" port per inventory NIC on ``br-int`` (libvirt-style external_ids); the
+    (namespace, address) of two of them to ping between, if there are two."""
+    lab.add_bridge("br-int")
+    plugged: list[tuple[str, str]] = []
+    for n, nic in enumerate(inv.nics):
+        ip = f"10.200.{n // 250}.{n % 250 + 1}"
+        ns = lab.add_vm_port("br-int", f"vnet{n}", f"{ip}/16", vm_id=nic.vm_id,
+                             iface_id=nic.id, mac=nic.mac)
+        plugged.append((ns, ip))
+    return (plugged[0][0], plugged[1][1]) if len(plugged) > 1 else None
+
+
 def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
-             with_libvirt: bool = True) -> None:
+             with_libvirt: bool = True, with_ovs: bool = True) -> None:
     """Start everything, show what Prometheus sees, run until Ctrl-C or ``duration``."""
-    total = 5
+    total = 6
     workdir = workdir or Path(tempfile.mkdtemp(prefix="zcp-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -105,6 +129,10 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
     server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     prom: PrometheusServer | None = None
     am: AlertmanagerServer | None = None
+    ovs_lab: OvsLab | None = None
+    replica: OvsdbReplica | None = None
+    ovs_exporter: ExporterServer | None = None
+    pinger: tuple[str, str] | None = None
     lab: LibvirtLab | None = None
     exporter: ExporterServer | None = None
     source: LibvirtSource | None = None
@@ -128,7 +156,23 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
                 {"targets": [f"127.0.0.1:{exporter.port}"]}]})
             click.echo(f"      {booted} guests running; libvirt exporter on "
                        f"http://127.0.0.1:{exporter.port}/metrics", err=True)
-        _step(4, total, "building the alerting rules, starting Alertmanager and Prometheus")
+        ovs_missing = _ovs_missing() if with_ovs else "disabled with --no-ovs"
+        if ovs_missing:
+            _step(4, total, f"skipping Open vSwitch: {ovs_missing}")
+        else:
+            _step(4, total, "starting Open vSwitch (userspace), a port per inventory NIC")
+            ovs_lab = OvsLab(workdir / "ovs")
+            ovs_lab.start()
+            pinger = _plug_nics(ovs_lab, cache.current())
+            replica = OvsdbReplica(ovs_lab.db).start()
+            ovs_exporter = ExporterServer(
+                "ovs", OvsCollector(replica, cache, ovs_lab.workdir, str(ovs_lab.vswitchd_ctl)),
+                "127.0.0.1", free_port(), 8.0).start()
+            scrape_configs.append({"job_name": "ovs", "static_configs": [
+                {"targets": [f"127.0.0.1:{ovs_exporter.port}"]}]})
+            click.echo(f"      OVS exporter on http://127.0.0.1:{ovs_exporter.port}/metrics",
+                       err=True)
+        _step(5, total, "building the alerting rules, starting Alertmanager and Prometheus")
         built = build_alerts(workdir / "alerts", cfg.alerting)
         am = AlertmanagerServer(workdir / "alertmanager",
                                 yaml.safe_load(built.alertmanager.read_text()))
@@ -142,7 +186,7 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
             "scrape_configs": scrape_configs,
         }, rule_files=[built.rules])
         prom.start()
-        _step(5, total, "waiting for the first scrapes")
+        _step(6, total, "waiting for the first scrapes")
         _wait_for(prom, 'up{job="zcp-inventory"} == 1', 30)
         if exporter is not None:
             _wait_for(prom, 'libvirt_up{job="libvirt"} == 1', 30)
@@ -169,6 +213,14 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
                      f"{float(r['value'][1]):.2f}"] for r in cpu]
             click.echo("\nGuest CPU seconds per tenant, from real KVM guests:")
             click.echo(tabulate(sorted(rows), headers=["account", "cpu_seconds"]))
+        if ovs_lab is not None and ovs_exporter is not None and pinger is not None:
+            ovs_lab.ping(*pinger, count=10, size=1000)
+            traffic = _wait_for(
+                prom, "sum by (account) (ovs_interface_receive_bytes_total * on (vm_id) "
+                "group_left (account) max by (vm_id, account) (zcp_vm_info)) > 10000", 40)
+            rows = [[r["metric"].get("account", ""), int(float(r["value"][1]))] for r in traffic]
+            click.echo("\nBytes VMs sent into Open vSwitch, per tenant (real ping traffic):")
+            click.echo(tabulate(sorted(rows), headers=["account", "bytes"]))
         if exporter is not None:
             # the stranger guest: a domain no CloudStack account owns (info, for: 30m)
             _wait_for(prom, 'ALERTS{alertname="VMUnknownToCloudStack"}', 30)
@@ -191,6 +243,12 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
         click.echo("stopping", err=True)
         if prom is not None:
             prom.stop()
+        if ovs_exporter is not None:
+            ovs_exporter.shutdown()
+        if replica is not None:
+            replica.stop()
+        if ovs_lab is not None:
+            ovs_lab.stop()
         if am is not None:
             am.stop()
         if exporter is not None:

@@ -1,5 +1,6 @@
 """The alerting path end to end on real daemons: the inventory's VMs as KVM guests, the libvirt
-exporter, the inventory's identity metrics, Prometheus with the built rules, Alertmanager with
+exporter, a userspace Open vSwitch with the VMs' NICs and the OVS exporter, the inventory's
+identity metrics, Prometheus with the built rules, Alertmanager with
 the built configuration, and a local webhook receiver that records every notification.
 
 Used by the end-to-end tests (tests/alerts) and by bench/alert_latency.py. ``for:`` and the
@@ -24,7 +25,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import start_http_server as serve_registry
 
 from alerts.build import build
+from exporters.http import ExporterServer
+from exporters.ovs import OvsCollector, OvsdbReplica
 from lab.libvirt import LibvirtLab
+from lab.ovs import OvsLab
 from lab.procs import Daemon, free_port
 from lab.prometheus import AlertmanagerServer, PrometheusServer
 from zcp.config import parse_config
@@ -115,8 +119,10 @@ class AlertLab:
     """Everything on the alerting path, started against a running :class:`LibvirtLab`."""
 
     def __init__(self, lab: LibvirtLab, workdir: Path, hold: str = "3s",
-                 scrape_interval: str = "1s", group_wait: float = 1.0) -> None:
+                 scrape_interval: str = "1s", group_wait: float = 1.0,
+                 ovs: OvsLab | None = None) -> None:
         self.lab = lab
+        self.ovs = ovs
         self.workdir = workdir
         self.hold = hold
         self.scrape_interval = scrape_interval
@@ -142,6 +148,8 @@ class AlertLab:
         self.alertmanager: AlertmanagerServer | None = None
         self.prometheus: PrometheusServer | None = None
         self._inv_server: Any = None
+        self.ovs_exporter: ExporterServer | None = None
+        self._replica: OvsdbReplica | None = None
 
     def start(self) -> None:
         cache = make_cache(self.cfg)
@@ -154,6 +162,20 @@ class AlertLab:
         inv_port = free_port()
         self._inv_server, _ = serve_registry(inv_port, addr="127.0.0.1", registry=registry)
         self.exporter.start()
+        extra_jobs: list[dict[str, Any]] = []
+        if self.ovs is not None:
+            self.ovs.add_bridge("br-int")
+            for n, nic in enumerate(self.inventory.nics):
+                self.ovs.add_vm_port("br-int", f"alvm{n}", f"10.201.0.{n + 1}/24",
+                                     vm_id=nic.vm_id, iface_id=nic.id, mac=nic.mac)
+            self._replica = OvsdbReplica(self.ovs.db).start()
+            self.ovs_exporter = ExporterServer(
+                "ovs", OvsCollector(self._replica, cache, self.ovs.workdir,
+                                    str(self.ovs.vswitchd_ctl), call_timeout=1.0),
+                "127.0.0.1", free_port(), 8.0).start()
+            extra_jobs.append({"job_name": "ovs", "static_configs": [{
+                "targets": [f"127.0.0.1:{self.ovs_exporter.port}"],
+                "labels": {"host": HOST, "zone": ZONE}}]})
         self.alertmanager = AlertmanagerServer(
             self.workdir / "alertmanager",
             yaml.safe_load(self.built.alertmanager.read_text()))
@@ -170,6 +192,7 @@ class AlertLab:
                 {"job_name": "zcp-inventory",
                  "static_configs": [{"targets": [f"127.0.0.1:{inv_port}"]}]},
                 {"job_name": "alertmanager", "static_configs": [{"targets": [am]}]},
+                *extra_jobs,
             ],
         }, rule_files=[self.built.rules])
         self.prometheus.start()
@@ -198,6 +221,10 @@ class AlertLab:
     def stop(self) -> None:
         for d in reversed(self.daemons()):
             d.stop()
+        if self.ovs_exporter is not None:
+            self.ovs_exporter.shutdown()
+        if self._replica is not None:
+            self._replica.stop()
         if self._inv_server is not None:
             self._inv_server.shutdown()
         self.receiver.close()

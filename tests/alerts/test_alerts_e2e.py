@@ -13,20 +13,21 @@ import pytest
 
 from lab.alerting import HOST, AlertLab
 from lab.libvirt import LibvirtLab
+from lab.ovs import OvsLab
 from lab.procs import copy_logs
 from tests.conftest import need_binary
 
 pytestmark = pytest.mark.integration
-EXPECTED = {"VMDownUnexpectedly", "LibvirtExporterDown"}
+EXPECTED = {"VMDownUnexpectedly", "LibvirtExporterDown", "OVSDown"}
 
 
 @pytest.fixture(scope="module")
-def alert_lab(libvirt_lab: LibvirtLab, tmp_path_factory: pytest.TempPathFactory,
-              request: pytest.FixtureRequest) -> Iterator[AlertLab]:
+def alert_lab(libvirt_lab: LibvirtLab, ovs_lab: OvsLab,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertLab]:
     need_binary("prometheus", "prometheus")
     need_binary("prometheus-alertmanager", "prometheus-alertmanager")
     workdir = tmp_path_factory.mktemp("alert-lab")
-    lab = AlertLab(libvirt_lab, workdir)
+    lab = AlertLab(libvirt_lab, workdir, ovs=ovs_lab)
     try:
         lab.start()
         yield lab
@@ -97,4 +98,25 @@ def test_a_stopped_exporter_pages_once_and_hides_nothing_else(alert_lab: AlertLa
         repair = time.monotonic()
         alert_lab.exporter.start()
     assert alert_lab.receiver.wait_for(exporter_down, "resolved", repair, timeout=60) is not None
+    assert _unexpected(alert_lab) == []
+
+
+def test_a_stopped_ovs_vswitchd_pages_and_resolves(alert_lab: AlertLab) -> None:
+    assert alert_lab.ovs is not None and alert_lab.ovs.vswitchd is not None
+
+    def ovs_down(alert: dict[str, Any]) -> bool:
+        return alert["labels"].get("alertname") == "OVSDown"
+
+    fault = time.monotonic()
+    alert_lab.ovs.vswitchd.stop()
+    try:
+        assert alert_lab.receiver.wait_for(ovs_down, "firing", fault, timeout=60) is not None
+        page = next(a for n in alert_lab.receiver.snapshot() for a in n.alerts("firing")
+                    if ovs_down(a))
+        assert page["labels"]["host"] == HOST and page["labels"]["area"] == "network"
+        assert page["annotations"]["runbook_url"].endswith("/network.md#ovsdown")
+    finally:
+        repair = time.monotonic()
+        alert_lab.ovs.vswitchd.start()
+    assert alert_lab.receiver.wait_for(ovs_down, "resolved", repair, timeout=60) is not None
     assert _unexpected(alert_lab) == []

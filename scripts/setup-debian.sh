@@ -10,6 +10,8 @@ PACKAGES=(
   prometheus prometheus-alertmanager prometheus-libvirt-exporter ceph-prometheus-alerts
   # Open vSwitch (userspace datapath in the tests)
   openvswitch-switch
+  # Ceph (single-node cluster in the tests) and radosgw
+  ceph ceph-mon ceph-mgr ceph-osd radosgw
   # libvirt + KVM
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
   # network tools used by the lab

@@ -217,6 +217,37 @@ def exporter_ovs(ctx: click.Context, db: str, rundir: Path, vswitchd_ctl: str | 
     run(_config(ctx), db, rundir, vswitchd_ctl, host, port, deadline)
 
 
+@exporter.command("ceph")
+@click.option("--conf", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="ceph.conf (default: ceph.conf in the config, else /etc/ceph/ceph.conf).")
+@click.option("--id", "client_id", default=None,
+              help="cephx client id, as in client.<id> (default: ceph.id in the config, admin).")
+@click.option("--listen", default="127.0.0.1:9284", show_default=True,
+              help="HOST:PORT to serve /metrics on (the mgr prometheus module has 9283).")
+@click.option("--deadline", type=click.FloatRange(0.1, 120), default=8.0, show_default=True,
+              help="Longest a scrape may take (it only reads the last refreshed results).")
+@click.pass_context
+def exporter_ceph(ctx: click.Context, conf: Path | None, client_id: str | None, listen: str,
+                  deadline: float) -> None:
+    """Export per-tenant Ceph usage by storage class: RBD images (provisioned/used bytes,
+    snapshots) with CloudStack volume ids, RGW users and buckets (bytes, objects, requests),
+    refreshed in the background on their own schedules; storage class per pool."""
+    from exporters.ceph import DEFAULT_PORT, run
+
+    cfg = _config(ctx)
+    update: dict[str, Any] = {}
+    if conf is not None:
+        update["conf"] = conf
+    if client_id is not None:
+        update["id"] = client_id
+    if update:
+        cfg = cfg.model_copy(update={"ceph": cfg.ceph.model_copy(update=update)})
+    if not cfg.ceph.conf.exists():
+        raise ZcpError(f"{cfg.ceph.conf} not found (--conf, or ceph.conf in the config)")
+    host, port = parse_listen(listen, DEFAULT_PORT)
+    run(cfg, host, port, deadline)
+
+
 @cli.group(cls=_Group)
 def alerts() -> None:
     """Build and check the Prometheus rules and the Alertmanager configuration."""

@@ -7,6 +7,7 @@ Secrets (CloudStack keys, Loki and Grafana passwords) are written either inline 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -179,6 +180,42 @@ class AlertingConfig(_Model):
         return _require_http(value).rstrip("/")
 
 
+class CephConfig(_Model):
+    """How the Ceph exporter reaches the cluster and maps it to storage classes and tenants."""
+
+    conf: Path = Path("/etc/ceph/ceph.conf")
+    id: str = Field("admin", description="cephx client id (client.<id>), read-only caps do")
+    keyring: Path | None = None
+    pool_classes: dict[str, StorageClass] = Field(
+        default_factory=dict,
+        description="Ceph pool -> storage class, for pools the inventory does not map")
+    rgw_uid_pattern: str = Field(
+        "(?P<account_id>.+)",
+        description="regex on the RGW uid; group account_id is the CloudStack account uuid")
+    rgw_endpoint: str | None = Field(None, description="http(s)://host:port of radosgw")
+    rbd_interval_seconds: float = Field(300.0, gt=0)
+    rgw_interval_seconds: float = Field(300.0, gt=0)
+    df_interval_seconds: float = Field(60.0, gt=0)
+    workers: int = Field(2, ge=1, le=16, description="rbd du commands run at once")
+    command_timeout_seconds: float = Field(120.0, gt=0)
+
+    @field_validator("rgw_uid_pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        if "account_id" not in compiled.groupindex:
+            raise ValueError("needs a named group (?P<account_id>...)")
+        return value
+
+    @field_validator("rgw_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _require_http(value).rstrip("/") if value else value
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -186,6 +223,7 @@ class Config(_Model):
     inventory: InventoryConfig = Field(default_factory=lambda: InventoryConfig())
     logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig())
     alerting: AlertingConfig = Field(default_factory=lambda: AlertingConfig())
+    ceph: CephConfig = Field(default_factory=lambda: CephConfig())
 
 
 def _format_error(source: str, exc: ValidationError) -> str:

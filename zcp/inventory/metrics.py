@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from zcp.inventory.cache import InventoryCache
-from zcp.inventory.model import VM, Inventory
+from zcp.inventory.model import VM, Inventory, Volume
 
 VM_INFO_LABELS = [
     "vm_id", "instance_name", "vm_name", "account_id", "account", "domain_id", "domain_path",
@@ -30,6 +30,18 @@ def vm_info_labels(inv: Inventory, vm: VM) -> list[str]:
     ]
 
 
+def volume_info_metric(volumes: Iterable[Volume]) -> GaugeMetricFamily:
+    """``zcp_volume_info`` for ``volumes``."""
+    vol_info = GaugeMetricFamily(
+        "zcp_volume_info", "CloudStack identity of a volume (value 1).",
+        labels=["volume_id", "volume_name", "vm_id", "account_id", "project_id", "type",
+                "pool", "storage_class", "rbd_image"])
+    for vol in volumes:
+        vol_info.add_metric([vol.id, vol.name, vol.vm_id, vol.account_id, vol.project_id,
+                             vol.type, vol.pool, vol.storage_class or "", vol.rbd_image], 1)
+    return vol_info
+
+
 def inventory_info_metrics(inv: Inventory, vm_ids: Iterable[str] | None = None) -> Iterator[Metric]:
     """Info families for all VMs (or just ``vm_ids``) and their volumes and NICs."""
     wanted = None if vm_ids is None else set(vm_ids)
@@ -42,16 +54,8 @@ def inventory_info_metrics(inv: Inventory, vm_ids: Iterable[str] | None = None) 
         vm_info.add_metric(vm_info_labels(inv, vm), 1)
     yield vm_info
 
-    vol_info = GaugeMetricFamily(
-        "zcp_volume_info", "CloudStack identity of a volume (value 1).",
-        labels=["volume_id", "volume_name", "vm_id", "account_id", "project_id", "type",
-                "pool", "storage_class", "rbd_image"])
-    volumes = inv.volumes if wanted is None else [
-        vol for vm_id in keep for vol in inv.volumes_by_vm.get(vm_id, ())]
-    for vol in volumes:
-        vol_info.add_metric([vol.id, vol.name, vol.vm_id, vol.account_id, vol.project_id,
-                             vol.type, vol.pool, vol.storage_class or "", vol.rbd_image], 1)
-    yield vol_info
+    yield volume_info_metric(inv.volumes if wanted is None else [
+        vol for vm_id in keep for vol in inv.volumes_by_vm.get(vm_id, ())])
 
     nic_info = GaugeMetricFamily(
         "zcp_nic_info", "CloudStack identity of a vNIC (value 1).",

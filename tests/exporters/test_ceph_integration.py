@@ -1,0 +1,218 @@
+"""The Ceph exporter against a real single-node Ceph 16.2 cluster (lab/ceph.py): pools in the
+three storage classes, RBD images with known writes, RGW users and buckets filled over S3."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config as BotoConfig
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporters.ceph import CephCollector, CephSources
+from exporters.http import ExporterServer
+from lab.ceph import CephLab
+from tests.conftest import need_binary
+from zcp.config import CephConfig
+from zcp.inventory.cache import InventoryCache
+from zcp.inventory.model import Inventory
+
+pytestmark = pytest.mark.integration
+MIB = 1024 * 1024
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
+    assert len(found) == 1, f"{name}{labels}: {len(found)} matches"
+    return found[0]
+
+
+def series(samples: Samples, name: str, **labels: str) -> list[dict[str, str]]:
+    return [dict(ls) for (n, ls), _ in samples.items()
+            if n == name and set(labels.items()) <= ls]
+
+
+@pytest.fixture(scope="module")
+def cloud(ceph_lab: CephLab, default_inventory: Inventory) -> dict[str, Any]:
+    """The demo inventory's volumes as RBD images in rbd-fast/flow/bulk (some written to), an
+    unmapped pool, and acme's RGW user with two buckets."""
+    for pool in ("rbd-fast", "rbd-flow", "rbd-bulk", "odd-pool"):
+        ceph_lab.create_pool(pool)
+    written: dict[str, int] = {}
+    for n, vol in enumerate(v for v in default_inventory.volumes if v.rbd_image):
+        pool, image = vol.rbd_image.split("/")
+        size = (n % 3) * 4 * MIB  # 0, 4 or 8 MiB written
+        ceph_lab.create_image(pool, image, "32M", write_bytes=size)
+        written[vol.rbd_image] = size
+    ceph_lab.create_image("odd-pool", "scratch", "16M", write_bytes=4 * MIB)
+    acme = next(t for t in default_inventory.tenants if t.name == "acme")
+    keys = ceph_lab.rgw_user(acme.account_id)
+    s3 = boto3.client("s3", endpoint_url=ceph_lab.rgw_url, region_name="default",
+                      aws_access_key_id=keys["access_key"],
+                      aws_secret_access_key=keys["secret_key"],
+                      config=BotoConfig(s3={"addressing_style": "path"}))
+    objects = {"site": [50_000, 70_000], "logs": [1_000]}
+    for bucket, sizes in objects.items():
+        s3.create_bucket(Bucket=bucket)
+        for k, size in enumerate(sizes):
+            s3.put_object(Bucket=bucket, Key=f"o{k}", Body=b"z" * size)
+    s3.get_object(Bucket="site", Key="o0")["Body"].read()
+    return {"written": written, "account": acme.account_id, "objects": objects, "s3": s3}
+
+
+@pytest.fixture
+def exporter(ceph_lab: CephLab, default_inventory: Inventory,
+             cloud: dict[str, Any]) -> Iterator[tuple[CephSources, Any]]:
+    cfg = CephConfig(conf=ceph_lab.conf, keyring=ceph_lab.keyring, rgw_endpoint=ceph_lab.rgw_url,
+                     rbd_interval_seconds=3600, rgw_interval_seconds=3600,
+                     df_interval_seconds=3600, workers=4, command_timeout_seconds=8)
+    cache = InventoryCache(lambda: default_inventory, refresh_interval=3600)
+    cache.refresh()
+    sources = CephSources(cfg)
+    sources.refresh_df()
+    sources.refresh_rbd()
+    sources.refresh_rgw()
+    server = ExporterServer("ceph", CephCollector(sources, cache, cfg), "127.0.0.1", 0,
+                            8.0).start()
+    url = f"http://127.0.0.1:{server.port}/metrics"
+
+    def scrape() -> Samples:
+        text = requests.get(url, timeout=30).text
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    scrape.url = url  # type: ignore[attr-defined]
+    yield sources, scrape
+    server.shutdown()
+
+
+def test_rbd_usage_equals_what_ceph_reports(exporter: tuple[CephSources, Any],
+                                            ceph_lab: CephLab, cloud: dict[str, Any],
+                                            default_inventory: Inventory) -> None:
+    _, scrape = exporter
+    got = scrape()
+    by_image = default_inventory.volume_by_rbd_image
+    for rbd_image, written in cloud["written"].items():
+        pool, image = rbd_image.split("/")
+        du = ceph_lab.json("rbd", "du", f"{pool}/{image}")["images"][0]
+        labels = {"pool": pool, "image": image, "volume_id": by_image[rbd_image].id,
+                  "storage_class": pool.removeprefix("rbd-")}
+        assert value(got, "ceph_rbd_image_provisioned_bytes", **labels) == \
+            du["provisioned_size"] == 32 * MIB
+        assert value(got, "ceph_rbd_image_used_bytes", **labels) == du["used_size"] == written
+    # the pool the storage-class map does not know: its images keep their numbers, no class
+    assert value(got, "ceph_rbd_image_used_bytes", pool="odd-pool", storage_class="") == 4 * MIB
+    assert value(got, "zcp_ceph_pool_info", pool="odd-pool", storage_class="") == 1
+    assert value(got, "zcp_ceph_pool_info", pool="rbd-flow", storage_class="flow") == 1
+    assert value(got, "ceph_exporter_pools_unmapped") >= 1
+    assert value(got, "ceph_exporter_source_up", source="rbd") == 1
+
+
+def test_rgw_usage_equals_what_ceph_reports(exporter: tuple[CephSources, Any],
+                                            ceph_lab: CephLab, cloud: dict[str, Any]) -> None:
+    sources, scrape = exporter
+    account = cloud["account"]
+    deadline = time.monotonic() + 20  # the usage log is flushed every second
+    while True:
+        usage = ceph_lab.json("radosgw-admin", "usage", "show", "--uid", account,
+                              "--show-log-entries=false")["summary"][0]["total"]
+        if usage["successful_ops"] >= 6 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    sources.refresh_rgw()
+    got = scrape()
+    for bucket, sizes in cloud["objects"].items():
+        assert value(got, "ceph_rgw_bucket_stored_bytes", bucket=bucket,
+                     account_id=account) == sum(sizes)
+        assert value(got, "ceph_rgw_bucket_objects", bucket=bucket) == len(sizes)
+    total = sum(sum(s) for s in cloud["objects"].values())
+    assert value(got, "ceph_rgw_user_stored_bytes", user=account, account_id=account) == total
+    assert value(got, "ceph_rgw_user_buckets", user=account) == 2
+    exported = value(got, "ceph_rgw_user_received_bytes_total", user=account)
+    assert exported == usage["bytes_received"] >= total
+    assert value(got, "ceph_rgw_user_successful_ops_total", user=account) == \
+        usage["successful_ops"]
+
+
+def test_an_image_deleted_between_refreshes_disappears(exporter: tuple[CephSources, Any],
+                                                       ceph_lab: CephLab) -> None:
+    sources, scrape = exporter
+    ceph_lab.create_image("odd-pool", "short-lived", "8M")
+    sources.refresh_rbd()
+    assert series(scrape(), "ceph_rbd_image_used_bytes", image="short-lived")
+    ceph_lab.run("rbd", "rm", "odd-pool/short-lived")
+    sources.refresh_rbd()
+    got = scrape()
+    assert not series(got, "ceph_rbd_image_used_bytes", image="short-lived")
+    assert series(got, "ceph_rbd_image_used_bytes", image="scratch")
+
+
+def test_exposition_passes_promtool_and_leaves_the_mgr_modules_families_alone(
+        exporter: tuple[CephSources, Any], ceph_lab: CephLab) -> None:
+    need_binary("promtool", "prometheus")
+    _, scrape = exporter
+    ours = {n for n, _ in scrape()}
+    mgr = {s.name for f in text_string_to_metric_families(
+        requests.get(ceph_lab.mgr_prometheus_url, timeout=30).text) for s in f.samples}
+    assert "ceph_health_status" in mgr
+    assert not ours & mgr, sorted(ours & mgr)[:5]
+    text = requests.get(scrape.url, timeout=30).text  # type: ignore[attr-defined]
+    proc = subprocess.run(["promtool", "check", "metrics"], capture_output=True, text=True,
+                          input=text, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_stopped_radosgw_costs_only_the_rgw_source(exporter: tuple[CephSources, Any],
+                                                     ceph_lab: CephLab) -> None:
+    sources, scrape = exporter
+    ceph_lab.stop_rgw()
+    try:
+        sources.refresh_rgw()
+        sources.refresh_rbd()
+        got = scrape()
+        assert value(got, "ceph_exporter_source_up", source="rgw") == 0
+        assert value(got, "ceph_exporter_source_up", source="rbd") == 1
+        assert series(got, "ceph_rgw_bucket_stored_bytes", bucket="site")  # last result kept
+        assert "does not answer" in sources.snapshot().states["rgw"].error
+    finally:
+        ceph_lab.start_rgw()
+    sources.refresh_rgw()
+    assert value(scrape(), "ceph_exporter_source_up", source="rgw") == 1
+
+
+def test_a_stopped_osd_costs_the_data_sources_not_the_scrape(
+        exporter: tuple[CephSources, Any], ceph_lab: CephLab) -> None:
+    sources, scrape = exporter
+    before = value(scrape(), "ceph_exporter_source_last_refresh_timestamp_seconds",
+                   source="rbd")
+    ceph_lab.stop_osd()
+    try:
+        ceph_lab.run("ceph", "osd", "down", "0")
+        t0 = time.monotonic()
+        sources.refresh_rbd()
+        assert time.monotonic() - t0 < 30  # every rbd du has its 8 s deadline
+        sources.refresh_df()
+        t1 = time.monotonic()
+        got = scrape()
+        assert time.monotonic() - t1 < 2  # a scrape never waits on Ceph
+        assert value(got, "ceph_exporter_source_up", source="rbd") == 0
+        assert value(got, "ceph_exporter_source_up", source="df") == 1  # the mon answers
+        # the last complete result is still served, and says how old it is
+        assert value(got, "ceph_exporter_source_last_refresh_timestamp_seconds",
+                     source="rbd") == before
+        assert series(got, "ceph_rbd_image_used_bytes", pool="rbd-fast")
+    finally:
+        ceph_lab.start_osd()
+    deadline = time.monotonic() + 60
+    while True:
+        sources.refresh_rbd()
+        if value(scrape(), "ceph_exporter_source_up", source="rbd") == 1:
+            break
+        assert time.monotonic() < deadline, sources.snapshot().states["rbd"].error
+        time.sleep(1)

@@ -99,8 +99,9 @@ class Encoder:
             out.append(self._library(metric, library_text))
         return "".join(out).encode("utf-8")
 
-    def openmetrics(self, families: Iterable[Metric]) -> bytes:
-        """Like ``prometheus_client.openmetrics.exposition.generate_latest``."""
+    def openmetrics(self, families: Iterable[Metric], eof: bool = True) -> bytes:
+        """Like ``prometheus_client.openmetrics.exposition.generate_latest`` (without the final
+        ``# EOF`` when ``eof`` is false: a part of a body)."""
         out: list[str] = []
         for metric in families:
             if self._simple(metric):
@@ -114,7 +115,8 @@ class Encoder:
                     continue
             self.fallbacks += 1
             out.append(self._library(metric, library_openmetrics).removesuffix("# EOF\n"))
-        out.append("# EOF\n")
+        if eof:
+            out.append("# EOF\n")
         return "".join(out).encode("utf-8")
 
     @staticmethod

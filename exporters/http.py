@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -22,12 +22,28 @@ from zcp.logs import collect_log_metrics
 
 log = logging.getLogger(__name__)
 MARGIN_SECONDS = 0.5
+PLATFORM = list(PLATFORM_COLLECTOR.collect())  # python_info: constant for the process
 
 
 class TimedCollector(Protocol):
     """A collector whose ``collect`` takes the scrape's deadline."""
 
     def collect(self, timeout: float | None = None) -> Iterator[Metric]: ...
+
+
+@runtime_checkable
+class VersionedCollector(Protocol):
+    """A collector whose data changes in steps (background refreshes): families that only
+    change with ``version()`` are rendered once per version; ``collect_live`` yields the few
+    that change on their own (ages, counters of the process)."""
+
+    def collect(self, timeout: float | None = None) -> Iterator[Metric]: ...
+
+    def version(self) -> object: ...
+
+    def collect_versioned(self) -> Iterator[Metric]: ...
+
+    def collect_live(self) -> Iterator[Metric]: ...
 
 
 def scrape_deadline(header: str | None, default: float) -> float:
@@ -54,10 +70,14 @@ class ExporterServer:
         self.scrapes = 0
         self.scrape_errors = 0
         self.encoder = Encoder()
+        self._rendered: dict[tuple[object, bool], bytes] = {}
         self._lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            # keep-alive (every reply has a Content-Length): Prometheus reuses its connection
+            protocol_version = "HTTP/1.1"
+
             def do_GET(self) -> None:
                 server._handle(self)
 
@@ -91,22 +111,45 @@ class ExporterServer:
                                   self.deadline)
         with self._lock:
             self.scrapes += 1
+        _encoder, content_type = choose_encoder(req.headers.get("Accept", ""))
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        cached = b""
         try:
-            families = list(self.collector.collect(timeout=timeout))
+            if isinstance(self.collector, VersionedCollector):
+                cached = self._versioned_body(self.collector, openmetrics)
+                families = list(self.collector.collect_live())
+            else:
+                families = list(self.collector.collect(timeout=timeout))
         except Exception:
             with self._lock:
                 self.scrape_errors += 1
             log.exception("scrape failed")
             families = []
         families += list(self._own_metrics())
-        families += list(PROCESS_COLLECTOR.collect()) + list(PLATFORM_COLLECTOR.collect())
+        families += list(PROCESS_COLLECTOR.collect()) + PLATFORM
         # the library decides the format; exporters/exposition.py writes it faster
-        _encoder, content_type = choose_encoder(req.headers.get("Accept", ""))
-        if content_type.startswith("application/openmetrics-text"):
-            body = self.encoder.openmetrics(families)
+        if openmetrics:
+            body = cached + self.encoder.openmetrics(families)
         else:
-            body = self.encoder.text(families)
+            body = cached + self.encoder.text(families)
         self._reply(req, 200, content_type, body)
+
+    def _versioned_body(self, collector: VersionedCollector, openmetrics: bool) -> bytes:
+        """The rendered families of a collector whose data changes in steps: rendered once per
+        version (and format), then served as is."""
+        version = collector.version()
+        key = (version, openmetrics)
+        with self._lock:
+            hit = self._rendered.get(key)
+        if hit is not None:
+            return hit
+        families = list(collector.collect_versioned())
+        body = (self.encoder.openmetrics(families, eof=False) if openmetrics
+                else self.encoder.text(families))
+        with self._lock:
+            self._rendered = {k: v for k, v in self._rendered.items() if k[0] == version}
+            self._rendered[key] = body
+        return body
 
     @staticmethod
     def _reply(req: BaseHTTPRequestHandler, status: int, ctype: str, body: bytes) -> None:

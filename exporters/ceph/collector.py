@@ -40,6 +40,15 @@ class CephCollector:
         return m.group("account_id") if m else ""
 
     def collect(self, timeout: float | None = None) -> Iterator[Metric]:
+        yield from self.collect_versioned()
+        yield from self.collect_live()
+
+    def version(self) -> object:
+        """Changes whenever a source refresh ends or the inventory is replaced: the versioned
+        families are rendered once per version (the HTTP server caches them)."""
+        return (self.sources.generation, id(self.inventory.current()))
+
+    def collect_versioned(self) -> Iterator[Metric]:
         snap = self.sources.snapshot()
         inv = self.inventory.current()
         classes = pool_classes(inv, self.cfg)
@@ -47,6 +56,8 @@ class CephCollector:
         yield from self._rbd(snap, classes, inv)
         yield from self._rgw(snap)
         yield from self._health(snap)
+
+    def collect_live(self) -> Iterator[Metric]:
         yield from self.inventory.collect()
 
     def _pools(self, snap: Snapshot, classes: dict[str, str]) -> Iterator[Metric]:

@@ -115,6 +115,7 @@ class CephSources:
         self._threads: list[threading.Thread] = []
         self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="rbd-du")
         self._wake = {n: threading.Event() for n in ("df", "rbd", "rgw")}
+        self.generation = 0  # bumped at the end of every refresh (data or state changed)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> CephSources:
@@ -152,6 +153,7 @@ class CephSources:
 
     def _finish(self, name: str, started: float, error: str) -> None:
         with self._lock:
+            self.generation += 1
             st = self._data.states[name]
             st.last_attempt = time.time()
             st.duration = time.monotonic() - started

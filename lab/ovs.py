@@ -165,6 +165,9 @@ class OvsLab:
         peer = f"{port}-p"
         _run(["ip", "netns", "add", ns])
         self._namespaces.append(ns)
+        # no IPv6 chatter (router/neighbour solicitations, MLD) in the counters tests check
+        _run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+              "net.ipv6.conf.default.disable_ipv6=1"], check=False)
         self.in_switch_ns("ip", "link", "add", port, "type", "veth", "peer", "name", peer)
         self.in_switch_ns("ip", "link", "set", peer, "netns", ns)
         if mac:

@@ -11,11 +11,13 @@ own schedule, each command with a deadline; a scrape only reads their last compl
   ``usage show`` (per-user totals of the usage log), plus a probe of the radosgw endpoint when
   one is configured (radosgw-admin reads RADOS directly and works while radosgw is down).
 
-Ceph is spoken to through its CLIs with ``--format json``: measured on this machine kind, a
-``ceph`` CLI call costs ~0.2 s and ``rbd``/``radosgw-admin`` ~50 ms against ~1 ms for a librados
-``mon_command``, but the calls run in the background a few times per refresh interval, where
-that difference costs nothing a scrape sees, and the CLIs need no binding to the system
-Python's ABI. See docs/design.md.
+Ceph is spoken to through its CLIs with ``--format json``, decided by measurement (single-node
+lab, Ceph 16.2): ``ceph df`` 176 ms by CLI against 0.4 ms as a librados ``mon_command``;
+``rbd du`` of a pool 32 ms by CLI against 4.4 ms per image through librbd's ``diff_iterate``;
+``radosgw-admin bucket stats`` 47 ms (no binding exists for the RGW admin side). The calls run
+in the background a few times per refresh interval, where the difference costs nothing a scrape
+sees (a full refresh of 220 images and 50 users takes about 1.1 s), and the CLIs need no
+binding to the Debian Python's ABI (the project's Python is its own). See docs/design.md.
 """
 
 from __future__ import annotations

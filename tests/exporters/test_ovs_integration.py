@@ -114,9 +114,10 @@ def test_counters_move_by_the_traffic_sent(exporter: Exporter, ovs_lab: OvsLab,
     for name, iface in (("ovs_interface_receive_packets_total", "vnet10"),
                         ("ovs_interface_transmit_packets_total", "vnet11"),
                         ("ovs_interface_transmit_packets_total", "vnet10")):
-        assert count <= delta(name, iface) <= count + 6, (name, iface, delta(name, iface))
+        # plus the odd ARP exchange
+        assert count <= delta(name, iface) <= count + 10, (name, iface, delta(name, iface))
     assert count * frame <= delta("ovs_interface_receive_bytes_total", "vnet10") \
-        <= count * frame + 6 * 100
+        <= count * frame + 10 * 100
     # the same numbers ovs-vsctl shows
     assert value(after, "ovs_interface_receive_packets_total", interface="vnet10") == \
         cli["rx_packets"]

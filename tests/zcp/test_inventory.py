@@ -203,3 +203,16 @@ def test_inventory_collector_exports_identity_state_and_pool_classes(
     assert pools == {sp.path: sp.storage_class for sp in default_inventory.storage_pools}
     assert set(pools.values()) == {"fast", "flow", "bulk"}
     assert len(fams["zcp_vm_info"].samples) == len(default_inventory.vms)
+
+
+def test_a_copy_is_validated_and_reindexed(default_inventory: Inventory) -> None:
+    vol = default_inventory.volumes[0]
+    assert default_inventory.volume_by_rbd_image  # the index is cached on the original
+    moved = vol.model_copy(update={"rbd_image": "rbd-fast/renamed"})
+    copy = default_inventory.model_copy(update={"volumes": (moved,
+                                                            *default_inventory.volumes[1:])})
+    assert copy.volume_by_rbd_image["rbd-fast/renamed"].id == vol.id
+    assert vol.rbd_image not in copy.volume_by_rbd_image
+    with pytest.raises(ValueError, match="names unknown account"):
+        default_inventory.model_copy(update={"volumes": (
+            vol.model_copy(update={"account_id": "nobody"}),)})

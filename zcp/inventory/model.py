@@ -7,9 +7,10 @@ owner account).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -143,6 +144,13 @@ class Inventory(_Record):
                 if item.vm_id and item.vm_id not in vms:
                     raise ValueError(f"{kind}: {item.id} names unknown VM {item.vm_id!r}")
         return self
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None,
+                   deep: bool = False) -> Inventory:
+        """A copy with ``update`` applied, validated again and with fresh indexes (pydantic's
+        own copy would carry the cached indexes over and skip the reference checks)."""
+        data = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self).model_validate({**data, **(update or {})})
 
     @cached_property
     def tenant_by_id(self) -> dict[str, Tenant]:

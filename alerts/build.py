@@ -46,6 +46,27 @@ RECORDING_TESTS = [{
          "values": "0+30x10"},
         {"series": 'libvirt_domain_cpu_time_seconds_total{job="libvirt",vm_id="vm-x"}',
          "values": "0+30x10"},
+        # storage: two fast volumes of acct-a, a bulk one of acct-b, one nobody owns
+        {"series": 'zcp_volume_info{job="zcp-inventory",volume_id="v1",account_id="acct-a"}',
+         "values": "1x10"},
+        {"series": 'zcp_volume_info{job="zcp-ceph",volume_id="v1",account_id="acct-a"}',
+         "values": "1x10"},
+        {"series": 'zcp_volume_info{job="zcp-inventory",volume_id="v2",account_id="acct-a"}',
+         "values": "1x10"},
+        {"series": 'zcp_volume_info{job="zcp-inventory",volume_id="v3",account_id="acct-b"}',
+         "values": "1x10"},
+        {"series": 'ceph_rbd_image_used_bytes{job="zcp-ceph",volume_id="v1",'
+                   'storage_class="fast",pool="rbd-fast",image="i1"}', "values": "100x10"},
+        {"series": 'ceph_rbd_image_used_bytes{job="zcp-ceph",volume_id="v2",'
+                   'storage_class="fast",pool="rbd-fast",image="i2"}', "values": "200x10"},
+        {"series": 'ceph_rbd_image_used_bytes{job="zcp-ceph",volume_id="v3",'
+                   'storage_class="bulk",pool="rbd-bulk",image="i3"}', "values": "50x10"},
+        {"series": 'ceph_rbd_image_used_bytes{job="zcp-ceph",volume_id="",'
+                   'storage_class="fast",pool="rbd-fast",image="stray"}', "values": "999x10"},
+        {"series": 'ceph_rgw_user_stored_bytes{job="zcp-ceph",user="acct-a",account_id="acct-a"}',
+         "values": "1000x10"},
+        {"series": 'ceph_rgw_user_stored_bytes{job="zcp-ceph",user="ops",account_id=""}',
+         "values": "5x10"},
     ],
     "promql_expr_test": [
         {"expr": "tenant:libvirt_domain_cpu_time_seconds:rate5m", "eval_time": "6m",
@@ -53,6 +74,14 @@ RECORDING_TESTS = [{
                                     '{tenant="acct-a",vm_id="vm-a"}', "value": 1},
                          {"labels": 'tenant:libvirt_domain_cpu_time_seconds:rate5m'
                                     '{tenant="acct-b",vm_id="vm-b"}', "value": 0.5}]},
+        {"expr": "tenant:ceph_rbd_image_used_bytes:sum", "eval_time": "6m",
+         "exp_samples": [{"labels": 'tenant:ceph_rbd_image_used_bytes:sum'
+                                    '{tenant="acct-a",storage_class="fast"}', "value": 300},
+                         {"labels": 'tenant:ceph_rbd_image_used_bytes:sum'
+                                    '{tenant="acct-b",storage_class="bulk"}', "value": 50}]},
+        {"expr": "tenant:ceph_rgw_user_stored_bytes:sum", "eval_time": "6m",
+         "exp_samples": [{"labels": 'tenant:ceph_rgw_user_stored_bytes:sum{tenant="acct-a"}',
+                          "value": 1000}]},
         {"expr": 'tenant:zcp_vm_info:max{tenant="acct-a"}', "eval_time": "6m",
          "exp_samples": [{"labels": 'tenant:zcp_vm_info:max{tenant="acct-a",vm_id="vm-a",'
                                     'account_id="acct-a",account="acme"}', "value": 1}]},

@@ -47,6 +47,18 @@ TENANT = Group("tenant", (
                 f"sum by (tenant, vm_id, device, volume_id) "
                 f"(rate(libvirt_domain_block_{d}_requests_total[5m]) {JOIN})")
       for d in ("read", "write")],
+    # storage a tenant holds, by storage class (RBD through the volume's owner, RGW by uid)
+    Recording("tenant:ceph_rbd_image_used_bytes:sum",
+              "sum by (tenant, storage_class) (ceph_rbd_image_used_bytes * on (volume_id) "
+              "group_left (tenant) label_replace(max by (volume_id, account_id) "
+              '(zcp_volume_info{account_id!=""}), "tenant", "$1", "account_id", "(.+)"))'),
+    Recording("tenant:ceph_rbd_image_provisioned_bytes:sum",
+              "sum by (tenant, storage_class) (ceph_rbd_image_provisioned_bytes * on (volume_id) "
+              "group_left (tenant) label_replace(max by (volume_id, account_id) "
+              '(zcp_volume_info{account_id!=""}), "tenant", "$1", "account_id", "(.+)"))'),
+    Recording("tenant:ceph_rgw_user_stored_bytes:sum",
+              'sum by (tenant) (label_replace(ceph_rgw_user_stored_bytes{account_id!=""}, '
+              '"tenant", "$1", "account_id", "(.+)"))'),
     *[Recording(f"tenant:libvirt_domain_interface_{d}_bytes:rate5m",
                 f"sum by (tenant, vm_id, device, mac) "
                 f"(rate(libvirt_domain_interface_{d}_bytes_total[5m]) {JOIN})")

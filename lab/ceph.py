@@ -61,8 +61,9 @@ class CephLab:
     """A single-node Ceph cluster in ``workdir``."""
 
     def __init__(self, workdir: Path, objectstore: str = "memstore", rgw: bool = True,
-                 osd_bytes: int = 2 * 1024**3) -> None:
+                 osd_bytes: int = 2 * 1024**3, cephfs: bool = False) -> None:
         self.workdir = workdir.resolve()
+        self.with_cephfs = cephfs
         self.objectstore = objectstore
         self.with_rgw = rgw
         self.osd_bytes = osd_bytes
@@ -78,6 +79,7 @@ class CephLab:
         self.mgr: _CephDaemon | None = None
         self.osd: _CephDaemon | None = None
         self.rgw: _CephDaemon | None = None
+        self.mds: _CephDaemon | None = None
 
     def __enter__(self) -> CephLab:
         self.start()
@@ -113,6 +115,9 @@ class CephLab:
                 return int(stat.get("num_up_osds", 0)) >= 1 and int(stat.get("num_in_osds", 0)) >= 1
             if what == "rgw":
                 return requests.get(self.rgw_url, timeout=2).status_code == 200
+            if what == "mds":
+                return "up:standby" in self.run("ceph", "mds", "stat", timeout=10).stdout \
+                    or "up:active" in self.run("ceph", "mds", "stat", timeout=10).stdout
         except (requests.RequestException, DaemonError, subprocess.TimeoutExpired, ValueError):
             return False
         return False
@@ -125,7 +130,7 @@ class CephLab:
         if self.with_rgw:
             require_binary("radosgw", "radosgw")
         t0 = time.monotonic()
-        for sub in ("run", "log", "mon", "mgr", "osd", "rgw"):
+        for sub in ("run", "log", "mon", "mgr", "osd", "rgw", "mds"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         self._write_conf()
         mon_keyring = self.workdir / "mon.keyring"
@@ -170,6 +175,21 @@ class CephLab:
                      "allow rwx", "mgr", "allow rw", "-o", str(self.workdir / "rgw" / "keyring"))
             self.rgw = self._rgw_daemon()
             self.rgw.start(timeout)
+        if self.with_cephfs:
+            require_binary("ceph-mds", "ceph-mds")
+            self.run("ceph", "auth", "get-or-create", "mds.a", "mon", "allow profile mds", "osd",
+                     "allow rwx", "mds", "allow", "mgr", "allow profile mds",
+                     "-o", str(self.workdir / "mds" / "keyring"))
+            self.mds = _CephDaemon("ceph-mds", [shutil.which("ceph-mds") or "ceph-mds", "-f",
+                                                "-c", str(self.conf), "-i", "a"],
+                                   self.workdir / "log", self, "mds")
+            self.mds.start(timeout)
+            self.run("ceph", "fs", "volume", "create", "cephfs", timeout=120)
+            deadline = time.monotonic() + timeout
+            while "up:active" not in self.run("ceph", "mds", "stat").stdout:
+                if time.monotonic() > deadline:
+                    raise DaemonError("no active MDS for cephfs")
+                time.sleep(0.3)
         log.info("ceph lab up", extra={"seconds": round(time.monotonic() - t0, 1),
                                        "workdir": str(self.workdir)})
 
@@ -184,7 +204,7 @@ class CephLab:
                            self.workdir / "log", self, "rgw")
 
     def stop(self) -> None:
-        for daemon in (self.rgw, self.osd, self.mgr, self.mon):
+        for daemon in (self.rgw, self.mds, self.osd, self.mgr, self.mon):
             if daemon is not None:
                 daemon.stop(timeout=20)
 
@@ -205,7 +225,7 @@ class CephLab:
         self.rgw.start(60)
 
     def daemons(self) -> list[Daemon]:
-        return [d for d in (self.mon, self.mgr, self.osd, self.rgw) if d is not None]
+        return [d for d in (self.mon, self.mgr, self.osd, self.rgw, self.mds) if d is not None]
 
     def _tool(self, *argv: str) -> None:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=120)
@@ -259,6 +279,10 @@ keyring = {wd / 'mgr' / 'keyring'}
 osd data = {wd / 'osd'}
 keyring = {wd / 'osd' / 'keyring'}
 {store}
+[mds.a]
+mds data = {wd / 'mds'}
+keyring = {wd / 'mds' / 'keyring'}
+
 [client.rgw.a]
 keyring = {wd / 'rgw' / 'keyring'}
 rgw data = {wd / 'rgw'}
@@ -292,3 +316,20 @@ rgw thread pool size = 32
                         "--display-name", uid)
         key = out["keys"][0]
         return {"access_key": key["access_key"], "secret_key": key["secret_key"]}
+
+    def write_cephfs(self, path: str, data: bytes) -> None:
+        """Write ``data`` to ``path`` in the CephFS ``cephfs`` through libcephfs (Debian's
+        python3-cephfs, run by the system Python: its extension is built for it)."""
+        code = (
+            "import cephfs, sys\n"
+            f"fs = cephfs.LibCephFS(conffile={str(self.conf)!r})\n"
+            "fs.mount()\n"
+            f"fd = fs.open({path!r}.encode(), 'w', 0o644)\n"
+            "fs.write(fd, sys.stdin.buffer.read(), 0)\n"
+            "fs.fsync(fd, 0)\n"
+            "fs.close(fd)\n"
+            "fs.unmount()\n")
+        proc = subprocess.run(["/usr/bin/python3", "-c", code], input=data,
+                              capture_output=True, timeout=60)
+        if proc.returncode != 0:
+            raise DaemonError(f"cephfs write failed: {proc.stderr.decode()[-300:]}")

@@ -11,7 +11,7 @@ PACKAGES=(
   # Open vSwitch (userspace datapath in the tests)
   openvswitch-switch
   # Ceph (single-node cluster in the tests) and radosgw
-  ceph ceph-mon ceph-mgr ceph-osd radosgw
+  ceph ceph-mon ceph-mgr ceph-osd ceph-mds radosgw python3-cephfs
   # libvirt + KVM
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
   # network tools used by the lab

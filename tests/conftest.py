@@ -122,14 +122,15 @@ def ovs_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def ceph_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A private single-node Ceph cluster (mon, mgr with the prometheus module, a bluestore OSD
-    on a sparse file, radosgw) shared by the session: it takes ~8 s to start. Bluestore, not
-    memstore: the OSD keeps its data across the restart the fault tests do."""
+    on a sparse file, radosgw, an MDS serving a CephFS) shared by the session: it takes ~10 s
+    to start. Bluestore, not memstore: the OSD keeps its data across the restart the fault
+    tests do."""
     need_binary("ceph-mon", "ceph-mon")
     need_binary("ceph-osd", "ceph-osd")
     need_binary("radosgw", "radosgw")
     from lab.ceph import CephLab
 
-    lab = CephLab(tmp_path_factory.mktemp("ceph"), objectstore="bluestore")
+    lab = CephLab(tmp_path_factory.mktemp("ceph"), objectstore="bluestore", cephfs=True)
     lab.start()
     yield lab
     lab.stop()

@@ -193,13 +193,16 @@ class CephConfig(_Model):
         "(?P<account_id>.+)",
         description="regex on the RGW uid; group account_id is the CloudStack account uuid")
     rgw_endpoint: str | None = Field(None, description="http(s)://host:port of radosgw")
+    cephfs_group_pattern: str = Field(
+        "(?P<account_id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})",
+        description="regex on a CephFS subvolume group; group account_id is the account uuid")
     rbd_interval_seconds: float = Field(300.0, gt=0)
     rgw_interval_seconds: float = Field(300.0, gt=0)
     df_interval_seconds: float = Field(60.0, gt=0)
     workers: int = Field(2, ge=1, le=16, description="rbd du commands run at once")
     command_timeout_seconds: float = Field(120.0, gt=0)
 
-    @field_validator("rgw_uid_pattern")
+    @field_validator("rgw_uid_pattern", "cephfs_group_pattern")
     @classmethod
     def _pattern(cls, value: str) -> str:
         try:

@@ -34,6 +34,7 @@ class CephCollector:
         self.inventory = inventory
         self.cfg = cfg
         self.uid_pattern = re.compile(cfg.rgw_uid_pattern)
+        self.group_pattern = re.compile(cfg.cephfs_group_pattern)
 
     def account_of(self, uid: str) -> str:
         m = self.uid_pattern.fullmatch(uid)
@@ -55,6 +56,7 @@ class CephCollector:
         yield from self._pools(snap, classes)
         yield from self._rbd(snap, classes, inv)
         yield from self._rgw(snap)
+        yield from self._cephfs(snap, classes)
         yield from self._health(snap)
 
     def collect_live(self) -> Iterator[Metric]:
@@ -144,6 +146,24 @@ class CephCollector:
             for key, fam in fams.items():
                 fam.add_metric(labels, getattr(u, key))
         yield from fams.values()
+
+    def _cephfs(self, snap: Snapshot, classes: dict[str, str]) -> Iterator[Metric]:
+        labels = ["fs", "group", "subvolume", "account_id", "storage_class"]
+        used = GaugeMetricFamily("ceph_cephfs_subvolume_used_bytes",
+                                 "Bytes used in a CephFS subvolume (recursive).", labels=labels)
+        quota = GaugeMetricFamily("ceph_cephfs_subvolume_quota_bytes",
+                                  "Quota of a CephFS subvolume (only where one is set).",
+                                  labels=labels)
+        for v in snap.subvolumes:
+            m = self.group_pattern.fullmatch(v.group)
+            values = [v.fs, v.group, v.name, m.group("account_id") if m else "",
+                      classes.get(v.data_pool, "")]
+            used.add_metric(values, v.used_bytes)
+            if v.quota_bytes is not None:
+                quota.add_metric(values, v.quota_bytes)
+        yield from (used, quota)
+        yield GaugeMetricFamily("ceph_cephfs_filesystems", "CephFS file systems present.",
+                                value=len(snap.filesystems))
 
     def _health(self, snap: Snapshot) -> Iterator[Metric]:
         src = ["source"]

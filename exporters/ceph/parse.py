@@ -169,3 +169,42 @@ def rbd_pool_names(text: str) -> list[str]:
         raise CephOutputError("ceph osd pool ls detail: expected a list")
     return [str(p["pool_name"]) for p in doc
             if isinstance(p, dict) and "rbd" in (p.get("application_metadata") or {})]
+
+
+def parse_fs_ls(text: str) -> list[str]:
+    """``ceph fs ls --format json``: the file system names (empty: no CephFS)."""
+    doc = _load(text, "ceph fs ls")
+    if not isinstance(doc, list):
+        raise CephOutputError("ceph fs ls: expected a list")
+    return [str(fs["name"]) for fs in doc if isinstance(fs, dict) and "name" in fs]
+
+
+def parse_name_list(text: str, what: str) -> list[str]:
+    """``ceph fs subvolumegroup ls`` / ``subvolume ls`` (``[{"name": ...}]``)."""
+    doc = _load(text, what)
+    if not isinstance(doc, list):
+        raise CephOutputError(f"{what}: expected a list")
+    return [str(e["name"]) for e in doc if isinstance(e, dict) and "name" in e]
+
+
+@dataclass
+class Subvolume:
+    """One CephFS subvolume: used bytes, quota (None: none) and its data pool."""
+
+    fs: str
+    group: str
+    name: str
+    used_bytes: int
+    quota_bytes: int | None
+    data_pool: str
+
+
+def parse_subvolume_info(text: str, fs: str, group: str, name: str) -> Subvolume:
+    """``ceph fs subvolume info FS NAME [--group_name G] --format json``."""
+    doc = _load(text, f"ceph fs subvolume info {fs} {name}")
+    if not isinstance(doc, dict):
+        raise CephOutputError(f"ceph fs subvolume info {name}: expected an object")
+    quota = doc.get("bytes_quota")
+    return Subvolume(fs, group, name, _int(doc.get("bytes_used"), "bytes_used"),
+                     quota if isinstance(quota, int) and not isinstance(quota, bool) else None,
+                     str(doc.get("data_pool", "")))

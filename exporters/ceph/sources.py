@@ -37,10 +37,14 @@ from exporters.ceph.parse import (
     CephOutputError,
     ImageUsage,
     Pool,
+    Subvolume,
     UserUsage,
     parse_bucket_stats,
     parse_df,
+    parse_fs_ls,
+    parse_name_list,
     parse_rbd_du,
+    parse_subvolume_info,
     parse_usage,
     rbd_pool_names,
 )
@@ -48,6 +52,7 @@ from zcp.config import CephConfig
 from zcp.errors import ZcpError
 
 log = logging.getLogger(__name__)
+SOURCES = ("df", "rbd", "rgw", "cephfs")
 
 
 class CephCommandError(ZcpError):
@@ -102,6 +107,8 @@ class Snapshot:
     images: dict[str, list[ImageUsage]] = field(default_factory=dict)  # by pool
     buckets: list[Bucket] = field(default_factory=list)
     usage: list[UserUsage] = field(default_factory=list)
+    subvolumes: list[Subvolume] = field(default_factory=list)
+    filesystems: list[str] = field(default_factory=list)
     states: dict[str, SourceState] = field(default_factory=dict)
 
 
@@ -112,18 +119,20 @@ class CephSources:
         self.cfg = cfg
         self.run = runner or cli_runner(cfg)
         self._lock = threading.Lock()
-        self._data = Snapshot(states={n: SourceState(n) for n in ("df", "rbd", "rgw")})
+        self._data = Snapshot(states={n: SourceState(n) for n in SOURCES})
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="rbd-du")
-        self._wake = {n: threading.Event() for n in ("df", "rbd", "rgw")}
+        self._wake = {n: threading.Event() for n in SOURCES}
         self.generation = 0  # bumped at the end of every refresh (data or state changed)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> CephSources:
         for name, interval, fn in (("df", self.cfg.df_interval_seconds, self.refresh_df),
                                    ("rbd", self.cfg.rbd_interval_seconds, self.refresh_rbd),
-                                   ("rgw", self.cfg.rgw_interval_seconds, self.refresh_rgw)):
+                                   ("rgw", self.cfg.rgw_interval_seconds, self.refresh_rgw),
+                                   ("cephfs", self.cfg.rbd_interval_seconds,
+                                    self.refresh_cephfs)):
             t = threading.Thread(target=self._loop, args=(name, interval, fn),
                                  name=f"ceph-{name}", daemon=True)
             t.start()
@@ -150,7 +159,8 @@ class CephSources:
         with self._lock:
             return Snapshot(list(self._data.pools), list(self._data.rbd_pools),
                             dict(self._data.images), list(self._data.buckets),
-                            list(self._data.usage),
+                            list(self._data.usage), list(self._data.subvolumes),
+                            list(self._data.filesystems),
                             {k: SourceState(**vars(v)) for k, v in self._data.states.items()})
 
     def _finish(self, name: str, started: float, error: str) -> None:
@@ -235,3 +245,48 @@ class CephSources:
                 self._data.buckets, self._data.usage = buckets, usage
         self._finish("rgw", started, "; ".join(errors))
 
+
+    def refresh_cephfs(self) -> None:
+        """Subvolumes of every CephFS (none present: an empty, successful refresh)."""
+        started = time.monotonic()
+        timeout = self.cfg.command_timeout_seconds
+        try:
+            filesystems = parse_fs_ls(self.run(["ceph", "fs", "ls"], timeout))
+            wanted: list[tuple[str, str, str]] = []
+            for fs in filesystems:
+                groups = [g for g in parse_name_list(
+                    self.run(["ceph", "fs", "subvolumegroup", "ls", fs], timeout),
+                    "ceph fs subvolumegroup ls") if not g.startswith("_")]
+                for group in ["_nogroup", *groups]:
+                    argv = ["ceph", "fs", "subvolume", "ls", fs]
+                    if group != "_nogroup":
+                        argv += ["--group_name", group]
+                    names = parse_name_list(self.run(argv, timeout), "ceph fs subvolume ls")
+                    wanted += [(fs, group, name) for name in names]
+        except (CephCommandError, CephOutputError) as exc:
+            self._finish("cephfs", started, str(exc))
+            return
+
+        def info(item: tuple[str, str, str]) -> Subvolume | str:
+            fs, group, name = item
+            argv = ["ceph", "fs", "subvolume", "info", fs, name]
+            if group != "_nogroup":
+                argv += ["--group_name", group]
+            try:
+                return parse_subvolume_info(self.run(argv, timeout), fs, group, name)
+            except (CephCommandError, CephOutputError) as exc:
+                return str(exc)
+
+        results = list(self._pool.map(info, wanted))
+        errors = [r for r in results if isinstance(r, str)]
+        with self._lock:
+            previous = {(v.fs, v.group, v.name): v for v in self._data.subvolumes}
+            subvolumes = []
+            for item, res in zip(wanted, results, strict=True):
+                if isinstance(res, str):
+                    if item in previous:
+                        subvolumes.append(previous[item])  # keep its last result
+                else:
+                    subvolumes.append(res)
+            self._data.subvolumes, self._data.filesystems = subvolumes, filesystems
+        self._finish("cephfs", started, "; ".join(errors))

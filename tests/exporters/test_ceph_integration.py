@@ -78,6 +78,7 @@ def exporter(ceph_lab: CephLab, default_inventory: Inventory,
     sources.refresh_df()
     sources.refresh_rbd()
     sources.refresh_rgw()
+    sources.refresh_cephfs()
     server = ExporterServer("ceph", CephCollector(sources, cache, cfg), "127.0.0.1", 0,
                             8.0).start()
     url = f"http://127.0.0.1:{server.port}/metrics"
@@ -138,6 +139,34 @@ def test_rgw_usage_equals_what_ceph_reports(exporter: tuple[CephSources, Any],
     assert exported == usage["bytes_received"] >= total
     assert value(got, "ceph_rgw_user_successful_ops_total", user=account) == \
         usage["successful_ops"]
+
+
+def test_cephfs_subvolumes_equal_what_ceph_reports(exporter: tuple[CephSources, Any],
+                                                   ceph_lab: CephLab,
+                                                   cloud: dict[str, Any]) -> None:
+    sources, scrape = exporter
+    account = cloud["account"]
+    ceph_lab.run("ceph", "fs", "subvolumegroup", "create", "cephfs", account)
+    ceph_lab.run("ceph", "fs", "subvolume", "create", "cephfs", "home", "--group_name", account,
+                 "--size", str(64 * MIB))
+    path = ceph_lab.run("ceph", "fs", "subvolume", "getpath", "cephfs", "home",
+                        "--group_name", account).stdout.strip()
+    ceph_lab.write_cephfs(f"{path}/a", b"q" * 2_500_000)
+    deadline = time.monotonic() + 30  # recursive stats reach the subvolume within seconds
+    while True:
+        info = ceph_lab.json("ceph", "fs", "subvolume", "info", "cephfs", "home",
+                             "--group_name", account)
+        if info["bytes_used"] == 2_500_000 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    sources.refresh_cephfs()
+    got = scrape()
+    labels = {"fs": "cephfs", "group": account, "subvolume": "home", "account_id": account}
+    assert value(got, "ceph_cephfs_subvolume_used_bytes", **labels) == info["bytes_used"] \
+        == 2_500_000
+    assert value(got, "ceph_cephfs_subvolume_quota_bytes", **labels) == 64 * MIB
+    assert value(got, "ceph_exporter_source_up", source="cephfs") == 1
+    assert value(got, "ceph_cephfs_filesystems") == 1
 
 
 def test_an_image_deleted_between_refreshes_disappears(exporter: tuple[CephSources, Any],

@@ -52,9 +52,24 @@ def test_rgw_buckets_usage_and_users() -> None:
     assert ACME in parse_user_list(text("rgw_user_list.json"))
 
 
+def test_cephfs_subvolumes() -> None:
+    from exporters.ceph.parse import parse_fs_ls, parse_name_list, parse_subvolume_info
+
+    assert parse_fs_ls(text("ceph_fs_ls.json")) == ["cephfs"]
+    assert parse_name_list(text("ceph_fs_subvolumegroup_ls.json"), "g") == [ACME]
+    assert parse_name_list(text("ceph_fs_subvolume_ls.json"), "s") == ["scratch"]
+    share = parse_subvolume_info(text("ceph_fs_subvolume_info_share1.json"), "cephfs", ACME,
+                                 "share1")
+    assert (share.used_bytes, share.quota_bytes, share.data_pool) == \
+        (3_000_000, 100 * MIB, "cephfs.cephfs.data")
+    bare = parse_subvolume_info(text("ceph_fs_subvolume_info_scratch.json"), "cephfs",
+                                "_nogroup", "scratch")
+    assert bare.quota_bytes is None  # "infinite"
+
+
 def test_pools_and_their_applications() -> None:
     pools = {p.name: p for p in parse_df(text("ceph_df.json"))}
-    assert pools["rbd-fast"].id == 6 and pools["rbd-fast"].max_avail_bytes > 0
+    assert pools["rbd-fast"].id == 8 and pools["rbd-fast"].max_avail_bytes > 0
     assert rbd_pool_names(text("ceph_osd_pool_ls_detail.json")) == ["rbd-fast", "rbd-bulk"]
 
 
@@ -89,7 +104,15 @@ class Recorded:
                  "rbd du -p rbd-fast": "rbd_du_rbd-fast.json",
                  "rbd du -p rbd-bulk": "rbd_du_rbd-bulk.json",
                  "radosgw-admin bucket stats": "rgw_bucket_stats.json",
-                 "radosgw-admin usage show --show-log-entries=false": "rgw_usage_show.json"}
+                 "radosgw-admin usage show --show-log-entries=false": "rgw_usage_show.json",
+                 "ceph fs ls": "ceph_fs_ls.json",
+                 "ceph fs subvolumegroup ls cephfs": "ceph_fs_subvolumegroup_ls.json",
+                 f"ceph fs subvolume ls cephfs --group_name {ACME}":
+                     "ceph_fs_subvolume_ls_group.json",
+                 "ceph fs subvolume ls cephfs": "ceph_fs_subvolume_ls.json",
+                 f"ceph fs subvolume info cephfs share1 --group_name {ACME}":
+                     "ceph_fs_subvolume_info_share1.json",
+                 "ceph fs subvolume info cephfs scratch": "ceph_fs_subvolume_info_scratch.json"}
         return text(files[key])
 
 
@@ -110,6 +133,7 @@ def collector(default_inventory: Inventory, runner: Recorded) -> CephCollector:
     sources.refresh_df()
     sources.refresh_rbd()
     sources.refresh_rgw()
+    sources.refresh_cephfs()
     return CephCollector(sources, cache, cfg)
 
 
@@ -134,8 +158,16 @@ def test_collector_labels_classes_and_identity(default_inventory: Inventory) -> 
     assert one("ceph_rgw_bucket_objects", bucket="web-assets", account_id=ACME) == 3
     # the RGW pools are mapped to no class: said, not guessed
     assert one("zcp_ceph_pool_info", pool="default.rgw.buckets.data", storage_class="") == 1
-    assert one("ceph_exporter_pools_unmapped") == 7
-    for source in ("df", "rbd", "rgw"):
+    assert one("ceph_exporter_pools_unmapped") == 9
+    # CephFS: the group is acme's account uuid; the bare subvolume has no quota
+    assert one("ceph_cephfs_subvolume_used_bytes", subvolume="share1", account_id=ACME,
+               group=ACME) == 3_000_000
+    assert one("ceph_cephfs_subvolume_quota_bytes", subvolume="share1") == 100 * MIB
+    assert one("ceph_cephfs_subvolume_used_bytes", subvolume="scratch", group="_nogroup",
+               account_id="") == 0
+    assert not [k for k in got if k[0] == "ceph_cephfs_subvolume_quota_bytes"
+                and ("subvolume", "scratch") in k[1]]
+    for source in ("df", "rbd", "rgw", "cephfs"):
         assert one("ceph_exporter_source_up", source=source) == 1
     # scrapes never run commands
     calls = len(runner.calls)

@@ -1,7 +1,8 @@
 """The alerting path end to end on real daemons: the inventory's VMs as KVM guests, the libvirt
-exporter, a userspace Open vSwitch with the VMs' NICs and the OVS exporter, the inventory's
-identity metrics, Prometheus with the built rules, Alertmanager with
-the built configuration, and a local webhook receiver that records every notification.
+exporter, a userspace Open vSwitch with the VMs' NICs and the OVS exporter, a single-node Ceph
+cluster with its mgr prometheus module and our Ceph exporter, the inventory's identity
+metrics, Prometheus with the built rules, Alertmanager with the built configuration, and a local
+webhook receiver that records every notification.
 
 Used by the end-to-end tests (tests/alerts) and by bench/alert_latency.py. ``for:`` and the
 intervals are short here (test config only); the production values are in alerts/.
@@ -25,13 +26,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import start_http_server as serve_registry
 
 from alerts.build import build
+from exporters.ceph import CephCollector, CephSources
 from exporters.http import ExporterServer
 from exporters.ovs import OvsCollector, OvsdbReplica
+from lab.ceph import CephLab
 from lab.libvirt import LibvirtLab
 from lab.ovs import OvsLab
 from lab.procs import Daemon, free_port
 from lab.prometheus import AlertmanagerServer, PrometheusServer
-from zcp.config import parse_config
+from zcp.config import CephConfig, parse_config
 from zcp.errors import DaemonError
 from zcp.inventory import make_cache
 from zcp.inventory.metrics import InventoryCollector
@@ -120,9 +123,10 @@ class AlertLab:
 
     def __init__(self, lab: LibvirtLab, workdir: Path, hold: str = "3s",
                  scrape_interval: str = "1s", group_wait: float = 1.0,
-                 ovs: OvsLab | None = None) -> None:
+                 ovs: OvsLab | None = None, ceph: CephLab | None = None) -> None:
         self.lab = lab
         self.ovs = ovs
+        self.ceph = ceph
         self.workdir = workdir
         self.hold = hold
         self.scrape_interval = scrape_interval
@@ -150,6 +154,8 @@ class AlertLab:
         self._inv_server: Any = None
         self.ovs_exporter: ExporterServer | None = None
         self._replica: OvsdbReplica | None = None
+        self.ceph_exporter: ExporterServer | None = None
+        self.ceph_sources: CephSources | None = None
 
     def start(self) -> None:
         cache = make_cache(self.cfg)
@@ -176,6 +182,22 @@ class AlertLab:
             extra_jobs.append({"job_name": "ovs", "static_configs": [{
                 "targets": [f"127.0.0.1:{self.ovs_exporter.port}"],
                 "labels": {"host": HOST, "zone": ZONE}}]})
+        if self.ceph is not None:
+            ceph_cfg = CephConfig(conf=self.ceph.conf, keyring=self.ceph.keyring,
+                                  rgw_endpoint=self.ceph.rgw_url if self.ceph.with_rgw else None,
+                                  rbd_interval_seconds=2, rgw_interval_seconds=2,
+                                  df_interval_seconds=2, command_timeout_seconds=5)
+            self.ceph_sources = CephSources(ceph_cfg).start()
+            self.ceph_exporter = ExporterServer(
+                "ceph", CephCollector(self.ceph_sources, cache, ceph_cfg), "127.0.0.1",
+                free_port(), 8.0).start()
+            mgr = self.ceph.mgr_prometheus_url.removeprefix("http://").removesuffix("/metrics")
+            extra_jobs += [
+                {"job_name": "ceph", "honor_labels": True,
+                 "static_configs": [{"targets": [mgr], "labels": {"zone": ZONE}}]},
+                {"job_name": "zcp-ceph", "static_configs": [{
+                    "targets": [f"127.0.0.1:{self.ceph_exporter.port}"],
+                    "labels": {"zone": ZONE}}]}]
         self.alertmanager = AlertmanagerServer(
             self.workdir / "alertmanager",
             yaml.safe_load(self.built.alertmanager.read_text()))
@@ -225,6 +247,10 @@ class AlertLab:
             self.ovs_exporter.shutdown()
         if self._replica is not None:
             self._replica.stop()
+        if self.ceph_exporter is not None:
+            self.ceph_exporter.shutdown()
+        if self.ceph_sources is not None:
+            self.ceph_sources.stop()
         if self._inv_server is not None:
             self._inv_server.shutdown()
         self.receiver.close()

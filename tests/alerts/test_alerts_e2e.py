@@ -12,22 +12,27 @@ from typing import Any
 import pytest
 
 from lab.alerting import HOST, AlertLab
+from lab.ceph import CephLab
 from lab.libvirt import LibvirtLab
 from lab.ovs import OvsLab
 from lab.procs import copy_logs
 from tests.conftest import need_binary
 
 pytestmark = pytest.mark.integration
-EXPECTED = {"VMDownUnexpectedly", "LibvirtExporterDown", "OVSDown"}
+EXPECTED = {"VMDownUnexpectedly", "LibvirtExporterDown", "OVSDown", "CephOSDDown"}
+# a stopped OSD (the only one) also makes the cluster warn and its PGs inactive: these may page
+# too while it is down, nothing else may
+CEPH_CONSEQUENCES = {"CephHealthWarning", "CephHealthError", "CephPGsInactive", "CephPGsUnclean",
+                     "CephOSDHostDown", "RGWDown"}
 
 
 @pytest.fixture(scope="module")
-def alert_lab(libvirt_lab: LibvirtLab, ovs_lab: OvsLab,
+def alert_lab(libvirt_lab: LibvirtLab, ovs_lab: OvsLab, ceph_lab: CephLab,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertLab]:
     need_binary("prometheus", "prometheus")
     need_binary("prometheus-alertmanager", "prometheus-alertmanager")
     workdir = tmp_path_factory.mktemp("alert-lab")
-    lab = AlertLab(libvirt_lab, workdir, ovs=ovs_lab)
+    lab = AlertLab(libvirt_lab, workdir, ovs=ovs_lab, ceph=ceph_lab)
     try:
         lab.start()
         yield lab
@@ -36,9 +41,9 @@ def alert_lab(libvirt_lab: LibvirtLab, ovs_lab: OvsLab,
         lab.stop()
 
 
-def _unexpected(lab: AlertLab) -> list[str]:
+def _unexpected(lab: AlertLab, allowed: frozenset[str] = frozenset()) -> list[str]:
     return sorted({a["labels"]["alertname"] for n in lab.receiver.snapshot()
-                   for a in n.alerts() if a["labels"]["alertname"] not in EXPECTED})
+                   for a in n.alerts() if a["labels"]["alertname"] not in EXPECTED | allowed})
 
 
 def test_a_destroyed_guest_pages_with_its_identity_and_resolves(alert_lab: AlertLab) -> None:
@@ -120,3 +125,26 @@ def test_a_stopped_ovs_vswitchd_pages_and_resolves(alert_lab: AlertLab) -> None:
         alert_lab.ovs.vswitchd.start()
     assert alert_lab.receiver.wait_for(ovs_down, "resolved", repair, timeout=60) is not None
     assert _unexpected(alert_lab) == []
+
+
+def test_a_stopped_osd_pages_and_resolves(alert_lab: AlertLab) -> None:
+    ceph = alert_lab.ceph
+    assert ceph is not None
+
+    def osd_down(alert: dict[str, Any]) -> bool:
+        return alert["labels"].get("alertname") == "CephOSDDown"
+
+    fault = time.monotonic()
+    ceph.stop_osd()
+    try:
+        fired = alert_lab.receiver.wait_for(osd_down, "firing", fault, timeout=90)
+        assert fired is not None, "no page for the stopped OSD"
+        page = next(a for n in alert_lab.receiver.snapshot() for a in n.alerts("firing")
+                    if osd_down(a))
+        assert page["labels"]["area"] == "storage" and page["labels"]["severity"] == "warning"
+        assert page["annotations"]["runbook_url"].endswith("/storage.md#cephosddown")
+    finally:
+        repair = time.monotonic()
+        ceph.start_osd()
+    assert alert_lab.receiver.wait_for(osd_down, "resolved", repair, timeout=120) is not None
+    assert _unexpected(alert_lab, frozenset(CEPH_CONSEQUENCES)) == []

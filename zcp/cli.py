@@ -308,13 +308,16 @@ def tenants() -> None:
 @click.option("--ovs/--no-ovs", "with_ovs", default=True, show_default=True,
               help="Run a userspace Open vSwitch with a port per inventory NIC and the OVS "
                    "exporter.")
+@click.option("--ceph/--no-ceph", "with_ceph", default=True, show_default=True,
+              help="Run a single-node Ceph cluster with an RBD image per inventory volume and "
+                   "the Ceph exporter.")
 @click.pass_context
 def demo(ctx: click.Context, workdir: Path | None, duration: float | None,
-         with_libvirt: bool, with_ovs: bool) -> None:
+         with_libvirt: bool, with_ovs: bool, with_ceph: bool) -> None:
     """Bring up a local demo of the stack on real daemons and print what it sees."""
     from zcp.demo import run_demo
 
-    run_demo(_config(ctx), workdir, duration, with_libvirt, with_ovs)
+    run_demo(_config(ctx), workdir, duration, with_libvirt, with_ovs, with_ceph)
 
 
 def main() -> None:

@@ -192,6 +192,7 @@ class CephConfig(_Model):
     rgw_uid_pattern: str = Field(
         "(?P<account_id>.+)",
         description="regex on the RGW uid; group account_id is the CloudStack account uuid")
+    rgw_enabled: bool = Field(True, description="false: the cluster has no RGW, skip it")
     rgw_endpoint: str | None = Field(None, description="http(s)://host:port of radosgw")
     cephfs_group_pattern: str = Field(
         "(?P<account_id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})",

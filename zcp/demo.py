@@ -3,9 +3,10 @@
 The inventory (embedded demo cloud unless configured otherwise) exposed as identity info metrics;
 a private libvirtd running the inventory's VMs as tiny real KVM guests (plus one VM CloudStack
 does not know), watched by the libvirt exporter; a private userspace Open vSwitch with a port per
-inventory NIC carrying real traffic, watched by the OVS exporter; a real Prometheus scraping
-them all with the built alerting and recording rules, sending to a real Alertmanager with the
-built configuration. Later parts add their exporters and dashboards here.
+inventory NIC carrying real traffic, watched by the OVS exporter; a single-node Ceph cluster
+with an RBD image per inventory volume, watched by the mgr module and the Ceph exporter; a real
+Prometheus scraping them all with the built alerting and recording rules, sending to a real
+Alertmanager with the built configuration. Later parts add their exporters and dashboards here.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from prometheus_client import CollectorRegistry, start_http_server
 from tabulate import tabulate
 
 from alerts.build import build as build_alerts
+from exporters.ceph import CephCollector, CephSources
 from exporters.http import ExporterServer
 from exporters.libvirt.source import LibvirtCollector, LibvirtSource
 from exporters.ovs import OvsCollector, OvsdbReplica
+from lab.ceph import CephLab
 from lab.libvirt import LibvirtLab
 from lab.ovs import OvsLab
 from lab.procs import free_port
@@ -105,10 +108,29 @@ def _plug_nics(lab: OvsLab, inv: Inventory) -> tuple[str, str] | None:
     return (plugged[0][0], plugged[1][1]) if len(plugged) > 1 else None
 
 
+def _ceph_missing() -> str:
+    """Why a Ceph cluster cannot run here, or ``""`` if it can."""
+    for binary in ("ceph-mon", "ceph-mgr", "ceph-osd", "rbd", "monmaptool"):
+        if shutil.which(binary) is None:
+            return f"{binary} not installed"
+    return ""
+
+
+def _create_images(lab: CephLab, inv: Inventory) -> int:
+    """The inventory's RBD volumes as images in their pools, 4-12 MiB written to each."""
+    volumes = [v for v in inv.volumes if v.rbd_image]
+    for pool in sorted({v.rbd_image.split("/", 1)[0] for v in volumes}):
+        lab.create_pool(pool)
+    for n, vol in enumerate(volumes):
+        pool, image = vol.rbd_image.split("/", 1)
+        lab.create_image(pool, image, "64M", write_bytes=(n % 3 + 1) * 4 * 1024 * 1024)
+    return len(volumes)
+
+
 def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
-             with_libvirt: bool = True, with_ovs: bool = True) -> None:
+             with_libvirt: bool = True, with_ovs: bool = True, with_ceph: bool = True) -> None:
     """Start everything, show what Prometheus sees, run until Ctrl-C or ``duration``."""
-    total = 6
+    total = 7
     workdir = workdir or Path(tempfile.mkdtemp(prefix="zcp-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -133,6 +155,9 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
     replica: OvsdbReplica | None = None
     ovs_exporter: ExporterServer | None = None
     pinger: tuple[str, str] | None = None
+    ceph_lab: CephLab | None = None
+    ceph_sources: CephSources | None = None
+    ceph_exporter: ExporterServer | None = None
     lab: LibvirtLab | None = None
     exporter: ExporterServer | None = None
     source: LibvirtSource | None = None
@@ -172,7 +197,33 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
                 {"targets": [f"127.0.0.1:{ovs_exporter.port}"]}]})
             click.echo(f"      OVS exporter on http://127.0.0.1:{ovs_exporter.port}/metrics",
                        err=True)
-        _step(5, total, "building the alerting rules, starting Alertmanager and Prometheus")
+        ceph_missing = _ceph_missing() if with_ceph else "disabled with --no-ceph"
+        if ceph_missing:
+            _step(5, total, f"skipping Ceph: {ceph_missing}")
+        else:
+            _step(5, total, "starting a single-node Ceph cluster, an RBD image per volume")
+            ceph_lab = CephLab(workdir / "ceph", rgw=False)
+            ceph_lab.start()
+            images = _create_images(ceph_lab, cache.current())
+            ceph_cfg = cfg.ceph.model_copy(update={
+                "conf": ceph_lab.conf, "keyring": ceph_lab.keyring, "rgw_endpoint": None,
+                "rgw_enabled": False,
+                "rbd_interval_seconds": 10.0, "rgw_interval_seconds": 60.0,
+                "df_interval_seconds": 10.0})
+            ceph_sources = CephSources(ceph_cfg).start()
+            ceph_exporter = ExporterServer(
+                "ceph", CephCollector(ceph_sources, cache, ceph_cfg), "127.0.0.1", free_port(),
+                8.0).start()
+            mgr = ceph_lab.mgr_prometheus_url.removeprefix("http://").removesuffix("/metrics")
+            scrape_configs += [
+                {"job_name": "ceph", "honor_labels": True,
+                 "static_configs": [{"targets": [mgr]}]},
+                {"job_name": "zcp-ceph", "static_configs": [
+                    {"targets": [f"127.0.0.1:{ceph_exporter.port}"]}]}]
+            click.echo(f"      {images} RBD images; Ceph exporter on "
+                       f"http://127.0.0.1:{ceph_exporter.port}/metrics, mgr module on "
+                       f"{ceph_lab.mgr_prometheus_url}", err=True)
+        _step(6, total, "building the alerting rules, starting Alertmanager and Prometheus")
         built = build_alerts(workdir / "alerts", cfg.alerting)
         am = AlertmanagerServer(workdir / "alertmanager",
                                 yaml.safe_load(built.alertmanager.read_text()))
@@ -186,7 +237,7 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
             "scrape_configs": scrape_configs,
         }, rule_files=[built.rules])
         prom.start()
-        _step(6, total, "waiting for the first scrapes")
+        _step(7, total, "waiting for the first scrapes")
         _wait_for(prom, 'up{job="zcp-inventory"} == 1', 30)
         if exporter is not None:
             _wait_for(prom, 'libvirt_up{job="libvirt"} == 1', 30)
@@ -221,6 +272,14 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
             rows = [[r["metric"].get("account", ""), int(float(r["value"][1]))] for r in traffic]
             click.echo("\nBytes VMs sent into Open vSwitch, per tenant (real ping traffic):")
             click.echo(tabulate(sorted(rows), headers=["account", "bytes"]))
+        if ceph_exporter is not None:
+            # RBD bytes per tenant and storage class, from the tenant:* recording rule
+            rows = [[r["metric"].get("account", ""), r["metric"].get("storage_class", ""),
+                     int(float(r["value"][1]))] for r in _wait_for(
+                prom, "tenant:ceph_rbd_image_used_bytes:sum * on (tenant) group_left (account) "
+                'label_replace(zcp_tenant_info, "tenant", "$1", "account_id", "(.+)")', 60)]
+            click.echo("\nRBD bytes used per tenant and storage class (real Ceph, rbd du):")
+            click.echo(tabulate(sorted(rows), headers=["account", "storage_class", "bytes"]))
         if exporter is not None:
             # the stranger guest: a domain no CloudStack account owns (info, for: 30m)
             _wait_for(prom, 'ALERTS{alertname="VMUnknownToCloudStack"}', 30)
@@ -243,6 +302,12 @@ def run_demo(cfg: Config, workdir: Path | None, duration: float | None,
         click.echo("stopping", err=True)
         if prom is not None:
             prom.stop()
+        if ceph_exporter is not None:
+            ceph_exporter.shutdown()
+        if ceph_sources is not None:
+            ceph_sources.stop()
+        if ceph_lab is not None:
+            ceph_lab.stop()
         if ovs_exporter is not None:
             ovs_exporter.shutdown()
         if replica is not None:

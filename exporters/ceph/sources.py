@@ -119,7 +119,8 @@ class CephSources:
         self.cfg = cfg
         self.run = runner or cli_runner(cfg)
         self._lock = threading.Lock()
-        self._data = Snapshot(states={n: SourceState(n) for n in SOURCES})
+        self.sources = tuple(n for n in SOURCES if n != "rgw" or cfg.rgw_enabled)
+        self._data = Snapshot(states={n: SourceState(n) for n in self.sources})
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pool = ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="rbd-du")
@@ -133,6 +134,8 @@ class CephSources:
                                    ("rgw", self.cfg.rgw_interval_seconds, self.refresh_rgw),
                                    ("cephfs", self.cfg.rbd_interval_seconds,
                                     self.refresh_cephfs)):
+            if name not in self.sources:
+                continue
             t = threading.Thread(target=self._loop, args=(name, interval, fn),
                                  name=f"ceph-{name}", daemon=True)
             t.start()
@@ -225,6 +228,8 @@ class CephSources:
         self._finish("rbd", started, "; ".join(errors))
 
     def refresh_rgw(self) -> None:
+        if not self.cfg.rgw_enabled:
+            return
         started = time.monotonic()
         timeout = self.cfg.command_timeout_seconds
         errors = []

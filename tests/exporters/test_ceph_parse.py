@@ -198,3 +198,17 @@ def test_rgw_uid_pattern_maps_users_to_accounts(default_inventory: Inventory) ->
     col = collector(default_inventory, Recorded())
     col.uid_pattern = __import__("re").compile(r"tenant-(?P<account_id>.+)")
     assert col.account_of("tenant-abc") == "abc" and col.account_of(ACME) == ""
+
+
+def test_a_cluster_without_rgw_has_no_rgw_source(default_inventory: Inventory) -> None:
+    runner = Recorded()
+    cfg = CephConfig(rgw_enabled=False)
+    sources = CephSources(cfg, runner)
+    sources.refresh_df()
+    sources.refresh_rgw()
+    assert not any(argv[0] == "radosgw-admin" for argv in runner.calls)
+    cache = InventoryCache(lambda: default_inventory, refresh_interval=3600)
+    cache.refresh()
+    got = samples(list(CephCollector(sources, cache, cfg).collect()))
+    ups = {dict(ls)["source"] for n, ls in got if n == "ceph_exporter_source_up"}
+    assert ups == {"df", "rbd", "cephfs"}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from exporters.ovs.parse import (
     parse_memory,
 )
 from exporters.ovs.replica import OvsdbReplica, Snapshot
-from exporters.ovs.unixctl import UnixctlError, call
+from exporters.ovs.unixctl import UnixctlError, UnixctlTimeout, call
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.metrics import inventory_info_metrics
 from zcp.inventory.model import Nic
@@ -31,22 +31,18 @@ IFACE = ["interface", "bridge", "type", "vm_id", "iface_id", "attached_mac", "ni
 SOURCES = ("ovsdb", "datapath", "coverage", "memory")
 
 
-def resolve_ctl(rundir: Path, explicit: str | None) -> str:
-    """ovs-vswitchd's control socket: ``explicit``, else ``<rundir>/ovs-vswitchd.<pid>.ctl``
-    with the pid from ``ovs-vswitchd.pid`` (read again on every call: restarts change it)."""
-    if explicit:
-        return explicit
+def vswitchd_pid(rundir: Path) -> int | None:
+    """ovs-vswitchd's pid from ``<rundir>/ovs-vswitchd.pid`` (read once per scrape: a restart
+    changes it); None if unreadable."""
     try:
-        pid = int((rundir / "ovs-vswitchd.pid").read_text().strip())
-    except (OSError, ValueError) as exc:
-        raise UnixctlError(f"ovs-vswitchd pid file in {rundir} unreadable: {exc}") from None
-    return str(rundir / f"ovs-vswitchd.{pid}.ctl")
+        return int((rundir / "ovs-vswitchd.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
-def vswitchd_rss(rundir: Path) -> int | None:
-    """Resident memory of ovs-vswitchd (bytes), from /proc; None if not found."""
+def vswitchd_rss(pid: int) -> int | None:
+    """Resident memory of process ``pid`` (bytes), from /proc; None if not found."""
     try:
-        pid = int((rundir / "ovs-vswitchd.pid").read_text().strip())
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
@@ -76,14 +72,12 @@ class OvsCollector:
     """Prometheus collector for one host's Open vSwitch."""
 
     def __init__(self, replica: OvsdbReplica, inventory: InventoryCache, rundir: Path,
-                 ctl: str | None = None, call_timeout: float = 2.0,
-                 unixctl: Callable[..., str] = call) -> None:
+                 ctl: str | None = None, call_timeout: float = 2.0) -> None:
         self.replica = replica
         self.inventory = inventory
         self.rundir = rundir
         self.ctl = ctl
         self.call_timeout = call_timeout
-        self.unixctl = unixctl
         self.failures = dict.fromkeys(SOURCES, 0)
         self.last_success = dict.fromkeys(SOURCES, 0.0)
 
@@ -96,6 +90,8 @@ class OvsCollector:
         out.results["ovsdb"] = SourceResult(
             out.snapshot is not None, time.monotonic() - start,
             "" if out.snapshot is not None else f"not connected to {self.replica.remote}")
+        pid = vswitchd_pid(self.rundir)
+        ctl = self.ctl or (str(self.rundir / f"ovs-vswitchd.{pid}.ctl") if pid else "")
         hung = ""
         for source, method in (("datapath", "dpctl/show"), ("coverage", "coverage/show"),
                                ("memory", "memory/show")):
@@ -105,21 +101,24 @@ class OvsCollector:
             try:
                 if hung:  # one call timed out: do not wait for the others too
                     raise UnixctlError(hung)
+                if not ctl:
+                    raise UnixctlError(f"no readable ovs-vswitchd.pid in {self.rundir}")
                 if remaining <= 0:
                     raise UnixctlError("no time left in this scrape")
-                text = self.unixctl(resolve_ctl(self.rundir, self.ctl), method, [], remaining)
+                text = call(ctl, method, [], remaining)
                 if source == "datapath":
                     out.datapaths = parse_dpctl_show(text)
                 elif source == "coverage":
                     out.coverage = parse_coverage(text)
                 else:
                     out.memory = parse_memory(text)
-                    out.rss = vswitchd_rss(self.rundir) if self.ctl is None else None
+                    out.rss = vswitchd_rss(pid) if pid else None
                 res.ok = True
+            except UnixctlTimeout as exc:
+                res.error = str(exc)
+                hung = f"ovs-vswitchd did not answer {method} in time"
             except UnixctlError as exc:
                 res.error = str(exc)
-                if "no answer" in res.error:
-                    hung = f"ovs-vswitchd did not answer {method} in time"
             res.duration = time.monotonic() - start
             out.results[source] = res
         for source, res in out.results.items():

@@ -22,6 +22,10 @@ class UnixctlError(ZcpError):
     """The daemon did not answer in time, is not there, or answered with an error."""
 
 
+class UnixctlTimeout(UnixctlError):
+    """The daemon accepted the call but did not answer within the deadline (hung?)."""
+
+
 def call(path: str, method: str, params: list[str] | None = None,
          timeout: float = 2.0) -> str:
     """Run ``method`` on the unixctl socket ``path``; its text result."""
@@ -49,7 +53,7 @@ def call(path: str, method: str, params: list[str] | None = None,
                     continue  # not complete yet
                 break
     except TimeoutError:
-        raise UnixctlError(f"{path}: no answer to {method} within {timeout:.1f}s") from None
+        raise UnixctlTimeout(f"{path}: no answer to {method} within {timeout:.1f}s") from None
     except OSError as exc:
         raise UnixctlError(f"{path}: {method}: {exc.strerror or exc}") from None
     return _result(reply, path, method)

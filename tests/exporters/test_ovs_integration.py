@@ -168,6 +168,7 @@ def test_datapath_coverage_and_memory(exporter: Exporter) -> None:
     assert value(samples, "ovs_datapath_flows", datapath=dp) >= 0
     assert value(samples, "ovs_coverage_total", event="bridge_reconfigure") > 0
     assert value(samples, "ovs_vswitchd_objects", kind="ports") >= 5
+    assert value(samples, "ovs_vswitchd_resident_memory_bytes") > 1024 * 1024
 
 
 def test_exposition_passes_promtool(exporter: Exporter) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporters.ovs.unixctl import UnixctlError, call
+from exporters.ovs.unixctl import UnixctlError, UnixctlTimeout, call
 
 
 @pytest.fixture
@@ -70,6 +70,6 @@ def test_a_silent_daemon_costs_the_deadline_only(server: Callable[..., str]) -> 
     held: list[socket.socket] = []
     path = server(lambda conn, req: held.append(conn))  # accepts, never answers
     t0 = time.monotonic()
-    with pytest.raises(UnixctlError, match=r"no answer to coverage/show within 0\.3s"):
+    with pytest.raises(UnixctlTimeout, match=r"no answer to coverage/show within 0\.3s"):
         call(path, "coverage/show", timeout=0.3)
     assert time.monotonic() - t0 < 1.5

@@ -8,8 +8,9 @@ a slow source costs one ``*_up 0`` scrape, never a scrape timeout.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, runtime_checkable
 
@@ -65,6 +66,7 @@ class ExporterServer:
     def __init__(self, name: str, collector: TimedCollector, host: str, port: int,
                  deadline: float) -> None:
         self.name = name
+        self.host = host
         self.collector = collector
         self.deadline = deadline
         self.scrapes = 0
@@ -175,3 +177,21 @@ class ExporterServer:
         """Stop serving."""
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def serve_until_signal(server: ExporterServer, cleanups: Sequence[Callable[[], object]],
+                       **context: object) -> None:
+    """Serve ``server`` until SIGTERM/SIGINT, then stop it and run ``cleanups`` in order (the
+    shared life cycle of every ``zcp-obs exporter`` command); ``context`` goes into the log."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    log.info(f"{server.name} exporter listening",
+             extra={"listen": f"{server.host}:{server.port}",
+                    "deadline_s": server.deadline, **context})
+    stop.wait()
+    log.info(f"{server.name} exporter stopping")
+    server.shutdown()
+    for cleanup in cleanups:
+        cleanup()

@@ -3,17 +3,12 @@ refreshed in the background; cluster health stays with Ceph's own mgr prometheus
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
-
 from exporters.ceph.collector import CephCollector
 from exporters.ceph.sources import CephSources
-from exporters.http import ExporterServer
+from exporters.http import ExporterServer, serve_until_signal
 from zcp.config import Config
 from zcp.inventory import make_cache
 
-log = logging.getLogger(__name__)
 DEFAULT_PORT = 9284  # the mgr module has 9283
 
 __all__ = ["DEFAULT_PORT", "CephCollector", "CephSources", "run"]
@@ -26,14 +21,5 @@ def run(cfg: Config, host: str, port: int, deadline: float) -> None:
     sources = CephSources(cfg.ceph).start()
     server = ExporterServer("ceph", CephCollector(sources, cache, cfg.ceph), host, port,
                             deadline)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server.start()
-    log.info("ceph exporter listening", extra={"listen": f"{host}:{server.port}",
-                                               "conf": str(cfg.ceph.conf), "id": cfg.ceph.id})
-    stop.wait()
-    log.info("ceph exporter stopping")
-    server.shutdown()
-    sources.stop()
-    cache.stop()
+    serve_until_signal(server, [sources.stop, cache.stop], conf=str(cfg.ceph.conf),
+                       id=cfg.ceph.id)

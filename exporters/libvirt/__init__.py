@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import signal
 import socket
-import threading
 
-from exporters.http import ExporterServer
+from exporters.http import ExporterServer, serve_until_signal
 from exporters.libvirt.source import GROUP_FLAGS, LibvirtCollector, LibvirtSource
 from zcp.config import Config
 from zcp.inventory import make_cache
 
-log = logging.getLogger(__name__)
 DEFAULT_PORT = 9177
 
 __all__ = ["DEFAULT_PORT", "GROUP_FLAGS", "LibvirtCollector", "LibvirtSource", "run"]
@@ -27,14 +23,4 @@ def run(cfg: Config, uri: str, host: str, port: int, deadline: float, hostname: 
     source = LibvirtSource(uri, groups, chunks=chunks, connections=connections, procfs=procfs)
     collector = LibvirtCollector(source, cache, hostname or socket.gethostname(), deadline)
     server = ExporterServer("libvirt", collector, host, port, deadline)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server.start()
-    log.info("libvirt exporter listening",
-             extra={"listen": f"{host}:{server.port}", "uri": uri, "deadline_s": deadline})
-    stop.wait()
-    log.info("libvirt exporter stopping")
-    server.shutdown()
-    source.close()
-    cache.stop()
+    serve_until_signal(server, [source.close, cache.stop], uri=uri)

@@ -4,18 +4,14 @@ connection), ovs-vswitchd through its unixctl socket with a deadline on every ca
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
 from pathlib import Path
 
-from exporters.http import ExporterServer
+from exporters.http import ExporterServer, serve_until_signal
 from exporters.ovs.collector import OvsCollector
 from exporters.ovs.replica import OvsdbReplica
 from zcp.config import Config
 from zcp.inventory import make_cache
 
-log = logging.getLogger(__name__)
 DEFAULT_PORT = 9475
 DEFAULT_DB = "unix:/var/run/openvswitch/db.sock"
 DEFAULT_RUNDIR = Path("/var/run/openvswitch")
@@ -31,14 +27,4 @@ def run(cfg: Config, db: str, rundir: Path, ctl: str | None, host: str, port: in
     replica = OvsdbReplica(db).start()
     collector = OvsCollector(replica, cache, rundir, ctl)
     server = ExporterServer("ovs", collector, host, port, deadline)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server.start()
-    log.info("ovs exporter listening", extra={"listen": f"{host}:{server.port}", "db": db,
-                                              "rundir": str(rundir)})
-    stop.wait()
-    log.info("ovs exporter stopping")
-    server.shutdown()
-    replica.stop()
-    cache.stop()
+    serve_until_signal(server, [replica.stop, cache.stop], db=db, rundir=str(rundir))

@@ -13,7 +13,7 @@ library's; tests compare the two byte for byte.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -61,60 +61,56 @@ class Encoder:
         self._labels[key] = rendered
         return rendered
 
-    def _samples(self, metric: Metric, out: list[str]) -> bool:
-        """Sample lines of a simple family; False if the library must render it."""
+    def _samples(self, metric: Metric) -> list[str] | None:
+        """Sample lines of a simple family; None if the library must render it."""
         lines = []
         for s in metric.samples:
             if s.timestamp is not None or s.exemplar is not None \
                     or getattr(s, "native_histogram", None) \
                     or not _LEGACY_NAME.match(s.name) \
                     or s.name not in (metric.name, metric.name + "_total"):
-                return False
+                return None
             labelstr = self._labelstr(s.labels) if s.labels else ""
             if labelstr is None:
-                return False
+                return None
             lines.append(f"{s.name}{labelstr} {floatToGoString(s.value)}\n")
-        out.extend(lines)
-        return True
+        return lines
 
-    def _simple(self, metric: Metric) -> bool:
-        return metric.type in _SIMPLE_TYPES and not metric.unit \
-            and bool(_LEGACY_NAME.match(metric.name))
+    def _render(self, families: Iterable[Metric], head: Callable[[Metric], str],
+                library: Callable[[Metric], str]) -> list[str]:
+        out: list[str] = []
+        for metric in families:
+            simple = metric.type in _SIMPLE_TYPES and not metric.unit \
+                and _LEGACY_NAME.match(metric.name)
+            body = self._samples(metric) if simple else None
+            if body is None:
+                self.fallbacks += 1
+                out.append(library(metric))
+            else:
+                out.append(head(metric))
+                out += body
+        return out
 
     def text(self, families: Iterable[Metric]) -> bytes:
         """Like ``prometheus_client.generate_latest``."""
-        out: list[str] = []
-        for metric in families:
-            if self._simple(metric):
-                mname = metric.name + "_total" if metric.type == "counter" else metric.name
-                mtype = "untyped" if metric.type == "unknown" else metric.type
-                doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
-                head = [f"# HELP {mname} {doc}\n", f"# TYPE {mname} {mtype}\n"]
-                body: list[str] = []
-                if self._samples(metric, body):
-                    out += head
-                    out += body
-                    continue
-            self.fallbacks += 1
-            out.append(self._library(metric, library_text))
-        return "".join(out).encode("utf-8")
+        def head(metric: Metric) -> str:
+            mname = metric.name + "_total" if metric.type == "counter" else metric.name
+            mtype = "untyped" if metric.type == "unknown" else metric.type
+            doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+            return f"# HELP {mname} {doc}\n# TYPE {mname} {mtype}\n"
+
+        return "".join(self._render(families, head,
+                                    lambda m: self._library(m, library_text))).encode("utf-8")
 
     def openmetrics(self, families: Iterable[Metric], eof: bool = True) -> bytes:
         """Like ``prometheus_client.openmetrics.exposition.generate_latest`` (without the final
         ``# EOF`` when ``eof`` is false: a part of a body)."""
-        out: list[str] = []
-        for metric in families:
-            if self._simple(metric):
-                doc = _escape_value(metric.documentation)
-                head = [f"# HELP {metric.name} {doc}\n",
-                        f"# TYPE {metric.name} {metric.type}\n"]
-                body: list[str] = []
-                if self._samples(metric, body):
-                    out += head
-                    out += body
-                    continue
-            self.fallbacks += 1
-            out.append(self._library(metric, library_openmetrics).removesuffix("# EOF\n"))
+        def head(metric: Metric) -> str:
+            doc = _escape_value(metric.documentation)
+            return f"# HELP {metric.name} {doc}\n# TYPE {metric.name} {metric.type}\n"
+
+        out = self._render(families, head, lambda m: self._library(
+            m, library_openmetrics).removesuffix("# EOF\n"))
         if eof:
             out.append("# EOF\n")
         return "".join(out).encode("utf-8")

@@ -26,7 +26,7 @@ from typing import Any
 
 import requests
 
-from lab.procs import Daemon, require_binary
+from lab.procs import Daemon, require_binary, run_checked
 from zcp.errors import DaemonError
 
 log = logging.getLogger(__name__)
@@ -92,13 +92,8 @@ class CephLab:
     def run(self, *argv: str, timeout: float = 60, check: bool = True,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
         """A Ceph CLI (``ceph``, ``rbd``, ``radosgw-admin``...) against this cluster."""
-        full = [argv[0], "-c", str(self.conf), *argv[1:]]
-        proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
-                              input=input)
-        if check and proc.returncode != 0:
-            raise DaemonError(f"{' '.join(argv)} failed ({proc.returncode}): "
-                              f"{(proc.stderr or proc.stdout).strip()[-500:]}")
-        return proc
+        return run_checked([argv[0], "-c", str(self.conf), *argv[1:]], timeout=timeout,
+                           check=check, input=input)
 
     def json(self, *argv: str, timeout: float = 60) -> Any:
         return json.loads(self.run(*argv, "--format", "json", timeout=timeout).stdout or "null")
@@ -228,10 +223,7 @@ class CephLab:
         return [d for d in (self.mon, self.mgr, self.osd, self.rgw, self.mds) if d is not None]
 
     def _tool(self, *argv: str) -> None:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise DaemonError(f"{argv[0]} failed ({proc.returncode}): "
-                              f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+        run_checked(argv)
 
     def _write_conf(self) -> None:
         wd = self.workdir

@@ -27,7 +27,6 @@ import os
 import pwd
 import signal
 import socket
-import subprocess
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator, Sequence
@@ -40,7 +39,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
-from lab.procs import Daemon, require_binary
+from lab.procs import Daemon, require_binary, run_checked
 from zcp.errors import DaemonError
 
 log = logging.getLogger(__name__)
@@ -57,10 +56,7 @@ Progress = Callable[[int, int, str], None]
 
 def _run(argv: Sequence[str]) -> None:
     """Run a setup command; a failure becomes a DaemonError carrying its stderr."""
-    result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise DaemonError(f"{' '.join(argv)} failed ({result.returncode}): "
-                          f"{result.stderr.strip() or result.stdout.strip()}")
+    run_checked(argv)
 
 
 def _unix_socket_answers(path: Path) -> bool:

@@ -23,8 +23,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab.procs import Daemon, require_binary
-from zcp.errors import DaemonError
+from lab.procs import Daemon, require_binary, run_checked
 
 log = logging.getLogger(__name__)
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
@@ -32,11 +31,7 @@ SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
 def _run(argv: Sequence[str], timeout: float = 30, check: bool = True,
          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env)
-    if check and proc.returncode != 0:
-        raise DaemonError(f"{' '.join(argv)} failed ({proc.returncode}): "
-                          f"{(proc.stderr or proc.stdout).strip()}")
-    return proc
+    return run_checked(argv, timeout=timeout, check=check, env=env)
 
 
 class _OvsDaemon(Daemon):

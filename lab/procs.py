@@ -19,6 +19,19 @@ from zcp.errors import DaemonError
 log = logging.getLogger(__name__)
 
 
+def run_checked(argv: Sequence[str], *, timeout: float = 120, check: bool = True,
+                env: dict[str, str] | None = None,
+                input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a lab set-up command; a failure (with ``check``) is a DaemonError carrying the
+    command's own last words."""
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env,
+                          input=input)
+    if check and proc.returncode != 0:
+        raise DaemonError(f"{' '.join(argv)} failed ({proc.returncode}): "
+                          f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+    return proc
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (below the ephemeral range is not guaranteed)."""
     with socket.socket() as s:

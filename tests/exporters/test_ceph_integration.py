@@ -12,30 +12,22 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config as BotoConfig
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporters.ceph import CephCollector, CephSources
 from exporters.http import ExporterServer
 from lab.ceph import CephLab
 from tests.conftest import need_binary
+from tests.samples import Samples, parse, series, value
 from zcp.config import CephConfig
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.model import Inventory
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def value(samples: Samples, name: str, **labels: str) -> float:
-    found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
-    assert len(found) == 1, f"{name}{labels}: {len(found)} matches"
-    return found[0]
 
 
-def series(samples: Samples, name: str, **labels: str) -> list[dict[str, str]]:
-    return [dict(ls) for (n, ls), _ in samples.items()
-            if n == name and set(labels.items()) <= ls]
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +76,7 @@ def exporter(ceph_lab: CephLab, default_inventory: Inventory,
     url = f"http://127.0.0.1:{server.port}/metrics"
 
     def scrape() -> Samples:
-        text = requests.get(url, timeout=30).text
-        return {(s.name, frozenset(s.labels.items())): s.value
-                for f in text_string_to_metric_families(text) for s in f.samples}
+        return parse(requests.get(url, timeout=30).text)
 
     scrape.url = url  # type: ignore[attr-defined]
     yield sources, scrape
@@ -187,8 +177,7 @@ def test_exposition_passes_promtool_and_leaves_the_mgr_modules_families_alone(
     need_binary("promtool", "prometheus")
     _, scrape = exporter
     ours = {n for n, _ in scrape()}
-    mgr = {s.name for f in text_string_to_metric_families(
-        requests.get(ceph_lab.mgr_prometheus_url, timeout=30).text) for s in f.samples}
+    mgr = {n for n, _ in parse(requests.get(ceph_lab.mgr_prometheus_url, timeout=30).text)}
     assert "ceph_health_status" in mgr
     assert not ours & mgr, sorted(ours & mgr)[:5]
     text = requests.get(scrape.url, timeout=30).text  # type: ignore[attr-defined]

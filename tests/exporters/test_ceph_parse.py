@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from prometheus_client.core import Metric
 
 from exporters.ceph.collector import CephCollector
 from exporters.ceph.parse import (
@@ -18,6 +17,7 @@ from exporters.ceph.parse import (
     rbd_pool_names,
 )
 from exporters.ceph.sources import CephCommandError, CephSources
+from tests.samples import from_families, value
 from zcp.config import CephConfig
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.model import Inventory, Volume
@@ -116,8 +116,6 @@ class Recorded:
         return text(files[key])
 
 
-def samples(fams: list[Metric]) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    return {(s.name, frozenset(s.labels.items())): s.value for f in fams for s in f.samples}
 
 
 def collector(default_inventory: Inventory, runner: Recorded) -> CephCollector:
@@ -140,35 +138,30 @@ def collector(default_inventory: Inventory, runner: Recorded) -> CephCollector:
 def test_collector_labels_classes_and_identity(default_inventory: Inventory) -> None:
     runner = Recorded()
     col = collector(default_inventory, runner)
-    got = samples(list(col.collect()))
+    got = from_families(list(col.collect()))
     vol: Volume = default_inventory.volumes[0]
 
-    def one(name: str, **labels: str) -> float:
-        found = [v for (n, ls), v in got.items() if n == name and set(labels.items()) <= ls]
-        assert len(found) == 1, (name, labels, found)
-        return found[0]
-
-    assert one("ceph_rbd_image_used_bytes", pool="rbd-fast", image="vol-a", storage_class="fast",
-               volume_id=vol.id) == 8 * MIB
-    assert one("ceph_rbd_image_snapshots", image="vol-c", storage_class="bulk") == 1
-    assert one("zcp_volume_info", volume_id=vol.id, rbd_image="rbd-fast/vol-a") == 1
-    assert one("ceph_rgw_user_stored_bytes", user=ACME, account_id=ACME) == 700_000
-    assert one("ceph_rgw_user_buckets", user=ACME) == 2
-    assert one("ceph_rgw_user_received_bytes_total", user=ACME) == 700_000
-    assert one("ceph_rgw_bucket_objects", bucket="web-assets", account_id=ACME) == 3
+    assert value(got, "ceph_rbd_image_used_bytes", pool="rbd-fast", image="vol-a",
+                 storage_class="fast", volume_id=vol.id) == 8 * MIB
+    assert value(got, "ceph_rbd_image_snapshots", image="vol-c", storage_class="bulk") == 1
+    assert value(got, "zcp_volume_info", volume_id=vol.id, rbd_image="rbd-fast/vol-a") == 1
+    assert value(got, "ceph_rgw_user_stored_bytes", user=ACME, account_id=ACME) == 700_000
+    assert value(got, "ceph_rgw_user_buckets", user=ACME) == 2
+    assert value(got, "ceph_rgw_user_received_bytes_total", user=ACME) == 700_000
+    assert value(got, "ceph_rgw_bucket_objects", bucket="web-assets", account_id=ACME) == 3
     # the RGW pools are mapped to no class: said, not guessed
-    assert one("zcp_ceph_pool_info", pool="default.rgw.buckets.data", storage_class="") == 1
-    assert one("ceph_exporter_pools_unmapped") == 9
+    assert value(got, "zcp_ceph_pool_info", pool="default.rgw.buckets.data", storage_class="") == 1
+    assert value(got, "ceph_exporter_pools_unmapped") == 9
     # CephFS: the group is acme's account uuid; the bare subvolume has no quota
-    assert one("ceph_cephfs_subvolume_used_bytes", subvolume="share1", account_id=ACME,
-               group=ACME) == 3_000_000
-    assert one("ceph_cephfs_subvolume_quota_bytes", subvolume="share1") == 100 * MIB
-    assert one("ceph_cephfs_subvolume_used_bytes", subvolume="scratch", group="_nogroup",
-               account_id="") == 0
+    assert value(got, "ceph_cephfs_subvolume_used_bytes", subvolume="share1",
+                 account_id=ACME, group=ACME) == 3_000_000
+    assert value(got, "ceph_cephfs_subvolume_quota_bytes", subvolume="share1") == 100 * MIB
+    assert value(got, "ceph_cephfs_subvolume_used_bytes", subvolume="scratch",
+                 group="_nogroup", account_id="") == 0
     assert not [k for k in got if k[0] == "ceph_cephfs_subvolume_quota_bytes"
                 and ("subvolume", "scratch") in k[1]]
     for source in ("df", "rbd", "rgw", "cephfs"):
-        assert one("ceph_exporter_source_up", source=source) == 1
+        assert value(got, "ceph_exporter_source_up", source=source) == 1
     # scrapes never run commands
     calls = len(runner.calls)
     list(col.collect())
@@ -182,7 +175,7 @@ def test_a_failing_pool_keeps_its_last_result_and_marks_the_source(
     runner.failing = {"rbd du -p rbd-bulk", "radosgw-admin"}
     col.sources.refresh_rbd()
     col.sources.refresh_rgw()
-    got = samples(list(col.collect()))
+    got = from_families(list(col.collect()))
     assert got[("ceph_exporter_source_up", frozenset({("source", "rbd")}))] == 0
     assert got[("ceph_exporter_source_up", frozenset({("source", "rgw")}))] == 0
     assert got[("ceph_exporter_source_up", frozenset({("source", "df")}))] == 1
@@ -209,6 +202,6 @@ def test_a_cluster_without_rgw_has_no_rgw_source(default_inventory: Inventory) -
     assert not any(argv[0] == "radosgw-admin" for argv in runner.calls)
     cache = InventoryCache(lambda: default_inventory, refresh_interval=3600)
     cache.refresh()
-    got = samples(list(CephCollector(sources, cache, cfg).collect()))
+    got = from_families(list(CephCollector(sources, cache, cfg).collect()))
     ups = {dict(ls)["source"] for n, ls in got if n == "ceph_exporter_source_up"}
     assert ups == {"df", "rbd", "cephfs"}

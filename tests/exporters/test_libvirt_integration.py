@@ -8,22 +8,20 @@ import threading
 import time
 import uuid as uuidlib
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporters.http import ExporterServer
 from exporters.libvirt.source import GROUP_FLAGS, LibvirtCollector, LibvirtSource
 from lab.libvirt import LibvirtLab
 from tests.conftest import need_binary
+from tests.samples import Samples, from_families, parse, series, value, wait_until
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.model import Inventory
 
 pytestmark = pytest.mark.integration
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 class Exporter:
@@ -47,35 +45,17 @@ class Exporter:
         return resp.text
 
     def scrape(self, timeout_header: float | None = None) -> Samples:
-        out: Samples = {}
-        for fam in text_string_to_metric_families(self.scrape_text(timeout_header)):
-            for s in fam.samples:
-                out[(s.name, frozenset(s.labels.items()))] = s.value
-        return out
+        return parse(self.scrape_text(timeout_header))
 
     def close(self) -> None:
         self.server.shutdown()
         self.source.close()
 
 
-def value(samples: Samples, name: str, **labels: str) -> float:
-    found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
-    assert len(found) == 1, f"{name}{labels}: {len(found)} matches"
-    return found[0]
 
 
-def series(samples: Samples, name: str, **labels: str) -> list[dict[str, str]]:
-    return [dict(ls) for (n, ls), _ in samples.items()
-            if n == name and set(labels.items()) <= ls]
 
 
-def wait_until(fn: Any, timeout: float = 40.0, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fn()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(interval)
 
 
 def domstats(lab: LibvirtLab, name: str) -> dict[str, str]:
@@ -323,8 +303,8 @@ def test_chunked_fan_out_exports_the_same_series_as_one_call(
             fams = list(LibvirtCollector(source, cache, "h", 8.0).collect())
         finally:
             source.close()
-        return {(s.name, frozenset(s.labels.items())) for f in fams for s in f.samples
-                if s.name.startswith(("libvirt_domain", "zcp_vm_info", "zcp_volume_info",
+        return {key for key in from_families(fams)
+                if key[0].startswith(("libvirt_domain", "zcp_vm_info", "zcp_volume_info",
                                       "zcp_nic_info"))}
 
     single = label_sets(1, 1)
@@ -338,14 +318,14 @@ def test_proc_figures_equal_libvirts_own_groups(libvirt_lab: LibvirtLab, guests:
     cache = InventoryCache(lambda: default_inventory, refresh_interval=3600)
     cache.refresh()
 
-    def scrape(procfs: bool) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    def scrape(procfs: bool) -> Samples:
         source = LibvirtSource(libvirt_lab.uri, procfs=procfs)
         try:
             fams = list(LibvirtCollector(source, cache, "h", 8.0).collect())
         finally:
             source.close()
-        return {(s.name, frozenset(s.labels.items())): s.value for f in fams
-                for s in f.samples if s.name.startswith("libvirt_domain")}
+        return {k: v for k, v in from_families(fams).items()
+                if k[0].startswith("libvirt_domain")}
 
     before, ours, after = scrape(False), scrape(True), scrape(False)
     assert set(ours) == set(before) == set(after)

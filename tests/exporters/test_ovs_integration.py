@@ -12,17 +12,16 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporters.http import ExporterServer
 from exporters.ovs import OvsCollector, OvsdbReplica
 from lab.ovs import OvsLab
 from tests.conftest import need_binary
+from tests.samples import Samples, parse, series, value
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.model import Inventory
 
 pytestmark = pytest.mark.integration
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 BR = "br-zcp"
 
 
@@ -45,23 +44,15 @@ class Exporter:
         return resp.text
 
     def scrape(self) -> Samples:
-        return {(s.name, frozenset(s.labels.items())): s.value
-                for fam in text_string_to_metric_families(self.text()) for s in fam.samples}
+        return parse(self.text())
 
     def close(self) -> None:
         self.server.shutdown()
         self.replica.stop()
 
 
-def value(samples: Samples, name: str, **labels: str) -> float:
-    found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
-    assert len(found) == 1, f"{name}{labels}: {len(found)} matches"
-    return found[0]
 
 
-def series(samples: Samples, name: str, **labels: str) -> list[dict[str, str]]:
-    return [dict(ls) for (n, ls), _ in samples.items()
-            if n == name and set(labels.items()) <= ls]
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.stats import count_series, p95
 from lab.ceph import CephLab
 from lab.procs import Daemon, free_port
 
@@ -109,13 +110,10 @@ def main() -> None:
                 resp = session.get(targets[name], timeout=60)
                 times[name].append(time.perf_counter() - t)
                 resp.raise_for_status()
-                series[name] = sum(1 for line in resp.text.splitlines()
-                                   if line and not line.startswith("#"))
+                series[name] = count_series(resp.text)
             print(f"\rround {r + 1}/{args.rounds}", end="", file=sys.stderr)
         print(file=sys.stderr)
 
-        def p95(xs: list[float]) -> float:
-            return sorted(xs)[max(0, round(0.95 * len(xs)) - 1)]
 
         print(f"\nceph scrape benchmark: {total_images} RBD images, {args.users} RGW users "
               f"with a bucket each, {args.rounds} alternating rounds\n")

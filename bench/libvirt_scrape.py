@@ -24,6 +24,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.stats import count_series, p95
 from lab.libvirt import LibvirtLab
 from lab.procs import free_port
 
@@ -46,10 +47,6 @@ def wait_http(url: str, timeout: float = 30) -> None:
             pass
         time.sleep(0.2)
     raise SystemExit(f"{url} did not come up")
-
-
-def series(text: str) -> int:
-    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
 
 def domain_series(text: str) -> int:
@@ -128,8 +125,6 @@ def main() -> None:
             print(f"\rround {r + 1}/{args.rounds}", end="", file=sys.stderr)
         print(file=sys.stderr)
 
-        def p95(xs: list[float]) -> float:
-            return sorted(xs)[max(0, round(0.95 * len(xs)) - 1)]
 
         print(f"\nlibvirt scrape benchmark: {args.guests} guests, {args.rounds} alternating "
               f"rounds\n")
@@ -139,7 +134,7 @@ def main() -> None:
         for name in targets:
             print(f"| {name} | {statistics.median(times[name]) * 1000:.1f} | "
                   f"{p95(times[name]) * 1000:.1f} | {cpu[name] / args.rounds:.4f} | "
-                  f"{daemon_cpu[name] / args.rounds:.4f} | {series(bodies[name])} | "
+                  f"{daemon_cpu[name] / args.rounds:.4f} | {count_series(bodies[name])} | "
                   f"{domain_series(bodies[name])} |")
         a, b = list(targets)
         med_ratio = statistics.median(times[a]) / statistics.median(times[b])

@@ -25,6 +25,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.stats import count_series, p95
 from lab.ovs import OvsLab
 from lab.procs import Daemon, free_port
 
@@ -78,10 +79,8 @@ def main() -> None:
             print(f"\rround {r + 1}/{args.rounds}", end="", file=sys.stderr)
         print(file=sys.stderr)
 
-        def p95(xs: list[float]) -> float:
-            return sorted(xs)[max(0, round(0.95 * len(xs)) - 1)]
 
-        n_series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
+        n_series = count_series(body)
         n_iface = sum(1 for line in body.splitlines()
                       if line.startswith("ovs_interface_receive_bytes_total{"))
         print(f"\novs scrape benchmark: {args.ports} ports (+ the bridge's own), "

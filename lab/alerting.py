@@ -170,10 +170,7 @@ class AlertLab:
         self.exporter.start()
         extra_jobs: list[dict[str, Any]] = []
         if self.ovs is not None:
-            self.ovs.add_bridge("br-int")
-            for n, nic in enumerate(self.inventory.nics):
-                self.ovs.add_vm_port("br-int", f"alvm{n}", f"10.201.0.{n + 1}/24",
-                                     vm_id=nic.vm_id, iface_id=nic.id, mac=nic.mac)
+            self.ovs.plug_nics(self.inventory.nics, prefix="alvm", net="10.201")
             self._replica = OvsdbReplica(self.ovs.db).start()
             self.ovs_exporter = ExporterServer(
                 "ovs", OvsCollector(self._replica, cache, self.ovs.workdir,

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lab.procs import Daemon, require_binary, run_checked
+from zcp.inventory.model import Nic
 
 log = logging.getLogger(__name__)
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
@@ -181,6 +182,20 @@ class OvsLab:
         self.vsctl("add-port", bridge, port, *(["--", "set", "Interface", port, *ids]
                                               if ids else []))
         return ns
+
+    def plug_nics(self, nics: Sequence[Nic], bridge: str = "br-int", prefix: str = "vnet",
+                  net: str = "10.200") -> list[tuple[str, str]]:
+        """A "VM" port per CloudStack NIC on ``bridge`` (its MAC, libvirt-style
+        ``external_ids`` with the NIC and VM ids), addresses from ``net``.0.0/16; the
+        (namespace, address) of each, to ping between."""
+        self.add_bridge(bridge)
+        plugged = []
+        for n, nic in enumerate(nics):
+            ip = f"{net}.{n // 250}.{n % 250 + 1}"
+            ns = self.add_vm_port(bridge, f"{prefix}{n}", f"{ip}/16", vm_id=nic.vm_id,
+                                  iface_id=nic.id, mac=nic.mac)
+            plugged.append((ns, ip))
+        return plugged
 
     def add_internal_port(self, bridge: str, port: str) -> None:
         self.vsctl("add-port", bridge, port, "--", "set", "Interface", port, "type=internal")

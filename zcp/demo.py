@@ -93,19 +93,6 @@ def _boot_guests(lab: LibvirtLab, inv: Inventory) -> int:
     return len(inv.vms) + 1
 
 
-def _plug_nics(lab: OvsLab, inv: Inventory) -> tuple[str, str] | None:
-    """A veth "VM" port per inventory NIC on ``br-int`` (libvirt-style external_ids); the
-    (namespace, address) of two of them to ping between, if there are two."""
-    lab.add_bridge("br-int")
-    plugged: list[tuple[str, str]] = []
-    for n, nic in enumerate(inv.nics):
-        ip = f"10.200.{n // 250}.{n % 250 + 1}"
-        ns = lab.add_vm_port("br-int", f"vnet{n}", f"{ip}/16", vm_id=nic.vm_id,
-                             iface_id=nic.id, mac=nic.mac)
-        plugged.append((ns, ip))
-    return (plugged[0][0], plugged[1][1]) if len(plugged) > 1 else None
-
-
 def _create_images(lab: CephLab, inv: Inventory) -> int:
     """The inventory's RBD volumes as images in their pools, 4-12 MiB written to each."""
     volumes = [v for v in inv.volumes if v.rbd_image]
@@ -186,7 +173,8 @@ def _run_demo(stack: contextlib.ExitStack, cfg: Config, workdir: Path, duration:
         ovs_lab = OvsLab(workdir / "ovs")
         ovs_lab.start()
         stack.callback(ovs_lab.stop)
-        pinger = _plug_nics(ovs_lab, cache.current())
+        plugged = ovs_lab.plug_nics(cache.current().nics)
+        pinger = (plugged[0][0], plugged[1][1]) if len(plugged) > 1 else None
         replica = OvsdbReplica(ovs_lab.db).start()
         stack.callback(replica.stop)
         ovs_exporter = ExporterServer(

@@ -29,7 +29,7 @@ from tabulate import tabulate
 
 from alerts.build import build as build_alerts
 from exporters.ceph import CephCollector, CephSources
-from exporters.http import ExporterServer
+from exporters.http import ExporterServer, TimedCollector
 from exporters.libvirt.source import LibvirtCollector, LibvirtSource
 from exporters.ovs import OvsCollector, OvsdbReplica
 from lab.ceph import CephLab
@@ -91,6 +91,18 @@ def _boot_guests(lab: LibvirtLab, inv: Inventory) -> int:
         lab.create_guest(vm.instance_name, vm.id, disks=targets, macs=macs)
     lab.create_guest("i-99-999-VM", str(uuid.uuid5(uuid.NAMESPACE_DNS, "zcp-demo-stranger")))
     return len(inv.vms) + 1
+
+
+def _serve(stack: contextlib.ExitStack, scrape_configs: list[dict[str, Any]], job: str,
+           collector: TimedCollector) -> ExporterServer:
+    """Serve ``collector`` on a free 127.0.0.1 port (stopped with ``stack``) and add it to the
+    scrape configs as ``job``."""
+    server = ExporterServer(job.removeprefix("zcp-"), collector, "127.0.0.1", free_port(),
+                            8.0).start()
+    stack.callback(server.shutdown)
+    scrape_configs.append({"job_name": job,
+                           "static_configs": [{"targets": [f"127.0.0.1:{server.port}"]}]})
+    return server
 
 
 def _create_images(lab: CephLab, inv: Inventory) -> int:
@@ -156,12 +168,8 @@ def _run_demo(stack: contextlib.ExitStack, cfg: Config, workdir: Path, duration:
         booted = _boot_guests(lab, cache.current())
         source = LibvirtSource(lab.uri)
         stack.callback(source.close)
-        exporter = ExporterServer(
-            "libvirt", LibvirtCollector(source, cache, "kvm-demo", 8.0), "127.0.0.1",
-            free_port(), 8.0).start()
-        stack.callback(exporter.shutdown)
-        scrape_configs.append({"job_name": "libvirt", "static_configs": [
-            {"targets": [f"127.0.0.1:{exporter.port}"]}]})
+        exporter = _serve(stack, scrape_configs, "libvirt",
+                          LibvirtCollector(source, cache, "kvm-demo", 8.0))
         click.echo(f"      {booted} guests running; libvirt exporter on "
                    f"http://127.0.0.1:{exporter.port}/metrics", err=True)
     ovs_missing = _missing("ovsdb-server", "ovs-vswitchd", "ip", "ping") if with_ovs \
@@ -177,12 +185,8 @@ def _run_demo(stack: contextlib.ExitStack, cfg: Config, workdir: Path, duration:
         pinger = (plugged[0][0], plugged[1][1]) if len(plugged) > 1 else None
         replica = OvsdbReplica(ovs_lab.db).start()
         stack.callback(replica.stop)
-        ovs_exporter = ExporterServer(
-            "ovs", OvsCollector(replica, cache, ovs_lab.workdir, str(ovs_lab.vswitchd_ctl)),
-            "127.0.0.1", free_port(), 8.0).start()
-        stack.callback(ovs_exporter.shutdown)
-        scrape_configs.append({"job_name": "ovs", "static_configs": [
-            {"targets": [f"127.0.0.1:{ovs_exporter.port}"]}]})
+        ovs_exporter = _serve(stack, scrape_configs, "ovs", OvsCollector(
+            replica, cache, ovs_lab.workdir, str(ovs_lab.vswitchd_ctl)))
         click.echo(f"      OVS exporter on http://127.0.0.1:{ovs_exporter.port}/metrics",
                    err=True)
     ceph_missing = _missing("ceph-mon", "ceph-mgr", "ceph-osd", "rbd", "monmaptool") \
@@ -202,16 +206,11 @@ def _run_demo(stack: contextlib.ExitStack, cfg: Config, workdir: Path, duration:
             "df_interval_seconds": 10.0})
         ceph_sources = CephSources(ceph_cfg).start()
         stack.callback(ceph_sources.stop)
-        ceph_exporter = ExporterServer(
-            "ceph", CephCollector(ceph_sources, cache, ceph_cfg), "127.0.0.1", free_port(),
-            8.0).start()
-        stack.callback(ceph_exporter.shutdown)
+        ceph_exporter = _serve(stack, scrape_configs, "zcp-ceph",
+                               CephCollector(ceph_sources, cache, ceph_cfg))
         mgr = ceph_lab.mgr_prometheus_url.removeprefix("http://").removesuffix("/metrics")
-        scrape_configs += [
-            {"job_name": "ceph", "honor_labels": True,
-             "static_configs": [{"targets": [mgr]}]},
-            {"job_name": "zcp-ceph", "static_configs": [
-                {"targets": [f"127.0.0.1:{ceph_exporter.port}"]}]}]
+        scrape_configs.append({"job_name": "ceph", "honor_labels": True,
+                               "static_configs": [{"targets": [mgr]}]})
         click.echo(f"      {images} RBD images; Ceph exporter on "
                    f"http://127.0.0.1:{ceph_exporter.port}/metrics, mgr module on "
                    f"{ceph_lab.mgr_prometheus_url}", err=True)

@@ -20,10 +20,10 @@ IMAGE = ["pool", "image", "storage_class", "volume_id"]
 def pool_classes(inv: Inventory, cfg: CephConfig) -> dict[str, str]:
     """Ceph pool -> storage class: the inventory's RBD pools (``path`` is the Ceph pool),
     overridden by the config's ``ceph.pool_classes``."""
-    out = {sp.path: sp.storage_class for sp in inv.storage_pools
-           if sp.path and sp.storage_class}
+    out: dict[str, str] = {sp.path: sp.storage_class for sp in inv.storage_pools
+                           if sp.path and sp.storage_class}
     out.update(cfg.pool_classes)
-    return out  # type: ignore[return-value]
+    return out
 
 
 class CephCollector:

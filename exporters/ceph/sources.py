@@ -204,7 +204,8 @@ class CephSources:
         timeout = self.cfg.command_timeout_seconds
         with self._lock:
             pools = list(self._data.rbd_pools)
-        if not pools and not self._data.states["df"].last_success:
+            first = not self._data.states["df"].last_success
+        if not pools and first:
             self.refresh_df()  # first run: the pool list comes from df
             with self._lock:
                 pools = list(self._data.rbd_pools)

@@ -368,12 +368,12 @@ class LibvirtSource:
                 continue
             name, stats = merged[uuid]
             proc = procs.get(uuid)
-            if proc is not None and dom.ID() >= 0:
-                extra = self.procfs.read(proc, vcpus="vcpu" in self.groups,  # type: ignore[union-attr]
+            if proc is not None and self.procfs is not None and dom.ID() >= 0:
+                extra = self.procfs.read(proc, vcpus="vcpu" in self.groups,
                                          cpu="cpu" in self.groups,
                                          rss="balloon" in self.groups)
                 if extra is None:
-                    self.procfs.forget(uuid)  # type: ignore[union-attr]
+                    self.procfs.forget(uuid)
                 else:
                     n_procfs += 1
                     dxml = xml.get(uuid)

@@ -10,11 +10,11 @@ DEMO_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/setup-debian.sh
+$(STAMP): pyproject.toml lab/pyproject.toml scripts/setup-debian.sh
 	bash scripts/setup-debian.sh
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev]' -e ./lab
 	touch $(STAMP)
 
 demo: setup
@@ -23,6 +23,7 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -33,6 +33,9 @@ INHIBIT = [
     # an exporter that is down makes its "down" family of alerts redundant
     {"source_matchers": ['alertname="OVSDown"'],
      "target_matchers": ['alertname=~"VXLANTunnelDown|OVSPortErrors"'], "equal": ["host"]},
+    # a stale inventory service makes every exporter it feeds stale too: one alert, not N
+    {"source_matchers": ['alertname="InventoryStale"'],
+     "target_matchers": ['alertname="ExporterInventoryStale"'], "equal": ["zone"]},
 ]
 
 

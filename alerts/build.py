@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import yaml
 from alerts.alertmanager import alertmanager_config, route_tests
 from alerts.model import Group, promtool_tests, rule_file
 from alerts.rules import groups as all_groups
+from zcp.binaries import require
 from zcp.config import AlertingConfig
 from zcp.errors import ZcpError
 
@@ -136,18 +136,11 @@ def _yaml(doc: object) -> str:
         yaml.safe_dump(doc, sort_keys=False, width=100, allow_unicode=True)
 
 
-def _tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise ZcpError(f"{name} not found (apt-get install {package})")
-    return path
-
-
 def check(out: Path, progress: Callable[[str], None] = lambda _m: None) -> list[str]:
     """Run promtool and amtool on what ``build`` wrote; one line per passed check.
     Raises ZcpError with the tool's own output on the first failure."""
-    promtool = _tool("promtool", "prometheus")
-    amtool = _tool("amtool", "prometheus-alertmanager")
+    promtool = require("promtool", "prometheus")
+    amtool = require("amtool", "prometheus-alertmanager")
     done = []
 
     def run(label: str, argv: list[str], cwd: Path | None = None) -> None:

@@ -320,7 +320,35 @@ TS = {"job": "tenant-prometheus", "instance": "t-acme:9090", "tenant": "acct-1"}
 PR = {"job": "prometheus", "instance": "prom:9090"}
 AM = {"job": "alertmanager", "instance": "am:9093"}
 
+INVSVC = {"job": "zcp-inventory", "instance": "inv:9180", "zone": "zone1"}
+LVZ = {**LV}
+STALE_AFTER = 1800  # 6 refreshes at the default 300 s
+AGE = "zcp_inventory_age_seconds"
+
 PLATFORM = Group("platform", (
+    Alert("InventoryStale",
+          f'{AGE}{{job="zcp-inventory"}} > {STALE_AFTER} or '
+          f'{AGE}{{job="zcp-inventory"}} != {AGE}{{job="zcp-inventory"}}',
+          "10m", "warning", "platform",
+          "The inventory service {{ $labels.instance }} cannot refresh from CloudStack",
+          "The inventory served by {{ $labels.instance }} (zone {{ $labels.zone }}) is over 30 "
+          "minutes old, or it never loaded one: new VMs, volumes and owners are unknown to the "
+          "alerts, the tenant rules and metering until CloudStack answers again.",
+          (Case({sel(AGE, **INVSVC): "0+60x60"}, ({**INVSVC},), start=31,
+                note="age grows from 0: stale after 30 minutes"),
+           Case({sel(AGE, **INVSVC): " ".join(["NaN"] * 30)}, ({**INVSVC},), note="never loaded"),
+           Case({sel(AGE, **INVSVC): "0+60x10 0+60x30"}, note="refreshed in time"))),
+    Alert("ExporterInventoryStale",
+          f'{AGE}{{job!="zcp-inventory"}} > {STALE_AFTER} or '
+          f'{AGE}{{job!="zcp-inventory"}} != {AGE}{{job!="zcp-inventory"}}',
+          "10m", "warning", "platform",
+          "{{ $labels.job }} on {{ $labels.host }} labels series from an old inventory",
+          "The {{ $labels.job }} exporter {{ $labels.instance }} on {{ $labels.host }} has not "
+          "had a fresh inventory for 30 minutes, or never had one: it cannot reach the "
+          "inventory service, and new VMs on it are reported as unknown to CloudStack.",
+          (Case({sel(AGE, **LVZ): "0+60x60"}, ({**LVZ},), start=31),
+           Case({sel(AGE, **LVZ): " ".join(["NaN"] * 30)}, ({**LVZ},), note="never loaded"),
+           Case({sel(AGE, **LVZ): "0+60x10 0+60x30"}, note="refreshed in time"))),
     Alert("MeteringJobFailed", "zcp_metering_last_run_success == 0", "5m", "critical",
           "platform", "The metering job failed",
           "The last run of the metering job ({{ $labels.exported_job }}) failed: billing records "

@@ -74,9 +74,9 @@ def main() -> None:
         total_images = len(list(lab.json("rbd", "ls", POOLS[0]))) + \
             len(list(lab.json("rbd", "ls", POOLS[1]))) + len(list(lab.json("rbd", "ls", POOLS[2])))
         config = workdir / "config.yaml"
-        config.write_text(yaml.safe_dump({"ceph": {
+        config.write_text(yaml.safe_dump({"exporters": {"ceph": {
             "conf": str(lab.conf), "keyring": str(lab.keyring), "rgw_endpoint": lab.rgw_url,
-            "pool_classes": {"rbd-fast": "fast", "rbd-flow": "flow", "rbd-bulk": "bulk"}}}))
+            "pool_classes": {"rbd-fast": "fast", "rbd-flow": "flow", "rbd-bulk": "bulk"}}}}))
         port = free_port()
         exporter = Daemon("ceph-exporter", [
             str(Path(sys.executable).parent / "zcp-obs"), "--config", str(config), "exporter",

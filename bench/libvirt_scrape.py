@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.stats import count_series, p95
 from lab.libvirt import LibvirtLab
 from lab.procs import free_port
+from zcp.wait import wait_until
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -38,15 +39,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def up() -> bool:
         try:
-            if requests.get(url, timeout=10).status_code == 200:
-                return
+            return requests.get(url, timeout=10).status_code == 200
         except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up")
+            return False
+
+    if not wait_until(up, timeout):
+        raise SystemExit(f"{url} did not come up")
 
 
 def domain_series(text: str) -> int:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, runtime_checkable
 
@@ -47,6 +48,21 @@ class VersionedCollector(Protocol):
     def collect_live(self) -> Iterator[Metric]: ...
 
 
+@dataclass(frozen=True)
+class Reply:
+    """What a route answers: status, content type, body and extra headers."""
+
+    status: int
+    content_type: str
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+Route = Callable[[str, Mapping[str, str]], Reply]
+"""A path's handler besides /metrics: (query string, request headers with lower-case names)
+-> :class:`Reply`."""
+
+
 def scrape_deadline(header: str | None, default: float) -> float:
     """Seconds this scrape may take: Prometheus's timeout minus a margin, at most ``default``."""
     if not header:
@@ -64,8 +80,9 @@ class ExporterServer:
     """Serve one exporter's collector (and the process's own metrics) over HTTP."""
 
     def __init__(self, name: str, collector: TimedCollector, host: str, port: int,
-                 deadline: float) -> None:
+                 deadline: float, routes: Mapping[str, Route] | None = None) -> None:
         self.name = name
+        self.routes = dict(routes or {})
         self.host = host
         self.collector = collector
         self.deadline = deadline
@@ -100,7 +117,16 @@ class ExporterServer:
         yield from collect_log_metrics()
 
     def _handle(self, req: BaseHTTPRequestHandler) -> None:
-        path = req.path.split("?", 1)[0]
+        path, _, query = req.path.partition("?")
+        route = self.routes.get(path)
+        if route is not None:
+            try:
+                reply = route(query, {k.lower(): v for k, v in req.headers.items()})
+            except Exception:
+                log.exception("request failed", extra={"path": path})
+                reply = Reply(500, "text/plain", b"internal error\n")
+            self._reply(req, reply.status, reply.content_type, reply.body, reply.headers)
+            return
         if path in ("/", ""):
             body = (f"<html><body><h1>zcp {self.name} exporter</h1>"
                     f"<a href='/metrics'>metrics</a></body></html>").encode()
@@ -154,11 +180,14 @@ class ExporterServer:
         return body
 
     @staticmethod
-    def _reply(req: BaseHTTPRequestHandler, status: int, ctype: str, body: bytes) -> None:
+    def _reply(req: BaseHTTPRequestHandler, status: int, ctype: str, body: bytes,
+               headers: Mapping[str, str] | None = None) -> None:
         try:
             req.send_response(status)
             req.send_header("Content-Type", ctype)
             req.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                req.send_header(name, value)
             req.end_headers()
             req.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):

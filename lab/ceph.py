@@ -26,8 +26,10 @@ from typing import Any
 
 import requests
 
-from lab.procs import Daemon, require_binary, run_checked
+from lab.procs import Daemon, run_checked
+from zcp.binaries import require
 from zcp.errors import DaemonError
+from zcp.wait import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +123,9 @@ class CephLab:
     def start(self, timeout: float = 90.0) -> None:
         for binary in ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph-authtool", "monmaptool",
                        "ceph", "rbd"):
-            require_binary(binary, "ceph")
+            require(binary, "ceph")
         if self.with_rgw:
-            require_binary("radosgw", "radosgw")
+            require("radosgw", "radosgw")
         t0 = time.monotonic()
         for sub in ("run", "log", "mon", "mgr", "osd", "rgw", "mds"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
@@ -171,7 +173,7 @@ class CephLab:
             self.rgw = self._rgw_daemon()
             self.rgw.start(timeout)
         if self.with_cephfs:
-            require_binary("ceph-mds", "ceph-mds")
+            require("ceph-mds", "ceph-mds")
             self.run("ceph", "auth", "get-or-create", "mds.a", "mon", "allow profile mds", "osd",
                      "allow rwx", "mds", "allow", "mgr", "allow profile mds",
                      "-o", str(self.workdir / "mds" / "keyring"))
@@ -180,11 +182,9 @@ class CephLab:
                                    self.workdir / "log", self, "mds")
             self.mds.start(timeout)
             self.run("ceph", "fs", "volume", "create", "cephfs", timeout=120)
-            deadline = time.monotonic() + timeout
-            while "up:active" not in self.run("ceph", "mds", "stat").stdout:
-                if time.monotonic() > deadline:
-                    raise DaemonError("no active MDS for cephfs")
-                time.sleep(0.3)
+            if not wait_until(lambda: "up:active" in self.run("ceph", "mds", "stat").stdout,
+                              timeout, 0.3):
+                raise DaemonError("no active MDS for cephfs")
         log.info("ceph lab up", extra={"seconds": round(time.monotonic() - t0, 1),
                                        "workdir": str(self.workdir)})
 

@@ -39,7 +39,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
-from lab.procs import Daemon, require_binary, run_checked
+from lab.procs import Daemon, run_checked
+from zcp.binaries import require
 from zcp.errors import DaemonError
 
 log = logging.getLogger(__name__)
@@ -184,11 +185,11 @@ class LibvirtLab:
 
     def start(self, timeout: float = 30.0) -> None:
         """Prepare the host, start virtlogd (or reuse a running one), the bridge and libvirtd."""
-        libvirtd = require_binary("libvirtd", "libvirt-daemon")
-        virtlogd = require_binary("virtlogd", "libvirt-daemon")
-        require_binary("qemu-img", "qemu-utils")
-        require_binary("qemu-system-x86_64", "qemu-system-x86")
-        require_binary("ip", "iproute2")
+        libvirtd = require("libvirtd", "libvirt-daemon")
+        virtlogd = require("virtlogd", "libvirt-daemon")
+        require("qemu-img", "qemu-utils")
+        require("qemu-system-x86_64", "qemu-system-x86")
+        require("ip", "iproute2")
         if os.geteuid() != 0:
             raise DaemonError("the libvirt lab runs a system libvirtd: it needs root")
         sock = self.sock_dir / "libvirt-sock"

@@ -23,7 +23,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab.procs import Daemon, require_binary, run_checked
+from lab.procs import Daemon, run_checked
+from zcp.binaries import require
 from zcp.inventory.model import Nic
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,8 @@ class OvsLab:
     # -- daemons ---------------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> None:
         for binary in ("ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-appctl", "ovsdb-tool"):
-            require_binary(binary, "openvswitch-switch")
-        require_binary("ip", "iproute2")
+            require(binary, "openvswitch-switch")
+        require("ip", "iproute2")
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.db_path.exists():
             _run(["ovsdb-tool", "create", str(self.db_path), str(SCHEMA)])

@@ -8,13 +8,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import requests
 
 from zcp.errors import DaemonError
+from zcp.wait import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def require_binary(name: str, package: str) -> str:
-    """Path of ``name`` on PATH, or a clear error naming the Debian package."""
-    path = shutil.which(name)
-    if path is None:
-        raise DaemonError(f"{name} not found: install the Debian package {package}")
-    return path
 
 
 class Daemon:
@@ -79,15 +71,17 @@ class Daemon:
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
         log.info("daemon starting", extra={"daemon": self.name, "pid": self.proc.pid})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                rc = self.proc.returncode
+        proc = self.proc
+
+        def up() -> bool:
+            if proc.poll() is not None:
                 self.proc = None
-                raise DaemonError(f"{self.name} exited with {rc}: {self.log_tail()}")
-            if self.ready():
-                return
-            time.sleep(0.05)
+                raise DaemonError(f"{self.name} exited with {proc.returncode}: "
+                                  f"{self.log_tail()}")
+            return self.ready()
+
+        if wait_until(up, timeout, 0.05):
+            return
         self.stop()
         raise DaemonError(f"{self.name} not ready after {timeout:.0f}s: {self.log_tail()}")
 

@@ -8,7 +8,8 @@ from typing import Any
 import requests
 import yaml
 
-from lab.procs import Daemon, free_port, require_binary
+from lab.procs import Daemon, free_port
+from zcp.binaries import require
 from zcp.errors import DaemonError
 
 
@@ -17,7 +18,7 @@ class PrometheusServer(Daemon):
 
     def __init__(self, workdir: Path, config: dict[str, Any],
                  rule_files: list[Path] | None = None, port: int | None = None) -> None:
-        binary = require_binary("prometheus", "prometheus")
+        binary = require("prometheus", "prometheus")
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "prometheus.yml"
@@ -58,7 +59,7 @@ class AlertmanagerServer(Daemon):
     """Alertmanager with a given config, clustering off, on a free 127.0.0.1 port."""
 
     def __init__(self, workdir: Path, config: dict[str, Any], port: int | None = None) -> None:
-        binary = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
+        binary = require("prometheus-alertmanager", "prometheus-alertmanager")
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "alertmanager.yml"

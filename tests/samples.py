@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+
+from zcp.wait import wait_until
+
+__all__ = ["Samples", "from_families", "parse", "series", "value", "wait_until"]
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -33,13 +35,3 @@ def series(samples: Samples, name: str, **labels: str) -> list[dict[str, str]]:
     """Label sets of the series ``name`` whose labels include ``labels``."""
     return [dict(ls) for (n, ls), _ in samples.items()
             if n == name and set(labels.items()) <= ls]
-
-
-def wait_until(fn: Callable[[], Any], timeout: float = 40.0, interval: float = 0.5) -> Any:
-    """Call ``fn`` until it returns something true or ``timeout`` passes; its last result."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fn()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(interval)

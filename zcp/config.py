@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -85,11 +86,45 @@ class CloudStackConfig(_Model):
         return _require_http(value)
 
 
+def _listen(value: str) -> str:
+    """``HOST:PORT`` (``[v6]:PORT``, or ``:PORT`` for every address)."""
+    _host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return value
+
+
+Listen = Annotated[str, AfterValidator(_listen)]
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """A valid ``HOST:PORT`` -> (host, port); an empty host means every address."""
+    host, _, port = _listen(value).rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class InventoryServiceSource(_Model):
+    """Where a hypervisor (or Ceph) exporter takes its inventory from: the region's inventory
+    service (``zcp-obs exporter inventory``) instead of CloudStack itself."""
+
+    url: str = Field(description="base URL of the inventory service, e.g. http://inv1:9180")
+    host: str | None = Field(
+        None, description="ask only for this hypervisor's VMs (with their volumes and NICs)")
+    timeout_seconds: float = Field(10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _require_http(value).rstrip("/")
+
+
 class InventoryConfig(_Model):
     """Where the inventory comes from and how it is cached."""
 
-    source: Literal["file", "cloudstack"] = "file"
+    source: Literal["file", "cloudstack", "service"] = "file"
     file: Path | None = Field(None, description="YAML inventory; default: the embedded demo cloud")
+    service: InventoryServiceSource | None = Field(
+        None, description="the inventory service, for source: service")
     refresh_interval_seconds: float = Field(300.0, gt=0)
     cache_file: Path | None = Field(None, description="last good copy kept across restarts")
     storage_classes: dict[str, StorageClass] = Field(
@@ -220,6 +255,71 @@ class CephConfig(_Model):
         return _require_http(value).rstrip("/") if value else value
 
 
+Deadline = Annotated[float, Field(ge=0.1, le=120,
+                                   description="longest a scrape may take (Prometheus's "
+                                               "X-Prometheus-Scrape-Timeout-Seconds lowers it)")]
+LibvirtGroup = Literal["state", "cpu", "balloon", "vcpu", "interface", "block"]
+
+
+class LibvirtExporterConfig(_Model):
+    """``zcp-obs exporter libvirt`` (one per hypervisor)."""
+
+    uri: str = "qemu:///system"
+    listen: Listen = "127.0.0.1:9177"
+    deadline_seconds: Deadline = 8.0
+    hostname: str | None = Field(
+        None, description="this hypervisor's name in zcp_vm_info of VMs the inventory does not "
+                          "know (default: the system host name)")
+    groups: tuple[LibvirtGroup, ...] = ("state", "cpu", "balloon", "vcpu", "interface", "block")
+    chunks: int = Field(4, ge=1, le=64, description="concurrent bulk stats calls per scrape")
+    connections: int = Field(2, ge=1, le=8, description="libvirt connections they use")
+    procfs: bool | None = Field(
+        None, description="CPU/vCPU/RSS from /proc (default: on for a local qemu:/// URI)")
+
+
+class OvsExporterConfig(_Model):
+    """``zcp-obs exporter ovs`` (one per hypervisor running Open vSwitch)."""
+
+    db: str = "unix:/var/run/openvswitch/db.sock"
+    rundir: Path = Path("/var/run/openvswitch")
+    vswitchd_ctl: str | None = Field(
+        None, description="ovs-vswitchd's unixctl socket (default: from the pid file in rundir)")
+    listen: Listen = "127.0.0.1:9475"
+    deadline_seconds: Deadline = 8.0
+    call_timeout_seconds: float = Field(2.0, gt=0, le=60,
+                                        description="deadline of each unixctl call")
+
+    @field_validator("db")
+    @classmethod
+    def _remote(cls, value: str) -> str:
+        if not value.startswith(("unix:", "tcp:", "ssl:")):
+            raise ValueError(f"{value!r} is not an OVSDB remote (unix:PATH, tcp:IP:PORT)")
+        return value
+
+
+class CephExporterConfig(CephConfig):
+    """``zcp-obs exporter ceph`` (one per Ceph cluster; the mgr module has port 9283)."""
+
+    listen: Listen = "127.0.0.1:9284"
+    deadline_seconds: Deadline = 8.0
+
+
+class InventoryExporterConfig(_Model):
+    """``zcp-obs exporter inventory``: the inventory service (one per region or zone)."""
+
+    listen: Listen = "127.0.0.1:9180"
+    deadline_seconds: Deadline = 8.0
+
+
+class ExportersConfig(_Model):
+    """One section per exporter; command-line flags override them."""
+
+    libvirt: LibvirtExporterConfig = Field(default_factory=lambda: LibvirtExporterConfig())
+    ovs: OvsExporterConfig = Field(default_factory=lambda: OvsExporterConfig())
+    ceph: CephExporterConfig = Field(default_factory=lambda: CephExporterConfig())
+    inventory: InventoryExporterConfig = Field(default_factory=lambda: InventoryExporterConfig())
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -227,7 +327,22 @@ class Config(_Model):
     inventory: InventoryConfig = Field(default_factory=lambda: InventoryConfig())
     logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig())
     alerting: AlertingConfig = Field(default_factory=lambda: AlertingConfig())
-    ceph: CephConfig = Field(default_factory=lambda: CephConfig())
+    exporters: ExportersConfig = Field(default_factory=lambda: ExportersConfig())
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def with_overrides(section: M, where: str, **values: Any) -> M:
+    """``section`` with the values that are not None (command-line flags) put over it,
+    validated like the file; an invalid value is a ConfigError naming ``where`` and the key."""
+    given = {k: v for k, v in values.items() if v is not None}
+    if not given:
+        return section
+    try:
+        return type(section).model_validate({**section.model_dump(), **given})
+    except ValidationError as exc:
+        raise ConfigError(_format_error(where, exc)) from None
 
 
 def _format_error(source: str, exc: ValidationError) -> str:

@@ -25,3 +25,7 @@ class CloudStackAuthError(CloudStackError):
 
 class DaemonError(ZcpError):
     """A helper daemon (Prometheus, Alertmanager, ...) failed to start or stop."""
+
+
+class MissingProgramError(ZcpError):
+    """A program zcp-observability runs (promtool, a lab daemon) is not installed."""

@@ -13,7 +13,6 @@ import queue
 import socket
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from logging.handlers import QueueHandler
@@ -24,6 +23,7 @@ from logging_loki.emitter import LokiEmitterV1
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from zcp.config import LoggingConfig, LokiConfig
+from zcp.wait import wait_until
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is a field.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -160,10 +160,7 @@ class LokiQueueHandler(QueueHandler):
 
     def drain(self, timeout: float = 5.0) -> bool:
         """Wait up to ``timeout`` s until every queued record was handled; True if so."""
-        deadline = time.monotonic() + timeout
-        while self.records.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.records.unfinished_tasks == 0
+        return wait_until(lambda: self.records.unfinished_tasks == 0, timeout, 0.02)
 
     def flush(self) -> None:
         """Give queued records a short chance to reach Loki."""

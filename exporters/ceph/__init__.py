@@ -6,7 +6,8 @@ from __future__ import annotations
 from exporters.ceph.collector import CephCollector
 from exporters.ceph.sources import CephSources
 from exporters.http import ExporterServer, serve_until_signal
-from zcp.config import Config
+from zcp.config import CephExporterConfig, Config, split_listen
+from zcp.errors import ConfigError
 from zcp.inventory import make_cache
 
 DEFAULT_PORT = 9284  # the mgr module has 9283
@@ -14,12 +15,16 @@ DEFAULT_PORT = 9284  # the mgr module has 9283
 __all__ = ["DEFAULT_PORT", "CephCollector", "CephSources", "run"]
 
 
-def run(cfg: Config, host: str, port: int, deadline: float) -> None:
+def run(cfg: Config, section: CephExporterConfig) -> None:
     """Run the exporter until SIGTERM/SIGINT."""
+    if not section.conf.exists():
+        raise ConfigError(f"{section.conf} not found (--conf, or exporters.ceph.conf in the "
+                          "config)")
     cache = make_cache(cfg)
     cache.start()
-    sources = CephSources(cfg.ceph).start()
-    server = ExporterServer("ceph", CephCollector(sources, cache, cfg.ceph), host, port,
-                            deadline)
-    serve_until_signal(server, [sources.stop, cache.stop], conf=str(cfg.ceph.conf),
-                       id=cfg.ceph.id)
+    sources = CephSources(section).start()
+    host, port = split_listen(section.listen)
+    server = ExporterServer("ceph", CephCollector(sources, cache, section), host, port,
+                            section.deadline_seconds)
+    serve_until_signal(server, [sources.stop, cache.stop], conf=str(section.conf),
+                       id=section.id, inventory=cfg.inventory.source)

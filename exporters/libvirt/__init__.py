@@ -6,7 +6,7 @@ import socket
 
 from exporters.http import ExporterServer, serve_until_signal
 from exporters.libvirt.source import GROUP_FLAGS, LibvirtCollector, LibvirtSource
-from zcp.config import Config
+from zcp.config import Config, LibvirtExporterConfig, split_listen
 from zcp.inventory import make_cache
 
 DEFAULT_PORT = 9177
@@ -14,13 +14,15 @@ DEFAULT_PORT = 9177
 __all__ = ["DEFAULT_PORT", "GROUP_FLAGS", "LibvirtCollector", "LibvirtSource", "run"]
 
 
-def run(cfg: Config, uri: str, host: str, port: int, deadline: float, hostname: str | None,
-        groups: tuple[str, ...], chunks: int = 4, connections: int = 2,
-        procfs: bool | None = None) -> None:
+def run(cfg: Config, section: LibvirtExporterConfig) -> None:
     """Run the exporter until SIGTERM/SIGINT."""
     cache = make_cache(cfg)
     cache.start()
-    source = LibvirtSource(uri, groups, chunks=chunks, connections=connections, procfs=procfs)
-    collector = LibvirtCollector(source, cache, hostname or socket.gethostname(), deadline)
-    server = ExporterServer("libvirt", collector, host, port, deadline)
-    serve_until_signal(server, [source.close, cache.stop], uri=uri)
+    source = LibvirtSource(section.uri, section.groups, chunks=section.chunks,
+                           connections=section.connections, procfs=section.procfs)
+    collector = LibvirtCollector(source, cache, section.hostname or socket.gethostname(),
+                                 section.deadline_seconds)
+    host, port = split_listen(section.listen)
+    server = ExporterServer("libvirt", collector, host, port, section.deadline_seconds)
+    serve_until_signal(server, [source.close, cache.stop], uri=section.uri,
+                       inventory=cfg.inventory.source)

@@ -204,10 +204,15 @@ def test_inhibition_on_a_real_alertmanager(
           {"alertname": "CephPoolFull", "area": "storage", "severity": "critical"},
           {"alertname": "OVSDown", "host": "kvm4", "area": "network", "severity": "critical"},
           {"alertname": "VXLANTunnelDown", "host": "kvm4", "area": "network",
-           "severity": "critical"})
+           "severity": "critical"},
+          {"alertname": "InventoryStale", "zone": "z1", "area": "platform", "severity": "warning"},
+          {"alertname": "ExporterInventoryStale", "host": "kvm5", "zone": "z1", "area": "platform",
+           "severity": "warning"},
+          {"alertname": "ExporterInventoryStale", "host": "kvm6", "zone": "z2", "area": "platform",
+           "severity": "warning"})
     expect_suppressed = {("VMDownUnexpectedly", "kvm1"), ("LibvirtExporterDown", "kvm1"),
                          ("VMCrashed", "kvm3"), ("CephOSDDown", ""),
-                         ("VXLANTunnelDown", "kvm4")}
+                         ("VXLANTunnelDown", "kvm4"), ("ExporterInventoryStale", "kvm5")}
     deadline = time.monotonic() + 20
     while True:
         state = {(a["labels"]["alertname"], a["labels"].get("host", "")): a["status"]["state"]
@@ -227,4 +232,5 @@ def test_inhibition_on_a_real_alertmanager(
            for a in n.alerts("firing")}
     assert got == set(state) - expect_suppressed
     receivers = {n.payload["receiver"] for n in receiver.snapshot()}
-    assert receivers == {"compute-critical", "storage-critical", "network-critical"}
+    assert receivers == {"compute-critical", "storage-critical", "network-critical",
+                         "platform-warning"}

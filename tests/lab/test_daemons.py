@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,18 +13,15 @@ from lab.procs import free_port
 from lab.prometheus import AlertmanagerServer, PrometheusServer
 from tests.conftest import need_binary
 from zcp.errors import DaemonError
+from zcp.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def wait_for(fn, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
+    result = wait_until(fn, timeout)
+    assert result, "condition not met in time"
+    return result
 
 
 def test_prometheus_scrapes_a_target(prometheus: PrometheusServer) -> None:

@@ -33,6 +33,13 @@ def inventory_loader(cfg: Config, source: str | None = None) -> Callable[[], Inv
         from zcp.inventory.cloudstack import CloudStackSource
 
         return CloudStackSource(cfg.cloudstack, cfg.inventory.storage_classes).load
+    if source == "service":
+        if cfg.inventory.service is None:
+            raise ConfigError("inventory source is service but the config has no "
+                              "inventory.service: (url of the inventory service)")
+        from zcp.inventory.remote import ServiceSource
+
+        return ServiceSource(cfg.inventory.service).load
     path = cfg.inventory.file
     return lambda: load_inventory_file(path)
 

@@ -1,0 +1,1 @@
+"""The application: the ``zcp-obs`` root command, which mounts every part's command group."""

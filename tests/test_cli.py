@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from zcp_obs.cli import cli
 
 from lab.cloudstack_sim import CloudStackSim
 from tests.conftest import ADMIN_KEY, ADMIN_SECRET, need_binary
+from zcp_obs.cli import cli
 
 # each group the application mounts, with the commands its part really has
 GROUPS = {"inventory": {"show"}, "exporter": {"libvirt", "ovs", "ceph", "inventory"},
@@ -189,55 +189,3 @@ def test_demo_brings_up_prometheus_with_the_inventory(tmp_path: Path) -> None:
     assert recording >= 10 and alerting >= 30
     assert rules.endswith("pending or firing now: VMUnknownToCloudStack"), rules
     assert any(line.startswith("Alertmanager:") for line in lines)
-
-
-def _serve_scrape_stop(argv: list[str], port: int, ready: str) -> str:
-    """Start an exporter command, wait for ``ready`` in its exposition, SIGTERM it: its
-    stderr (it must have exited 0)."""
-    import signal
-    import time
-
-    import requests
-
-    proc = subprocess.Popen([sys.executable, "-m", "zcp_obs", "--log-format", "text", *argv],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if ready in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text:
-                    break
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, f"{ready!r} never appeared"
-            time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    return err
-
-
-@pytest.mark.integration
-def test_ovs_and_ceph_exporter_commands_serve_until_sigterm(
-        ovs_lab: object, ceph_lab: object, tmp_path: Path) -> None:
-    from lab.ceph import CephLab
-    from lab.ovs import OvsLab
-    from lab.procs import free_port
-
-    assert isinstance(ovs_lab, OvsLab) and isinstance(ceph_lab, CephLab)
-    port = free_port()
-    err = _serve_scrape_stop(["exporter", "ovs", "--db", ovs_lab.db, "--rundir",
-                              str(ovs_lab.workdir), "--vswitchd-ctl", str(ovs_lab.vswitchd_ctl),
-                              "--listen", f"127.0.0.1:{port}"], port, "ovs_up 1.0")
-    assert "ovs exporter listening" in err and "ovs exporter stopping" in err
-    config = write_config(tmp_path, {"ceph": {"conf": str(ceph_lab.conf),
-                                              "keyring": str(ceph_lab.keyring)}})
-    port = free_port()
-    err = _serve_scrape_stop(["--config", str(config), "exporter", "ceph", "--listen",
-                              f"127.0.0.1:{port}"], port,
-                             'ceph_exporter_source_up{source="df"} 1.0')
-    assert "ceph exporter listening" in err and "ceph exporter stopping" in err

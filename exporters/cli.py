@@ -1,8 +1,8 @@
 """``zcp-obs exporter ...``: the exporters' commands.
 
 Every exporter reads its section of the one YAML config (``exporters.<name>``); a flag given on
-the command line overrides that key. Each logs under its own service name
-(``zcp-obs-<name>-exporter``).
+the command line overrides that key. Each logs under the name of its systemd unit
+(``zcp-obs-<name>-exporter``, ``zcp-obs-inventory``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,13 @@ def exporter(ctx: click.Context) -> None:
     Settings come from the config's exporters.<name> section; flags override them.
     """
     if ctx.invoked_subcommand:
-        log_as(ctx, f"zcp-obs-{ctx.invoked_subcommand}-exporter")
+        log_as(ctx, service_name(ctx.invoked_subcommand))
+
+
+def service_name(exporter_name: str) -> str:
+    """The name an exporter logs under: its systemd unit's (deploy/systemd/)."""
+    return "zcp-obs-inventory" if exporter_name == "inventory" \
+        else f"zcp-obs-{exporter_name}-exporter"
 
 
 @exporter.command("libvirt")

@@ -49,7 +49,8 @@ def serve_scrape_stop(config: dict[str, object], tmp_path: Path, name: str,
             proc.kill()
     assert proc.returncode == 0, err
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    assert {line["service"] for line in lines} == {f"zcp-obs-{name}-exporter"}
+    unit = "zcp-obs-inventory" if name == "inventory" else f"zcp-obs-{name}-exporter"
+    assert {line["service"] for line in lines} == {unit}
     msgs = [line["msg"] for line in lines]
     assert f"{name} exporter listening" in msgs and f"{name} exporter stopping" in msgs
     return lines

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.stats import count_series, p95
 from lab.ceph import CephLab
 from lab.procs import Daemon, free_port
+from zcp.wait import wait_until
 
 POOLS = ("rbd-fast", "rbd-flow", "rbd-bulk")
 
@@ -85,16 +86,20 @@ def main() -> None:
         exporter.start()
         url = f"http://127.0.0.1:{port}/metrics"
         session = requests.Session()
-        deadline = time.monotonic() + 300
-        while True:
+        seen_ups: list[dict[str, float]] = []
+
+        def refreshed() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
             got = values(session.get(url, timeout=30).text)
             ups = {dict(ls)["source"]: v for (n, ls), v in got.items()
                    if n == "ceph_exporter_source_up"}
+            seen_ups.append(ups)
             if ups and all(ups.values()) and got.get(("ceph_rbd_images", frozenset())):
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"first refresh never completed: {ups}")
-            time.sleep(0.5)
+                return got
+            return None
+
+        got = wait_until(refreshed, timeout=300, interval=0.5)
+        if got is None:
+            raise SystemExit(f"first refresh never completed: {seen_ups[-1]}")
         durations = {dict(ls)["source"]: v for (n, ls), v in got.items()
                      if n == "ceph_exporter_source_refresh_duration_seconds"}
         covered = int(got[("ceph_rbd_images", frozenset())])

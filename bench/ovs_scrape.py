@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.stats import count_series, p95
 from lab.ovs import OvsLab
 from lab.procs import Daemon, free_port
+from zcp.wait import wait_until
 
 
 def main() -> None:
@@ -55,12 +56,14 @@ def main() -> None:
         exporter.start()
         url = f"http://127.0.0.1:{port}/metrics"
         session = requests.Session()
-        deadline = time.monotonic() + 30
-        while 'ovs_collector_success{collector="ovsdb"} 1.0' not in (body := session.get(
-                url, timeout=30).text):
-            if time.monotonic() > deadline:
-                raise SystemExit("the exporter never connected to ovsdb-server")
-            time.sleep(0.2)
+
+        def connected() -> str | None:
+            text = session.get(url, timeout=30).text
+            return text if 'ovs_collector_success{collector="ovsdb"} 1.0' in text else None
+
+        body = wait_until(connected, timeout=30)
+        if body is None:
+            raise SystemExit("the exporter never connected to ovsdb-server")
         cli = [["ovs-vsctl", f"--db={lab.db}", "--format=json", "list", "Interface"],
                ["ovs-appctl", "-t", str(lab.vswitchd_ctl), "dpif/show"]]
         ours: list[float] = []

@@ -6,12 +6,14 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from lab.cloudstack_sim import CloudStackSim, CloudStackState
 from lab.procs import copy_logs
 from lab.prometheus import AlertmanagerServer, PrometheusServer
+from zcp.binaries import missing
 from zcp.inventory.model import Inventory
 from zcp.inventory.yamlfile import load_inventory_file
 
@@ -19,15 +21,19 @@ ADMIN_KEY, ADMIN_SECRET = "admin-api-key", "admin-secret-key"
 FAILED_LOGS = Path(os.environ.get("ZCP_TEST_LOGS", "/tmp/zcp-test-logs"))
 
 
+def unavailable(message: str) -> NoReturn:
+    """A daemon a test needs is missing: a failure in CI, a skip (saying why) elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def need_binary(name: str, package: str) -> str:
-    """Path of a daemon's binary; missing fails in CI and skips (saying why) elsewhere."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} missing: install Debian package {package} (make test does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    """Path of a daemon's binary (see :func:`unavailable` when it is not installed)."""
+    reason = missing(name)
+    if reason:
+        unavailable(f"{reason}: install Debian package {package} (make test does)")
+    return str(shutil.which(name))
 
 
 @pytest.fixture(scope="session")
@@ -92,11 +98,8 @@ def libvirt_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """
     need_binary("libvirtd", "libvirt-daemon")
     need_binary("qemu-system-x86_64", "qemu-system-x86")
-    if not Path("/dev/kvm").exists():
-        message = "/dev/kvm missing: KVM guests cannot run here"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    if missing("/dev/kvm"):
+        unavailable("/dev/kvm missing: KVM guests cannot run here")
     from lab.libvirt import LibvirtLab
 
     lab = LibvirtLab(tmp_path_factory.mktemp("libvirt"))

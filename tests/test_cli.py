@@ -189,3 +189,37 @@ def test_demo_brings_up_prometheus_with_the_inventory(tmp_path: Path) -> None:
     assert recording >= 10 and alerting >= 30
     assert rules.endswith("pending or firing now: VMUnknownToCloudStack"), rules
     assert any(line.startswith("Alertmanager:") for line in lines)
+
+
+def test_the_application_runs_without_the_lab() -> None:
+    code = ("import sys\n"
+            "class NoLab:  # as on a hypervisor: the lab distribution is not installed\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.partition('.')[0] == 'lab':\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, NoLab())\n"
+            "from click.testing import CliRunner\n"
+            "from zcp_obs.cli import cli\n"
+            "out = CliRunner().invoke(cli, ['--help']).output\n"
+            "commands = {l.split()[0] for l in out.split('Commands:')[1].splitlines()[1:]}\n"
+            "assert commands == {'alerts', 'exporter', 'inventory'}, out\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.integration
+def test_the_production_wheel_holds_the_core_the_parts_and_the_application(
+        tmp_path: Path) -> None:
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q",
+                            "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("zcp_observability-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"zcp", "zcp_obs", "exporters", "alerts", "dashboards", "metering",
+                    "tenant_stack"}
+    assert "zcp/inventory/default.yaml" in names

@@ -30,7 +30,8 @@ def cli(ctx: click.Context, config_path: Path | None, log_format: str | None) ->
     """Observability and metering for a CloudStack + KVM + Ceph + Open vSwitch cloud.
 
     Exporters, alert rules, dashboards, metering and per-tenant monitoring stacks, all driven by
-    one YAML config. Run `zcp-obs demo` to bring up a local demo on real daemons.
+    one YAML config. Where the lab is installed, `zcp-obs demo` brings up a local demo on real
+    daemons.
     """
     try:
         cfg = load_config(config_path)

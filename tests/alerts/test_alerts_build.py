@@ -23,6 +23,7 @@ from alerts.rules import groups
 from lab.alerting import WebhookReceiver
 from lab.prometheus import AlertmanagerServer
 from tests.conftest import need_binary
+from tests.samples import wait_until
 from zcp.config import AlertingConfig, parse_config
 from zcp.errors import ConfigError, ZcpError
 
@@ -213,14 +214,16 @@ def test_inhibition_on_a_real_alertmanager(
     expect_suppressed = {("VMDownUnexpectedly", "kvm1"), ("LibvirtExporterDown", "kvm1"),
                          ("VMCrashed", "kvm3"), ("CephOSDDown", ""),
                          ("VXLANTunnelDown", "kvm4"), ("ExporterInventoryStale", "kvm5")}
-    deadline = time.monotonic() + 20
-    while True:
+    seen: list[tuple[dict[tuple[str, str], str], set[tuple[str, str]]]] = []
+
+    def inhibited() -> bool:
         state = {(a["labels"]["alertname"], a["labels"].get("host", "")): a["status"]["state"]
                  for a in am.alerts()}
-        suppressed = {k for k, v in state.items() if v == "suppressed"}
-        if suppressed == expect_suppressed or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        seen.append((state, {k for k, v in state.items() if v == "suppressed"}))
+        return seen[-1][1] == expect_suppressed
+
+    wait_until(inhibited, timeout=20, interval=0.2)
+    state, suppressed = seen[-1]
     assert suppressed == expect_suppressed
     assert state[("VMDownUnexpectedly", "kvm2")] == "active"
     assert state[("CephPoolFull", "")] == "active"  # a critical is not a "warning"

@@ -17,7 +17,7 @@ from exporters.ceph import CephCollector, CephSources
 from exporters.http import ExporterServer
 from lab.ceph import CephLab
 from tests.conftest import need_binary
-from tests.samples import Samples, parse, series, value
+from tests.samples import Samples, parse, series, value, wait_until
 from zcp.config import CephConfig
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.model import Inventory
@@ -109,13 +109,15 @@ def test_rgw_usage_equals_what_ceph_reports(exporter: tuple[CephSources, Any],
                                             ceph_lab: CephLab, cloud: dict[str, Any]) -> None:
     sources, scrape = exporter
     account = cloud["account"]
-    deadline = time.monotonic() + 20  # the usage log is flushed every second
-    while True:
-        usage = ceph_lab.json("radosgw-admin", "usage", "show", "--uid", account,
-                              "--show-log-entries=false")["summary"][0]["total"]
-        if usage["successful_ops"] >= 6 or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    seen: list[dict[str, Any]] = []
+
+    def flushed() -> bool:
+        seen.append(ceph_lab.json("radosgw-admin", "usage", "show", "--uid", account,
+                                  "--show-log-entries=false")["summary"][0]["total"])
+        return bool(seen[-1]["successful_ops"] >= 6)
+
+    wait_until(flushed, timeout=20, interval=1)  # the usage log is flushed every second
+    usage = seen[-1]
     sources.refresh_rgw()
     got = scrape()
     for bucket, sizes in cloud["objects"].items():
@@ -142,13 +144,16 @@ def test_cephfs_subvolumes_equal_what_ceph_reports(exporter: tuple[CephSources, 
     path = ceph_lab.run("ceph", "fs", "subvolume", "getpath", "cephfs", "home",
                         "--group_name", account).stdout.strip()
     ceph_lab.write_cephfs(f"{path}/a", b"q" * 2_500_000)
-    deadline = time.monotonic() + 30  # recursive stats reach the subvolume within seconds
-    while True:
-        info = ceph_lab.json("ceph", "fs", "subvolume", "info", "cephfs", "home",
-                             "--group_name", account)
-        if info["bytes_used"] == 2_500_000 or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    seen: list[dict[str, Any]] = []
+
+    def reached() -> bool:
+        seen.append(ceph_lab.json("ceph", "fs", "subvolume", "info", "cephfs", "home",
+                                  "--group_name", account))
+        return bool(seen[-1]["bytes_used"] == 2_500_000)
+
+    # recursive stats reach the subvolume within seconds
+    wait_until(reached, timeout=30, interval=1)
+    info = seen[-1]
     sources.refresh_cephfs()
     got = scrape()
     labels = {"fs": "cephfs", "group": account, "subvolume": "home", "account_id": account}
@@ -227,10 +232,9 @@ def test_a_stopped_osd_costs_the_data_sources_not_the_scrape(
         assert series(got, "ceph_rbd_image_used_bytes", pool="rbd-fast")
     finally:
         ceph_lab.start_osd()
-    deadline = time.monotonic() + 60
-    while True:
+
+    def rbd_up() -> bool:
         sources.refresh_rbd()
-        if value(scrape(), "ceph_exporter_source_up", source="rbd") == 1:
-            break
-        assert time.monotonic() < deadline, sources.snapshot().states["rbd"].error
-        time.sleep(1)
+        return value(scrape(), "ceph_exporter_source_up", source="rbd") == 1
+
+    assert wait_until(rbd_up, timeout=60, interval=1), sources.snapshot().states["rbd"].error

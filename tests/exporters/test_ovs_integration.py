@@ -17,7 +17,7 @@ from exporters.http import ExporterServer
 from exporters.ovs import OvsCollector, OvsdbReplica
 from lab.ovs import OvsLab
 from tests.conftest import need_binary
-from tests.samples import Samples, parse, series, value
+from tests.samples import Samples, parse, series, value, wait_until
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.model import Inventory
 
@@ -34,9 +34,7 @@ class Exporter:
                                       str(lab.vswitchd_ctl), call_timeout=call_timeout)
         self.server = ExporterServer("ovs", self.collector, "127.0.0.1", 0, 8.0).start()
         self.url = f"http://127.0.0.1:{self.server.port}/metrics"
-        deadline = time.monotonic() + 20
-        while not self.replica.connected and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: self.replica.connected, timeout=20, interval=0.1)
 
     def text(self) -> str:
         resp = requests.get(self.url, timeout=30)
@@ -171,15 +169,16 @@ def test_exposition_passes_promtool(exporter: Exporter) -> None:
 
 def test_a_removed_port_loses_only_its_own_series(exporter: Exporter, ovs_lab: OvsLab) -> None:
     ovs_lab.add_internal_port(BR, "tmp0")
-    deadline = time.monotonic() + 10
-    while not series(exporter.scrape(), "ovs_interface_link_up", interface="tmp0"):
-        assert time.monotonic() < deadline, "tmp0 never appeared"
-        time.sleep(0.2)
+    assert wait_until(lambda: series(exporter.scrape(), "ovs_interface_link_up",
+                                     interface="tmp0"), timeout=10), "tmp0 never appeared"
     ovs_lab.del_port(BR, "tmp0")
-    deadline = time.monotonic() + 10
-    while series(samples := exporter.scrape(), "ovs_interface_link_up", interface="tmp0"):
-        assert time.monotonic() < deadline, "tmp0 never went away"
-        time.sleep(0.2)
+
+    def gone() -> Samples | None:
+        s = exporter.scrape()
+        return None if series(s, "ovs_interface_link_up", interface="tmp0") else s
+
+    samples = wait_until(gone, timeout=10)
+    assert samples is not None, "tmp0 never went away"
     assert series(samples, "ovs_interface_link_up", interface="vnet10")
     assert value(samples, "ovs_up") == 1
 
@@ -195,12 +194,15 @@ def test_ovsdb_restart_costs_only_the_ovsdb_part(exporter: Exporter, ovs_lab: Ov
         assert value(samples, "ovs_datapath_lookups_hit_total", datapath="netdev@ovs-netdev")
     finally:
         ovs_lab.start_ovsdb()
-    deadline = time.monotonic() + 30
-    while value(samples := exporter.scrape(), "ovs_collector_success", collector="ovsdb") != 1:
-        assert time.monotonic() < deadline, "never reconnected to ovsdb-server"
-        time.sleep(0.3)
-    assert series(samples, "ovs_interface_link_up", interface="vnet10")
-    assert value(samples, "ovs_exporter_ovsdb_connects_total") >= 2
+
+    def reconnected() -> Samples | None:
+        s = exporter.scrape()
+        return s if value(s, "ovs_collector_success", collector="ovsdb") == 1 else None
+
+    back = wait_until(reconnected, timeout=30, interval=0.3)
+    assert back is not None, "never reconnected to ovsdb-server"
+    assert series(back, "ovs_interface_link_up", interface="vnet10")
+    assert value(back, "ovs_exporter_ovsdb_connects_total") >= 2
 
 
 def test_hung_vswitchd_costs_one_deadline_not_the_scrape(ovs_lab: OvsLab,

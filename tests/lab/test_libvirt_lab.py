@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from lab.libvirt import LibvirtLab, guest_uuid
 from tests.conftest import need_binary
+from tests.samples import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -46,15 +46,17 @@ def domstats(lab: LibvirtLab, timeout: float = 10.0) -> dict[str, dict[str, str]
 
 def wait_for_block_reads(lab: LibvirtLab, timeout: float = 15.0) -> dict[str, dict[str, str]]:
     """domstats once every lab guest's BIOS has read from its first disk."""
-    deadline = time.monotonic() + timeout
-    while True:
-        stats = domstats(lab)
-        if all(int(stats.get(g, {}).get("block.0.rd.reqs", "0")) > 0
-               for g in (IDE_GUEST, VDA_GUEST)):
-            return stats
-        if time.monotonic() > deadline:
-            raise AssertionError(f"guests never read their disks: {stats}")
-        time.sleep(0.3)
+    seen: list[dict[str, dict[str, str]]] = []
+
+    def read() -> dict[str, dict[str, str]] | None:
+        seen.append(stats := domstats(lab))
+        return stats if all(int(stats.get(g, {}).get("block.0.rd.reqs", "0")) > 0
+                            for g in (IDE_GUEST, VDA_GUEST)) else None
+
+    stats = wait_until(read, timeout=timeout, interval=0.3)
+    if stats is None:
+        raise AssertionError(f"guests never read their disks: {seen[-1]}")
+    return stats
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -116,6 +116,7 @@ class CloudStackState:
         "listStoragePools": "storagepool",
         "listNics": "nic",
         "listZones": "zone",
+        "listUsageRecords": "usagerecord",  # seeded by tests (GetUsageRecordsCmd's shape)
     }
     PROJECT_SCOPED = {"listVirtualMachines", "listVolumes", "listPublicIpAddresses"}
 
@@ -355,6 +356,8 @@ class CloudStackSim:
     def _list(self, command: str, params: dict[str, str], caller: str) -> dict[str, Any]:
         with self.state.lock:
             items = list(self.state.objects[command])
+        if command == "listUsageRecords":
+            items = self._usage_records(items, params)
         if "id" in params:
             items = [i for i in items if i.get("id") == params["id"]]
         for key in ("virtualmachineid", "domainid", "zoneid", "state"):
@@ -384,6 +387,35 @@ class CloudStackSim:
         if not items:
             return {}
         return {"count": total, self.state.LIST_KEYS[command]: items}
+
+    @staticmethod
+    def _usage_records(items: list[dict[str, Any]], params: dict[str, str]
+                       ) -> list[dict[str, Any]]:
+        """listUsageRecords: startdate and enddate (yyyy-MM-dd[ HH:mm:ss]) are required;
+        records overlapping the range, optionally of one account and usage type."""
+        for name in ("startdate", "enddate"):
+            if not params.get(name):
+                raise ApiError(431, "Unable to execute API command listusagerecords due to "
+                                    f"missing parameter {name}")
+        try:
+            lo = datetime.fromisoformat(params["startdate"]).replace(tzinfo=UTC)
+            hi = datetime.fromisoformat(params["enddate"]).replace(tzinfo=UTC)
+        except ValueError:
+            raise ApiError(431, "Unable to execute API command listusagerecords due to "
+                                "invalid value for startdate/enddate") from None
+        if len(params["enddate"]) == 10:  # a date: the whole day
+            hi += timedelta(days=1)
+        out = []
+        for item in items:
+            start = datetime.fromisoformat(item["startdate"].replace("'", ""))
+            if not lo <= start < hi:
+                continue
+            if params.get("accountid") and item.get("accountid") != params["accountid"]:
+                continue
+            if params.get("type") and str(item.get("usagetype")) != params["type"]:
+                continue
+            out.append(item)
+        return out
 
     # -- async jobs -----------------------------------------------------------------------------
     def _require(self, params: dict[str, str], command: str, *names: str) -> None:

@@ -320,6 +320,37 @@ class ExportersConfig(_Model):
     inventory: InventoryExporterConfig = Field(default_factory=lambda: InventoryExporterConfig())
 
 
+class MeteringConfig(_Model):
+    """The metering job (``zcp-obs metering``): where samples and records live, the gap rules."""
+
+    query_url: str = Field("http://127.0.0.1:9090", description=(
+        "Prometheus-compatible query API holding the raw samples: the long-term store "
+        "(VictoriaMetrics) for a month and more"))
+    database_url: Secret = Field(
+        SecretStr("sqlite:////var/lib/zcp-obs/metering.db"),
+        description="SQLAlchemy URL (sqlite:///PATH, postgresql+psycopg://user:pw@host/db)")
+    price_book: Path | None = Field(None, description="YAML price book; default: embedded")
+    settle_seconds: float = Field(900.0, ge=0, description="a period is metered only this "
+                                                           "long after it ends")
+    max_gap_seconds: float = Field(300.0, gt=0, description=(
+        "samples further apart are not bridged: that time is not billed, the record flagged"))
+    scrape_interval_seconds: float = Field(60.0, gt=0, description=(
+        "how long a sample holds when no next sample follows within max_gap"))
+    chunk_hours: int = Field(6, ge=1, le=168, description="hours fetched and written at once")
+    backfill_hours: int = Field(24, ge=1, description="first run without a watermark: how "
+                                                      "far back to start")
+    query_timeout_seconds: float = Field(120.0, gt=0)
+    lock_ttl_seconds: float = Field(120.0, gt=0, description=(
+        "the run lease on databases without advisory locks expires this long after a crash"))
+    optional_meters: tuple[str, ...] = Field((), description="e.g. disk.read_requests")
+    pushgateway_url: str | None = Field(None, description="push the job's own metrics here")
+
+    @field_validator("query_url", "pushgateway_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _require_http(value).rstrip("/") if value else value
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -328,6 +359,7 @@ class Config(_Model):
     logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig())
     alerting: AlertingConfig = Field(default_factory=lambda: AlertingConfig())
     exporters: ExportersConfig = Field(default_factory=lambda: ExportersConfig())
+    metering: MeteringConfig = Field(default_factory=lambda: MeteringConfig())
 
 
 M = TypeVar("M", bound=BaseModel)

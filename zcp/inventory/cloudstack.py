@@ -81,6 +81,10 @@ class CloudStackSource:
         self.storage_classes = dict(storage_classes or {})
         self.client = client or make_client(cfg)
 
+    def list_all(self, command: str, **params: Any) -> list[dict[str, Any]]:
+        """Every page of a list command (``fetch_list``); errors are one actionable line."""
+        return self._list(command, **params)
+
     def _list(self, command: str, **params: Any) -> list[dict[str, Any]]:
         try:
             result = getattr(self.client, command)(

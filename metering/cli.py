@@ -1,0 +1,187 @@
+"""``zcp-obs metering ...``: run the job, close a month, report, reconcile."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zcp.cliutil import CONTEXT, ZcpGroup, config_of, log_as
+from zcp.config import Config, MeteringConfig, with_overrides
+
+
+@click.group(cls=ZcpGroup, context_settings=CONTEXT)
+@click.pass_context
+def metering(ctx: click.Context) -> None:
+    """Turn usage metrics into priced, idempotent billing records and finance reports.
+
+    Settings come from the config's metering section; --prometheus and --database override
+    its query_url and database_url.
+    """
+    log_as(ctx, "zcp-obs-metering")
+
+
+def _section(ctx: click.Context, **flags: Any) -> tuple[Config, MeteringConfig]:
+    cfg = config_of(ctx)
+    return cfg, with_overrides(cfg.metering, "(command line)", **flags)
+
+
+def _options(section: MeteringConfig) -> Any:
+    from metering.job import Options
+    from metering.records import Rules
+
+    return Options(
+        rules=Rules(max_gap_ms=int(section.max_gap_seconds * 1000),
+                    hold_ms=int(section.scrape_interval_seconds * 1000)),
+        chunk_hours=section.chunk_hours, settle=timedelta(seconds=section.settle_seconds),
+        backfill=timedelta(hours=section.backfill_hours), lock_ttl=section.lock_ttl_seconds)
+
+
+def _engine(section: MeteringConfig) -> Any:
+    from metering.store import engine_for, upgrade
+
+    engine = engine_for(section.database_url.get_secret_value())
+    upgrade(engine)
+    return engine
+
+
+PROM = click.option("--prometheus", "query_url", default=None, metavar="URL",
+                    help="Query API of the samples (Prometheus or VictoriaMetrics); default: "
+                         "metering.query_url.")
+DB = click.option("--database", "database_url", default=None, metavar="URL",
+                  help="SQLAlchemy URL of the billing database; default: "
+                       "metering.database_url.")
+
+
+@metering.command("run")
+@click.option("--from", "start", default=None, metavar="TIME",
+              help="First hour (UTC unless the time says; default: the watermark).")
+@click.option("--to", "end", default=None, metavar="TIME",
+              help="End hour, exclusive (default: the last settled hour).")
+@PROM
+@DB
+@click.pass_context
+def metering_run(ctx: click.Context, start: str | None, end: str | None,
+                 **flags: Any) -> None:
+    """Meter every settled hour since the last run (or --from/--to): exact hourly usage
+    records, priced, written exactly once; months already final get adjustment lines."""
+    from metering.job import Job
+    from metering.meters import enabled
+    from metering.periods import parse_instant
+    from metering.pricing import load_price_book
+    from metering.push import push_result
+    from metering.source import QuerySource
+
+    _cfg, section = _section(ctx, **flags)
+    book = load_price_book(section.price_book)
+    meters = enabled(section.optional_meters)
+    engine = _engine(section)
+    source = QuerySource(section.query_url, section.query_timeout_seconds)
+    first = parse_instant(start) if start else None
+    last = parse_instant(end) if end else None
+    job = Job(source, engine, book, meters, _options(section))
+    lo, hi = job.plan(first, last)
+    total = int((hi - lo).total_seconds() // 3600)
+    began = time.monotonic()
+    try:
+        with click.progressbar(length=total, label=f"metering {lo:%Y-%m-%d %H:%M} to "
+                                                   f"{hi:%Y-%m-%d %H:%M} UTC",
+                               file=sys.stderr, show_pos=True) as bar:
+            job.progress = bar.update
+            result = job.run(lo, hi)
+    except Exception as exc:
+        push_result(section.pushgateway_url, None, str(exc), time.monotonic() - began)
+        raise
+    push_result(section.pushgateway_url, result, "", time.monotonic() - began)
+    click.echo(f"run {result.run_id}: {result.hours} hours, {result.records} records, "
+               f"{result.adjustments} adjustments, {result.coverage_warnings} with coverage "
+               f"warnings ({result.samples} samples in {result.queries} queries)")
+
+
+@metering.command("close")
+@click.option("--month", required=True, metavar="YYYY-MM", help="The month to make final.")
+@click.option("--accept-gaps", is_flag=True,
+              help="Close even though some records are flagged (time not billed).")
+@DB
+@click.pass_context
+def metering_close(ctx: click.Context, month: str, accept_gaps: bool, **flags: Any) -> None:
+    """Make every account's statement of a month final (its own billing timezone): its records
+    become immutable; later changes only add adjustment lines."""
+    from metering.pricing import load_price_book
+    from metering.statements import close
+
+    _cfg, section = _section(ctx, **flags)
+    book = load_price_book(section.price_book)
+    closed = close(_engine(section), book, month, accept_gaps)
+    for st in closed:
+        click.echo(f"{st.account_id} {st.month} final {st.total} {st.currency}")
+    if not closed:
+        click.echo(f"no account has usage in {month}", err=True)
+
+
+@metering.command("report")
+@click.option("--month", required=True, metavar="YYYY-MM")
+@click.option("--account", default=None, metavar="ID", help="One account (default: all).")
+@click.option("--granularity", type=click.Choice(["hour", "day", "month"]), default="month",
+              show_default=True, help="hour: the hourly usage records themselves, for audit.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "html"]), default="csv",
+              show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write here (atomically) instead of standard output.")
+@DB
+@click.pass_context
+def metering_report(ctx: click.Context, month: str, account: str | None, granularity: str,
+                    fmt: str, out: Path | None, **flags: Any) -> None:
+    """A month's charges as FOCUS CSV lines, JSON or a readable HTML statement; amounts are
+    rounded per line so that the lines sum exactly to the statement total."""
+    from metering.pricing import load_price_book
+    from metering.report import render
+
+    _cfg, section = _section(ctx, **flags)
+    book = load_price_book(section.price_book)
+    text = render(_engine(section), book, month, account, granularity, fmt)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    from metering.report import write_atomic
+
+    write_atomic(out, text)
+    click.echo(str(out), err=True)
+
+
+@metering.command("reconcile")
+@click.option("--month", required=True, metavar="YYYY-MM")
+@click.option("--exceptions", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML list of known differences to ignore (account, type, reason).")
+@DB
+@click.pass_context
+def metering_reconcile(ctx: click.Context, month: str, exceptions: Path | None,
+                       **flags: Any) -> None:
+    """Compare the month with CloudStack's own usage records (listUsageRecords) per account,
+    usage type and day; differences beyond the tolerances are listed and exit 1."""
+    from metering.reconcile import reconcile
+
+    cfg, section = _section(ctx, **flags)
+    if cfg.cloudstack is None:
+        from metering.errors import MeteringError
+
+        raise MeteringError("reconcile needs the cloudstack: section (listUsageRecords)")
+    report = reconcile(_engine(section), cfg.cloudstack, month, exceptions)
+    click.echo(report.text())
+    if report.differences:
+        raise SystemExit(1)
+
+
+@metering.command("db")
+@click.argument("action", type=click.Choice(["upgrade"]))
+@DB
+@click.pass_context
+def metering_db(ctx: click.Context, action: str, **flags: Any) -> None:
+    """Upgrade the billing database's schema (Alembic); every command does it first too."""
+    _cfg, section = _section(ctx, **flags)
+    _engine(section)
+    click.echo("database schema up to date")

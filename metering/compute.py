@@ -1,0 +1,231 @@
+"""Exact usage from raw samples: the pure core of metering.
+
+Time is integer milliseconds (what both Prometheus and VictoriaMetrics store), values are
+``Decimal`` parsed from the API's strings, periods are half-open ``[start, end)``. Nothing passes
+through float, nothing is extrapolated.
+
+The rules (docs/design.md, "Metering"):
+* Counters: the delta of consecutive samples of one series, a decrease being a reset (the new
+  value counts from zero). The last sample before the period (at most ``max_gap`` before it)
+  is carried in, so adjacent periods partition the total exactly. Two samples more than
+  ``max_gap`` apart are not bridged: that delta is not billed and the time is flagged. A
+  series' first sample is its baseline.
+* Gauges, states, presence: a sample holds until the next one when that comes within
+  ``max_gap``, else for ``hold`` (one nominal scrape interval) and the rest of the gap is not
+  billed and flagged. The series of one resource are combined by their maximum at each instant,
+  so a resource seen twice (a VM mid-migration) is never counted twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+ZERO = Decimal(0)
+MS = Decimal(1000)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series: its labels and its samples ``(t_ms, value)`` in time order."""
+
+    labels: tuple[tuple[str, str], ...]
+    samples: tuple[tuple[int, Decimal], ...]
+
+    def label(self, name: str) -> str:
+        """A label's value, ``""`` when absent."""
+        return dict(self.labels).get(name, "")
+
+
+@dataclass
+class Coverage:
+    """How well the samples covered a period: what a record says about its own quality."""
+
+    samples: int = 0  # samples inside the period
+    longest_gap_ms: int = 0  # longest stretch between samples (or a period edge) inside it
+    unbilled_ms: int = 0  # time not billed: gaps longer than max_gap
+    resets: int = 0  # counter resets inside the period
+
+    def merge(self, other: Coverage) -> None:
+        """Fold another series' coverage of the same period into this one."""
+        self.samples += other.samples
+        self.longest_gap_ms = max(self.longest_gap_ms, other.longest_gap_ms)
+        self.unbilled_ms += other.unbilled_ms
+        self.resets += other.resets
+
+
+@dataclass
+class Usage:
+    """A resource's quantity in a period, in the meter's base unit, with its coverage."""
+
+    quantity: Decimal = ZERO
+    coverage: Coverage = field(default_factory=Coverage)
+
+
+def _window(samples: Sequence[tuple[int, Decimal]], start: int, end: int,
+            before: int) -> tuple[tuple[int, Decimal] | None, list[tuple[int, Decimal]]]:
+    """The last sample in ``[start - before, start)`` and the samples in ``[start, end)``."""
+    carry = None
+    inside = []
+    for t, v in samples:
+        if t < start:
+            if t >= start - before:
+                carry = (t, v)
+        elif t < end:
+            inside.append((t, v))
+        else:
+            break
+    return carry, inside
+
+
+def counter_delta(series: Series, start: int, end: int, max_gap: int) -> Usage:
+    """The exact increase of one counter series in ``[start, end)``."""
+    carry, inside = _window(series.samples, start, end, max_gap)
+    usage = Usage()
+    cov = usage.coverage
+    cov.samples = len(inside)
+    prev = carry
+    edge = start
+    for t, v in inside:
+        cov.longest_gap_ms = max(cov.longest_gap_ms, t - (prev[0] if prev else edge))
+        if prev is not None:
+            if t - prev[0] > max_gap:
+                cov.unbilled_ms += t - max(prev[0], start)
+            elif v >= prev[1]:
+                usage.quantity += v - prev[1]
+            else:
+                cov.resets += 1
+                usage.quantity += v
+        prev = (t, v)
+    if inside:
+        cov.longest_gap_ms = max(cov.longest_gap_ms, end - inside[-1][0])
+    return usage
+
+
+def steps(series: Series, max_gap: int, hold: int,
+          value: Callable[[Decimal], Decimal] = lambda v: v
+          ) -> list[tuple[int, int, Decimal]]:
+    """The step function of a series: ``(from, to, value)`` pieces, each sample holding until
+    the next one within ``max_gap``, else for ``hold``."""
+    out = []
+    samples = series.samples
+    for i, (t, v) in enumerate(samples):
+        nxt = samples[i + 1][0] if i + 1 < len(samples) else None
+        until = nxt if nxt is not None and nxt - t <= max_gap else t + hold
+        out.append((t, until, value(v)))
+    return out
+
+
+def integral(pieces: Iterable[list[tuple[int, int, Decimal]]], start: int, end: int,
+             max_gap: int) -> Usage:
+    """The time integral (value x milliseconds) over ``[start, end)`` of the maximum of several
+    step functions (one resource's series), with its coverage."""
+    spans: list[tuple[int, int, Decimal]] = []
+    usage = Usage()
+    cov = usage.coverage
+    for piece in pieces:
+        for a, b, v in piece:
+            if b > start and a < end:
+                spans.append((max(a, start), min(b, end), v))
+                cov.samples += a >= start
+    if not spans:
+        return usage
+    cuts = sorted({p for a, b, _v in spans for p in (a, b)})
+    covered_until = None
+    first_cover = None
+    for lo, hi in itertools.pairwise(cuts):
+        live = [v for a, b, v in spans if a <= lo and b >= hi]
+        if not live:
+            continue
+        usage.quantity += max(live) * (hi - lo)
+        if first_cover is None:
+            first_cover = lo
+        elif covered_until is not None and lo > covered_until:
+            cov.longest_gap_ms = max(cov.longest_gap_ms, lo - covered_until)
+        covered_until = hi
+    return usage
+
+
+def unbilled(pieces: Iterable[list[tuple[int, int, Decimal]]], raw: Iterable[Series],
+             start: int, end: int, max_gap: int) -> int:
+    """Milliseconds inside ``[start, end)`` not billed because two samples of a series were more
+    than ``max_gap`` apart (only the part no other series of the resource covered)."""
+    holes: list[tuple[int, int]] = []
+    for series in raw:
+        s = series.samples
+        for (t0, _v0), (t1, _v1) in itertools.pairwise(s):
+            if t1 - t0 > max_gap:
+                holes.append((t0, t1))
+    if not holes:
+        return 0
+    covered = [(a, b) for piece in pieces for a, b, _v in piece]
+    total = 0
+    for a, b in holes:
+        a, b = max(a, start), min(b, end)
+        if a >= b:
+            continue
+        cuts = sorted({a, b, *(p for c, d in covered for p in (c, d) if a < p < b)})
+        for lo, hi in itertools.pairwise(cuts):
+            if not any(c <= lo and d >= hi for c, d in covered):
+                total += hi - lo
+    return total
+
+
+def time_usage(series: Sequence[Series], start: int, end: int, max_gap: int, hold: int,
+               value: Callable[[Series, Decimal], Decimal]) -> Usage:
+    """A gauge/state/presence resource's usage in ``[start, end)``: the integral of the
+    maximum of its series' step functions, ``value`` mapping each sample (state -> 0/1, or a
+    weight), in base-unit x milliseconds converted to base-unit x seconds."""
+    pieces = [steps(s, max_gap, hold, functools.partial(value, s)) for s in series]
+    usage = integral(pieces, start, end, max_gap)
+    usage.coverage.unbilled_ms = unbilled(pieces, series, start, end, max_gap)
+    usage.quantity = usage.quantity / MS
+    return usage
+
+
+def counter_usage(series: Sequence[Series], start: int, end: int, max_gap: int) -> Usage:
+    """A counter resource's usage: the sum of its series' exact deltas."""
+    total = Usage()
+    for s in series:
+        one = counter_delta(s, start, end, max_gap)
+        total.quantity += one.quantity
+        total.coverage.merge(one.coverage)
+    return total
+
+
+def weighted(state: Series, weights: Sequence[Series], states: tuple[str, ...]
+             ) -> Series:
+    """``state`` with each sample replaced by the weight in effect then (the weight series
+    with the same labels) when the state counts, else 0."""
+    key = tuple((k, v) for k, v in state.labels)
+    weight = next((w for w in weights if w.labels == key), None)
+    values = weight.samples if weight else ()
+    out = []
+    j = -1
+    for t, v in state.samples:
+        while j + 1 < len(values) and values[j + 1][0] <= t:
+            j += 1
+        w = values[j][1] if j >= 0 else ZERO
+        out.append((t, w if state_of(v) in states else ZERO))
+    return Series(state.labels, tuple(out))
+
+
+def state_of(value: Decimal) -> str:
+    """A state sample as compared with a meter's ``states`` (libvirt's are integers)."""
+    return str(int(value)) if value == value.to_integral_value() else str(value)
+
+
+def samples_hash(series: Iterable[Series], start: int, end: int, before: int,
+                 after: int) -> str:
+    """A digest of exactly the samples a record was computed from (its lineage)."""
+    h = hashlib.sha256()
+    for s in sorted(series, key=lambda x: x.labels):
+        h.update(repr(s.labels).encode())
+        for t, v in s.samples:
+            if start - before <= t < end + after:
+                h.update(f"{t}:{v};".encode())
+    return h.hexdigest()[:32]

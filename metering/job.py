@@ -1,0 +1,288 @@
+"""The metering run: fetch raw samples chunk by chunk, compute the hourly records, rate them,
+and write records, charges and the watermark in one transaction per chunk.
+
+Exactly once: record keys are deterministic and written with an upsert, so re-running any
+period (after a crash, or twice at once: the second waits for or is refused the lock) gives the
+same rows. A month whose statement is final is never touched: what a re-run computes
+differently there becomes signed adjustment lines that point at the original records.
+Records are never deleted by a run (a store past its retention must not erase billed usage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from metering.errors import MeteringError
+from metering.meters import Meter
+from metering.models import Adjustment, Charge, Run, Statement, UsageRecord
+from metering.periods import HOUR, HOUR_MS, Month, floor_hour, to_ms
+from metering.pricing import PriceBook
+from metering.records import Record, Rules, build
+from metering.source import Fetched, QuerySource
+from metering.store import advance, run_lock, take_lease, watermark
+
+log = logging.getLogger(__name__)
+AMOUNT = Decimal("1e-12")
+
+
+@dataclass
+class Options:
+    """What a run needs besides its source, database and price book."""
+
+    rules: Rules = field(default_factory=Rules)
+    chunk_hours: int = 6
+    settle: timedelta = timedelta(minutes=15)
+    backfill: timedelta = timedelta(hours=24)
+    lock_ttl: float = 120.0
+
+
+@dataclass
+class RunResult:
+    """What a run did."""
+
+    run_id: str
+    start: datetime
+    end: datetime
+    hours: int = 0
+    records: int = 0
+    adjustments: int = 0
+    coverage_warnings: int = 0
+    samples: int = 0
+    queries: int = 0
+
+
+@dataclass(frozen=True)
+class Rated:
+    """A record with its charge (None when nobody owns it: nothing to bill)."""
+
+    record: Record
+    month: str
+    price_version: str = ""
+    unit_price: Decimal = Decimal(0)
+    amount: Decimal | None = None
+
+
+def rate(record: Record, meter: Meter, book: PriceBook) -> Rated:
+    """Price one record: quantity (base units) / factor x unit price, to 12 decimals."""
+    tz = book.tz(record.account_id)
+    month = str(Month.of(record.period_start, tz))
+    if not record.account_id:
+        return Rated(record, month)
+    price = book.price(meter.name, record.storage_class, record.account_id,
+                       record.period_start)
+    unit = book.unit_price(price, meter, record.account_id, record.period_start)
+    amount = (record.quantity * unit / meter.factor).quantize(AMOUNT, ROUND_HALF_EVEN)
+    return Rated(record, month, price.version, unit, amount)
+
+
+def _fetch_chunk(source: QuerySource, meters: Sequence[Meter], start: int, end: int,
+                 gap: int) -> tuple[dict[str, Fetched], dict[str, dict[str, str]]]:
+    families: dict[str, Fetched] = {}
+    for meter in meters:
+        for selector in (meter.family, meter.weight):
+            if selector and selector not in families:
+                families[selector] = source.raw(selector, start - gap, end + gap)
+    owners: dict[str, dict[str, str]] = {}
+    for meter in meters:
+        if meter.owner != "label" and meter.owner not in owners:
+            owners[meter.owner] = source.owners(meter.owner, meter.resource_label,
+                                                start - gap, end + gap)
+    return families, owners
+
+
+def compute(source: QuerySource, meters: Sequence[Meter], hours: Sequence[datetime],
+            rules: Rules) -> tuple[list[Record], int]:
+    """The records of ``meters`` for ``hours`` (one chunk), and the samples read."""
+    start, end = to_ms(hours[0]), to_ms(hours[-1]) + HOUR_MS
+    families, owners = _fetch_chunk(source, meters, start, end, rules.max_gap_ms)
+    starts = [to_ms(h) for h in hours]
+    records: list[Record] = []
+    for meter in meters:
+        records += build(meter, families[meter.family], starts, rules,
+                         owners.get(meter.owner), families.get(meter.weight))
+    return records, sum(f.samples for f in families.values())
+
+
+class Job:
+    """One configured metering job."""
+
+    def __init__(self, source: QuerySource, engine: Engine, book: PriceBook,
+                 meters: Sequence[Meter], options: Options,
+                 progress: Callable[[int], None] | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.source = source
+        self.engine = engine
+        self.book = book
+        self.meters = tuple(meters)
+        self.by_name = {m.name: m for m in self.meters}
+        self.options = options
+        self.progress = progress or (lambda _n: None)
+        self.now = now
+
+    def plan(self, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+        """The hours a run covers: ``[start, end)`` as asked, else from the watermark (or the
+        backfill) to the last hour that has settled."""
+        settled = floor_hour(self.now() - self.options.settle)
+        if end is None:
+            end = settled
+        if start is None:
+            with Session(self.engine) as s:
+                mark = watermark(s)
+            start = mark if mark is not None else floor_hour(settled - self.options.backfill)
+        start, end = floor_hour(start), floor_hour(end)
+        if end > settled:
+            raise MeteringError(f"{end.isoformat()} has not settled yet (settle_seconds: "
+                                f"{self.options.settle.total_seconds():g}); the latest end is "
+                                f"{settled.isoformat()}")
+        return start, end
+
+    def run(self, start: datetime | None = None, end: datetime | None = None) -> RunResult:
+        """Meter ``[start, end)`` (see :meth:`plan`)."""
+        start, end = self.plan(start, end)
+        run_id = str(uuid.uuid4())
+        result = RunResult(run_id, start, end)
+        with run_lock(self.engine, run_id, self.options.lock_ttl) as pg:
+            with Session(self.engine) as s, s.begin():
+                s.add(Run(id=run_id, command="run", started_at=self.now(), status="running",
+                          period_from=start, period_to=end, source_url=self.source.url,
+                          price_book_version=self.book.version))
+            try:
+                hours = []
+                t = start
+                while t < end:
+                    hours.append(t)
+                    t += HOUR
+                for i in range(0, len(hours), self.options.chunk_hours):
+                    chunk = hours[i:i + self.options.chunk_hours]
+                    records, samples = compute(self.source, self.meters, chunk,
+                                               self.options.rules)
+                    rated = [rate(r, self.by_name[r.meter], self.book) for r in records]
+                    self._write(run_id, rated, chunk, pg is None, result)
+                    result.hours += len(chunk)
+                    result.samples += samples
+                    self.progress(len(chunk))
+            except Exception as exc:
+                with Session(self.engine) as s, s.begin():
+                    run = s.get(Run, run_id)
+                    if run is not None:
+                        run.status, run.finished_at = "failed", self.now()
+                        run.error = str(exc)[:2000]
+                raise
+            result.queries = self.source.queries
+            with Session(self.engine) as s, s.begin():
+                run = s.get(Run, run_id)
+                assert run is not None
+                run.status, run.finished_at = "ok", self.now()
+                run.records, run.adjustments = result.records, result.adjustments
+                run.coverage_warnings = result.coverage_warnings
+        log.info("metering run done", extra={
+            "run_id": run_id, "from": start.isoformat(), "to": end.isoformat(),
+            "records": result.records, "adjustments": result.adjustments,
+            "coverage_warnings": result.coverage_warnings, "samples": result.samples})
+        return result
+
+    def _write(self, run_id: str, rated: list[Rated], chunk: list[datetime], lease: bool,
+               result: RunResult) -> None:
+        """One chunk's records, charges, adjustments and the watermark: one transaction."""
+        lo, hi = chunk[0], chunk[-1] + HOUR
+        with Session(self.engine) as s, s.begin():
+            if lease:
+                take_lease(s, run_id, self.options.lock_ttl)
+            final = {(st.account_id, st.month) for st in s.scalars(
+                select(Statement).where(Statement.status == "final"))}
+            keys = [r.record.key for r in rated]
+            existing: dict[str, UsageRecord] = {}
+            charges: dict[str, Charge] = {}
+            for i in range(0, len(keys), 500):
+                part = keys[i:i + 500]
+                existing.update((u.key, u) for u in s.scalars(
+                    select(UsageRecord).where(UsageRecord.key.in_(part))))
+                charges.update((c.record_key, c) for c in s.scalars(
+                    select(Charge).where(Charge.record_key.in_(part))))
+            for item in rated:
+                rec = item.record
+                if (rec.account_id, item.month) in final:
+                    result.adjustments += self._adjust(s, run_id, item, existing.get(rec.key),
+                                                       charges.get(rec.key))
+                    continue
+                result.records += 1
+                result.coverage_warnings += bool(rec.flags)
+                row = existing.get(rec.key)
+                values = _record_values(rec, run_id)
+                if row is None:
+                    s.add(UsageRecord(**values))
+                elif _changed(row, values):
+                    for k, v in values.items():
+                        setattr(row, k, v)
+                charge = charges.get(rec.key)
+                if item.amount is None:
+                    if charge is not None:
+                        s.delete(charge)
+                    continue
+                cvalues = {"record_key": rec.key, "account_id": rec.account_id,
+                           "billing_month": item.month, "price_version": item.price_version,
+                           "price_book_version": self.book.version,
+                           "unit_price": item.unit_price, "currency": self.book.currency,
+                           "amount": item.amount}
+                if charge is None:
+                    s.add(Charge(**cvalues))
+                elif _changed(charge, cvalues):
+                    for k, v in cvalues.items():
+                        setattr(charge, k, v)
+            mark = watermark(s)
+            if mark is None or lo <= mark:
+                advance(s, hi)
+
+    def _adjust(self, s: Session, run_id: str, item: Rated, original: UsageRecord | None,
+                charge: Charge | None) -> int:
+        """A signed adjustment for what changed in a final month (0 or 1 line)."""
+        rec = item.record
+        if item.amount is None:
+            return 0
+        quantity = original.quantity if original is not None else Decimal(0)
+        amount = charge.amount if charge is not None else Decimal(0)
+        for adj in s.scalars(select(Adjustment).where(Adjustment.record_key == rec.key)):
+            quantity += adj.quantity_delta
+            amount += adj.amount_delta
+        dq, da = rec.quantity - quantity, item.amount - amount
+        if not dq and not da:
+            return 0
+        key = hashlib.sha256(f"{rec.key}|{rec.samples_hash}|{item.price_version}|"
+                             f"{item.amount}|{quantity}|{amount}".encode()).hexdigest()[:32]
+        if s.get(Adjustment, key) is not None:
+            return 0
+        s.add(Adjustment(
+            key=key, account_id=rec.account_id, month=item.month, record_key=rec.key,
+            meter=rec.meter, resource_id=rec.resource_id, storage_class=rec.storage_class,
+            period_start=rec.period_start, quantity_delta=dq, unit=rec.unit, amount_delta=da,
+            currency=self.book.currency, price_version=item.price_version,
+            reason="late-data" if dq else "price-correction", samples_hash=rec.samples_hash,
+            run_id=run_id, created_at=self.now()))
+        return 1
+
+
+def _record_values(rec: Record, run_id: str) -> dict[str, object]:
+    return {"key": rec.key, "meter": rec.meter, "period_start": rec.period_start,
+            "period_end": rec.period_end, "resource_id": rec.resource_id,
+            "storage_class": rec.storage_class, "account_id": rec.account_id,
+            "quantity": rec.quantity, "unit": rec.unit, "samples": rec.samples,
+            "longest_gap_s": rec.longest_gap_s, "unbilled_s": rec.unbilled_s,
+            "resets": rec.resets, "flags": rec.flags, "query": rec.query,
+            "evaluated_at": rec.evaluated_at, "samples_hash": rec.samples_hash,
+            "run_id": run_id}
+
+
+def _changed(row: object, values: dict[str, object]) -> bool:
+    """Would writing ``values`` change ``row``? (An unchanged row keeps its lineage: the run
+    that first wrote it.)"""
+    ignore = {"run_id", "evaluated_at", "query"}
+    return any(getattr(row, k) != v for k, v in values.items() if k not in ignore)

@@ -19,7 +19,8 @@ from zcp_obs.cli import cli
 
 # each group the application mounts, with the commands its part really has
 GROUPS = {"inventory": {"show"}, "exporter": {"libvirt", "ovs", "ceph", "inventory"},
-          "alerts": {"build", "check"}}
+          "alerts": {"build", "check"},
+          "metering": {"run", "close", "report", "reconcile", "db"}}
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -73,13 +74,13 @@ def test_systemd_units_run_real_commands() -> None:
         assert result.exit_code == 0, f"{unit.name}: {result.output}"
 
 
-@pytest.mark.parametrize("name", ["region", "hypervisor", "ceph"])
+@pytest.mark.parametrize("name", ["region", "hypervisor", "ceph", "metering"])
 def test_production_configs_are_valid(name: str, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from zcp.config import load_config
 
     text = (Path(__file__).resolve().parents[1] / "deploy" / "config" / f"{name}.yaml").read_text()
-    for secret in ("cloudstack.key", "cloudstack.secret"):  # the region's key files
+    for secret in re.findall(r"\{file: /etc/zcp-obs/([\w.-]+)\}", text):  # secret files
         (tmp_path / secret).write_text("x\n")
         text = text.replace(f"/etc/zcp-obs/{secret}", str(tmp_path / secret))
     path = tmp_path / f"{name}.yaml"
@@ -87,7 +88,9 @@ def test_production_configs_are_valid(name: str, tmp_path: Path,
     cfg = load_config(path)
     if name == "region":
         assert cfg.inventory.source == "cloudstack" and cfg.cloudstack is not None
-    else:  # no CloudStack key outside the inventory service
+    elif name == "metering":  # reconcile reads CloudStack's usage records
+        assert cfg.metering.pushgateway_url and cfg.cloudstack is not None
+    else:  # no CloudStack key on hypervisors
         assert cfg.inventory.source == "service" and cfg.cloudstack is None
 
 
@@ -202,7 +205,7 @@ def test_the_application_runs_without_the_lab() -> None:
             "from zcp_obs.cli import cli\n"
             "out = CliRunner().invoke(cli, ['--help']).output\n"
             "commands = {l.split()[0] for l in out.split('Commands:')[1].splitlines()[1:]}\n"
-            "assert commands == {'alerts', 'exporter', 'inventory'}, out\n")
+            "assert commands == {'alerts', 'exporter', 'inventory', 'metering'}, out\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr

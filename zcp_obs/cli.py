@@ -11,6 +11,7 @@ import click
 
 from alerts.cli import alerts
 from exporters.cli import exporter
+from metering.cli import metering
 from zcp.cliutil import CONTEXT, ZcpGroup
 from zcp.config import CONFIG_ENV, load_config
 from zcp.errors import ZcpError
@@ -47,6 +48,7 @@ def cli(ctx: click.Context, config_path: Path | None, log_format: str | None) ->
 cli.add_command(inventory)
 cli.add_command(exporter)
 cli.add_command(alerts)
+cli.add_command(metering)
 
 try:  # the lab is not in the production wheel
     from lab.cli import demo

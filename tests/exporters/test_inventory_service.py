@@ -30,7 +30,7 @@ from zcp.inventory.remote import ServiceSource
 from zcp.inventory.snapshot import FETCHED_AT_HEADER, PATH, encode, host_view
 
 IDENTITY = ("zcp_tenant_info", "zcp_vm_info", "zcp_volume_info", "zcp_nic_info", "zcp_vm_state",
-            "zcp_storage_pool_info")
+            "zcp_storage_pool_info", "zcp_public_ip_info")
 
 
 def identity(samples: Samples, names: tuple[str, ...] = IDENTITY) -> Samples:

@@ -79,7 +79,8 @@ def tenant_info_metrics(inv: Inventory) -> Iterator[Metric]:
 
 def fleet_metrics(inv: Inventory) -> Iterator[Metric]:
     """What only the whole inventory can say: the state CloudStack expects each VM in (for
-    "should run but does not" alerts) and the storage class of each primary storage pool."""
+    "should run but does not" alerts), the storage class of each primary storage pool, and
+    the public IP addresses allocated to accounts."""
     state = GaugeMetricFamily(
         "zcp_vm_state", "State of a VM in CloudStack (value 1; label state, e.g. Running).",
         labels=["vm_id", "instance_name", "account_id", "account", "host", "zone", "state"])
@@ -95,6 +96,15 @@ def fleet_metrics(inv: Inventory) -> Iterator[Metric]:
     for sp in inv.storage_pools:
         pools.add_metric([sp.id, sp.name, sp.path, sp.storage_class or "", sp.zone], 1)
     yield pools
+    ips = GaugeMetricFamily(
+        "zcp_public_ip_info", "A public IP address allocated to an account (value 1; the "
+        "metering of IP_ADDRESS hours).",
+        labels=["ip_id", "address", "account_id", "project_id", "zone", "vm_id", "source_nat",
+                "state"])
+    for ip in inv.public_ips:
+        ips.add_metric([ip.id, ip.address, ip.account_id, ip.project_id, ip.zone, ip.vm_id,
+                        str(ip.source_nat).lower(), ip.state], 1)
+    yield ips
 
 
 class InventoryCollector:

@@ -70,6 +70,13 @@ class PostgresServer(Daemon):
         run_checked([*psql, "CREATE ROLE zcp LOGIN"], check=False)
         run_checked([*psql, "CREATE DATABASE zcp OWNER zcp"], check=False)
 
+    def new_database(self, name: str) -> str:
+        """Create an empty database ``name`` owned by ``zcp``; its SQLAlchemy URL."""
+        psql = self._argv([_binary("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
+                           self.USER, "-v", "ON_ERROR_STOP=1", "-c"])
+        run_checked([*psql, f'CREATE DATABASE "{name}" OWNER zcp'])
+        return f"postgresql+psycopg://zcp@127.0.0.1:{self.port}/{name}"
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server and remove its data."""
         super().stop(timeout)

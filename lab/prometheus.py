@@ -17,7 +17,8 @@ class PrometheusServer(Daemon):
     """Prometheus with a given config and rule files, on a free 127.0.0.1 port."""
 
     def __init__(self, workdir: Path, config: dict[str, Any],
-                 rule_files: list[Path] | None = None, port: int | None = None) -> None:
+                 rule_files: list[Path] | None = None, port: int | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         binary = require("prometheus", "prometheus")
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -31,7 +32,7 @@ class PrometheusServer(Daemon):
             binary, f"--config.file={self.config_path}",
             f"--storage.tsdb.path={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
-            "--web.enable-lifecycle", "--log.format=json",
+            "--web.enable-lifecycle", "--log.format=json", *extra_args,
         ], workdir, f"{self.url}/-/ready")
 
     def write_config(self, config: dict[str, Any]) -> None:

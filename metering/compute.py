@@ -224,8 +224,8 @@ def samples_hash(series: Iterable[Series], start: int, end: int, before: int,
     """A digest of exactly the samples a record was computed from (its lineage)."""
     h = hashlib.sha256()
     for s in sorted(series, key=lambda x: x.labels):
-        h.update(repr(s.labels).encode())
-        for t, v in s.samples:
-            if start - before <= t < end + after:
-                h.update(f"{t}:{v};".encode())
+        used = [f"{t}:{v};" for t, v in s.samples if start - before <= t < end + after]
+        if used:  # a series with nothing in the window is not part of the record
+            h.update(repr(s.labels).encode())
+            h.update("".join(used).encode())
     return h.hexdigest()[:32]

@@ -208,6 +208,7 @@ class Job:
                     select(UsageRecord).where(UsageRecord.key.in_(part))))
                 charges.update((c.record_key, c) for c in s.scalars(
                     select(Charge).where(Charge.record_key.in_(part))))
+            billed = []
             for item in rated:
                 rec = item.record
                 if (rec.account_id, item.month) in final:
@@ -223,6 +224,10 @@ class Job:
                 elif _changed(row, values):
                     for k, v in values.items():
                         setattr(row, k, v)
+                billed.append(item)
+            s.flush()  # the records before their charges (no ORM relationship orders them)
+            for item in billed:
+                rec = item.record
                 charge = charges.get(rec.key)
                 if item.amount is None:
                     if charge is not None:

@@ -1,0 +1,68 @@
+"""Metering fixtures: the scenario's history in a real Prometheus (promtool backfill) and a
+real VictoriaMetrics (import API), and a real PostgreSQL, each started once per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need_binary
+from tests.metering import scenario
+
+
+@pytest.fixture(scope="session")
+def history_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Prometheus 2.42 over a TSDB that promtool built from the scenario's history."""
+    need_binary("promtool", "prometheus")
+    from lab.history import backfill_prometheus
+    from lab.prometheus import PrometheusServer
+
+    workdir = tmp_path_factory.mktemp("history-prometheus")
+    backfill_prometheus(scenario.history(), workdir / "data", workdir / "backfill")
+    server = PrometheusServer(workdir, {"global": {"scrape_interval": "1m"},
+                                        "scrape_configs": []},
+                              extra_args=("--storage.tsdb.retention.time=100y",))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One VictoriaMetrics for the session (tests load what they need)."""
+    need_binary("victoria-metrics", "victoria-metrics")
+    from lab.victoriametrics import VictoriaMetricsServer
+
+    server = VictoriaMetricsServer(tmp_path_factory.mktemp("victoria"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def history_victoria(victoria: object) -> str:
+    """The scenario's history in VictoriaMetrics."""
+    from lab.victoriametrics import VictoriaMetricsServer
+
+    assert isinstance(victoria, VictoriaMetricsServer)
+    victoria.load(scenario.history())
+    return victoria.url
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real PostgreSQL 15 (initdb in a temp dir, 127.0.0.1)."""
+    need_binary("pg_ctl", "postgresql")
+    from lab.postgres import PostgresServer
+
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'metering.db'}"

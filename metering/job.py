@@ -10,6 +10,7 @@ Records are never deleted by a run (a store past its retention must not erase bi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
@@ -19,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from metering.errors import MeteringError
@@ -146,7 +148,16 @@ class Job:
         return start, end
 
     def run(self, start: datetime | None = None, end: datetime | None = None) -> RunResult:
-        """Meter ``[start, end)`` (see :meth:`plan`)."""
+        """Meter ``[start, end)`` (see :meth:`plan`); a database failure is one line (what was
+        committed stays: whole chunks with their watermark)."""
+        try:
+            return self._run(start, end)
+        except SQLAlchemyError as exc:
+            first = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
+            raise MeteringError(f"the billing database failed: "
+                                f"{first[0] if first else type(exc).__name__}") from None
+
+    def _run(self, start: datetime | None, end: datetime | None) -> RunResult:
         start, end = self.plan(start, end)
         run_id = str(uuid.uuid4())
         result = RunResult(run_id, start, end)
@@ -171,7 +182,8 @@ class Job:
                     result.samples += samples
                     self.progress(len(chunk))
             except Exception as exc:
-                with Session(self.engine) as s, s.begin():
+                with contextlib.suppress(SQLAlchemyError), Session(self.engine) as s, \
+                        s.begin():
                     run = s.get(Run, run_id)
                     if run is not None:
                         run.status, run.finished_at = "failed", self.now()

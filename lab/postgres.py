@@ -77,7 +77,7 @@ class PostgresServer(Daemon):
         run_checked([*psql, f'CREATE DATABASE "{name}" OWNER zcp'])
         return f"postgresql+psycopg://zcp@127.0.0.1:{self.port}/{name}"
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server and remove its data."""
-        super().stop(timeout)
+    def remove(self) -> None:
+        """Stop the server and delete its data (stop alone keeps it, for a restart)."""
+        self.stop()
         shutil.rmtree(self.home, ignore_errors=True)

@@ -34,6 +34,7 @@ from metering.store import advance, run_lock, take_lease, watermark
 
 log = logging.getLogger(__name__)
 AMOUNT = Decimal("1e-12")
+UNIT_PRICE = Decimal("1e-20")
 
 
 @dataclass
@@ -81,7 +82,9 @@ def rate(record: Record, meter: Meter, book: PriceBook) -> Rated:
         return Rated(record, month)
     price = book.price(meter.name, record.storage_class, record.account_id,
                        record.period_start)
-    unit = book.unit_price(price, meter, record.account_id, record.period_start)
+    # the unit price as stored (20 decimals): the amount can be recomputed from the row
+    unit = book.unit_price(price, meter, record.account_id, record.period_start).quantize(
+        UNIT_PRICE, ROUND_HALF_EVEN)
     amount = (record.quantity * unit / meter.factor).quantize(AMOUNT, ROUND_HALF_EVEN)
     return Rated(record, month, price.version, unit, amount)
 

@@ -18,7 +18,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 
 class Exact(TypeDecorator[Decimal]):
-    """A Decimal that never passes through float: NUMERIC(40, 12), or text on SQLite."""
+    """A Decimal that never passes through float: NUMERIC(48, 20), or text on SQLite."""
 
     impl = String(64)
     cache_ok = True
@@ -27,7 +27,7 @@ class Exact(TypeDecorator[Decimal]):
         """Text on SQLite, NUMERIC elsewhere."""
         if dialect.name == "sqlite":
             return dialect.type_descriptor(String(64))
-        return dialect.type_descriptor(Numeric(40, 12, asdecimal=True))
+        return dialect.type_descriptor(Numeric(48, 20, asdecimal=True))
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         """Store the exact digits."""
@@ -117,7 +117,8 @@ class UsageRecord(Base):
 
 
 class Charge(Base):
-    """The rating of a usage record: price entry, unit price and amount (12 decimals)."""
+    """The rating of a usage record: price entry, unit price (20 decimals) and amount (12):
+    amount = quantity / the meter's factor x unit price, rounded half-even."""
 
     __tablename__ = "charges"
     __table_args__ = (Index("ix_charges_account_month", "account_id", "billing_month"),)

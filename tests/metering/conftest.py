@@ -60,7 +60,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     server = PostgresServer(tmp_path_factory.mktemp("postgres"))
     server.start()
     yield server
-    server.stop()
+    server.remove()
 
 
 @pytest.fixture

@@ -318,7 +318,7 @@ def test_the_database_going_away_mid_run(slow: SlowLink, tmp_path: Path,
         assert again.returncode == 0, again.stderr
         assert rows(pg.url) == reference
     finally:
-        pg.stop()
+        pg.remove()
 
 
 def test_the_job_pushes_its_metrics(history_victoria: str, tmp_path: Path,

@@ -68,7 +68,7 @@ class Line:
         """The line as FOCUS columns."""
         meter = BY_NAME.get(self.meter)
         sku = self.meter + (f".{self.storage_class}" if self.storage_class else "")
-        quantity = str(self.quantity.quantize(QUANTITY, ROUND_HALF_EVEN).normalize())
+        quantity = _plain(self.quantity.quantize(QUANTITY, ROUND_HALF_EVEN))
         description = meter.description if meter else self.meter
         if self.category == "Adjustment":
             description = f"Adjustment ({', '.join(sorted(self.flags))}) of {self.line_id}"
@@ -78,7 +78,7 @@ class Line:
             "ChargeCategory": self.category, "ChargeDescription": description,
             "ConsumedQuantity": quantity, "ConsumedUnit": self.unit,
             "PricingQuantity": quantity, "PricingUnit": self.unit,
-            "ListUnitPrice": str(self.unit_price.normalize()), "BilledCost": str(self.billed),
+            "ListUnitPrice": _plain(self.unit_price), "BilledCost": str(self.billed),
             "EffectiveCost": str(self.billed), "BillingCurrency": self.currency,
             "ResourceId": self.resource_id,
             "ServiceName": SERVICES.get(self.meter.split(".")[0], "Other"), "SkuId": sku,
@@ -87,6 +87,12 @@ class Line:
             "x_Flags": ",".join(sorted(self.flags)) if self.category == "Usage" else "",
             "x_LineId": self.line_id,
         }
+
+
+def _plain(value: Decimal) -> str:
+    """A decimal without trailing zeros and never in exponent notation (10, not 1E+1)."""
+    text = format(value.normalize(), "f")
+    return text if text != "-0" else "0"
 
 
 def _iso(t: datetime) -> str:

@@ -72,12 +72,13 @@ class Reconciliation:
         """A table for the terminal."""
         from tabulate import tabulate
 
-        table = [[r.account_id, r.usage_type, r.day, f"{r.ours:.6f}", f"{r.theirs:.6f}",
+        table = [[r.account_id, r.usage_type, r.day, f"{r.ours:.3f}", f"{r.theirs:.3f}",
                   r.status + (f" ({r.reason})" if r.reason else "")] for r in self.rows]
         head = f"reconciliation {self.month}: {len(self.rows)} rows, " \
                f"{len(self.differences)} beyond tolerance\n"
         return head + tabulate(table, headers=["account", "type", "day", "ours",
-                                               "cloudstack", "status"]) + "\n"
+                                               "cloudstack", "status"],
+                               disable_numparse=True) + "\n"
 
 
 def load_exceptions(path: Path | None) -> list[dict[str, str]]:

@@ -13,20 +13,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from metering.errors import MeteringError
+from metering.fast import FamilyAggregates, aggregates, fast_records
 from metering.meters import Meter
 from metering.models import Adjustment, Charge, Run, Statement, UsageRecord
-from metering.periods import HOUR, HOUR_MS, Month, floor_hour, to_ms
+from metering.periods import HOUR, HOUR_MS, Month, floor_hour, from_ms, to_ms
 from metering.pricing import PriceBook
 from metering.records import Record, Rules, build
 from metering.source import Fetched, QuerySource
@@ -46,6 +48,7 @@ class Options:
     settle: timedelta = timedelta(minutes=15)
     backfill: timedelta = timedelta(hours=24)
     lock_ttl: float = 120.0
+    fast: bool = True  # regular hours from the store's aggregates (fast.py)
 
 
 @dataclass
@@ -89,32 +92,79 @@ def rate(record: Record, meter: Meter, book: PriceBook) -> Rated:
     return Rated(record, month, price.version, unit, amount)
 
 
-def _fetch_chunk(source: QuerySource, meters: Sequence[Meter], start: int, end: int,
-                 gap: int) -> tuple[dict[str, Fetched], dict[str, dict[str, str]]]:
-    families: dict[str, Fetched] = {}
-    for meter in meters:
-        for selector in (meter.family, meter.weight):
-            if selector and selector not in families:
-                families[selector] = source.raw(selector, start - gap, end + gap)
+def _owners(source: QuerySource, meters: Sequence[Meter], start: int, end: int,
+            gap: int) -> dict[str, dict[str, str]]:
     owners: dict[str, dict[str, str]] = {}
     for meter in meters:
         if meter.owner != "label" and meter.owner not in owners:
             owners[meter.owner] = source.owners(meter.owner, meter.resource_label,
                                                 start - gap, end + gap)
-    return families, owners
+    return owners
+
+
+def with_matcher(selector: str, label: str, values: Sequence[str]) -> str:
+    """``selector`` narrowed to series whose ``label`` is one of ``values``."""
+    regex = "|".join(re.escape(v) for v in sorted(values)).replace("\\", "\\\\")
+    matcher = f'{label}=~"{regex}"'
+    if selector.endswith("}"):
+        return f"{selector[:-1]},{matcher}}}"
+    return f"{selector}{{{matcher}}}"
 
 
 def compute(source: QuerySource, meters: Sequence[Meter], hours: Sequence[datetime],
-            rules: Rules) -> tuple[list[Record], int]:
-    """The records of ``meters`` for ``hours`` (one chunk), and the samples read."""
+            rules: Rules, fast: bool = True) -> tuple[list[Record], int]:
+    """The records of ``meters`` for ``hours`` (one chunk), and the raw samples read.
+
+    With ``fast``, resource-hours the store proves regular come from aggregates
+    (``fast.py``); only the others are read sample by sample."""
     start, end = to_ms(hours[0]), to_ms(hours[-1]) + HOUR_MS
-    families, owners = _fetch_chunk(source, meters, start, end, rules.max_gap_ms)
+    gap = rules.max_gap_ms
     starts = [to_ms(h) for h in hours]
+    owners = _owners(source, meters, start, end, gap)
+    evaluated = from_ms(end - 1)
     records: list[Record] = []
+    samples = 0
+    aggs: dict[str, FamilyAggregates] = {}
+    raw_cache: dict[tuple[str, str], Fetched] = {}
+
+    def raw(selector: str, keys: Sequence[str], label: str) -> Fetched:
+        narrowed = with_matcher(selector, label, keys) if keys else selector
+        got = raw_cache.get((selector, narrowed))
+        if got is None:
+            got = raw_cache[(selector, narrowed)] = source.raw(narrowed, start - gap, end + gap)
+        return got
+
     for meter in meters:
-        records += build(meter, families[meter.family], starts, rules,
-                         owners.get(meter.owner), families.get(meter.weight))
-    return records, sum(f.samples for f in families.values())
+        if not fast:
+            fetched = raw(meter.family, (), meter.resource_label)
+            weights = raw(meter.weight, (), meter.resource_label) if meter.weight else None
+            records += build(meter, fetched, starts, rules, owners.get(meter.owner), weights)
+            continue
+        counter = meter.kind == "counter"
+        for selector in (meter.family, meter.weight):
+            if selector and selector not in aggs:
+                aggs[selector] = aggregates(source, selector, counter and selector ==
+                                            meter.family, starts, rules)
+        result = fast_records(meter, aggs[meter.family],
+                              aggs.get(meter.weight) if meter.weight else None, starts,
+                              rules, owners.get(meter.owner), evaluated)
+        records += result.records
+        if not result.raw:
+            continue
+        keys = sorted({key[0] for key, _i in result.raw})
+        fetched = raw(meter.family, keys, meter.resource_label)
+        weights = raw(meter.weight, keys, meter.resource_label) if meter.weight else None
+        wanted = {(key, starts[i]) for key, i in result.raw}
+        records += [r for r in build(meter, fetched, starts, rules, owners.get(meter.owner),
+                                     weights)
+                    if (tuple(_key_of(r, meter)), to_ms(r.period_start)) in wanted]
+    samples = sum(f.samples for f in raw_cache.values())
+    return records, samples
+
+
+def _key_of(record: Record, meter: Meter) -> list[str]:
+    return [record.resource_id if k == meter.resource_label else
+            record.storage_class if k == "storage_class" else "" for k in meter.key]
 
 
 class Job:
@@ -178,7 +228,7 @@ class Job:
                 for i in range(0, len(hours), self.options.chunk_hours):
                     chunk = hours[i:i + self.options.chunk_hours]
                     records, samples = compute(self.source, self.meters, chunk,
-                                               self.options.rules)
+                                               self.options.rules, self.options.fast)
                     rated = [rate(r, self.by_name[r.meter], self.book) for r in records]
                     self._write(run_id, rated, chunk, pg is None, result)
                     result.hours += len(chunk)
@@ -214,16 +264,17 @@ class Job:
                 take_lease(s, run_id, self.options.lock_ttl)
             final = {(st.account_id, st.month) for st in s.scalars(
                 select(Statement).where(Statement.status == "final"))}
-            keys = [r.record.key for r in rated]
-            existing: dict[str, UsageRecord] = {}
-            charges: dict[str, Charge] = {}
-            for i in range(0, len(keys), 500):
-                part = keys[i:i + 500]
-                existing.update((u.key, u) for u in s.scalars(
-                    select(UsageRecord).where(UsageRecord.key.in_(part))))
-                charges.update((c.record_key, c) for c in s.scalars(
-                    select(Charge).where(Charge.record_key.in_(part))))
-            billed = []
+            # everything already there for these hours, in two queries (bulk writes below:
+            # a month of hourly records is millions of rows)
+            in_chunk = select(UsageRecord.key).where(UsageRecord.period_start >= lo,
+                                                     UsageRecord.period_start < hi)
+            existing = {u.key: u for u in s.scalars(
+                select(UsageRecord).where(UsageRecord.period_start >= lo,
+                                          UsageRecord.period_start < hi))}
+            charges = {c.record_key: c for c in s.scalars(
+                select(Charge).where(Charge.record_key.in_(in_chunk)))}
+            new_records, changed_records = [], []
+            new_charges, changed_charges, dropped = [], [], []
             for item in rated:
                 rec = item.record
                 if (rec.account_id, item.month) in final:
@@ -235,18 +286,13 @@ class Job:
                 row = existing.get(rec.key)
                 values = _record_values(rec, run_id)
                 if row is None:
-                    s.add(UsageRecord(**values))
+                    new_records.append(values)
                 elif _changed(row, values):
-                    for k, v in values.items():
-                        setattr(row, k, v)
-                billed.append(item)
-            s.flush()  # the records before their charges (no ORM relationship orders them)
-            for item in billed:
-                rec = item.record
+                    changed_records.append(values)
                 charge = charges.get(rec.key)
                 if item.amount is None:
                     if charge is not None:
-                        s.delete(charge)
+                        dropped.append(rec.key)
                     continue
                 cvalues = {"record_key": rec.key, "account_id": rec.account_id,
                            "billing_month": item.month, "price_version": item.price_version,
@@ -254,10 +300,20 @@ class Job:
                            "unit_price": item.unit_price, "currency": self.book.currency,
                            "amount": item.amount}
                 if charge is None:
-                    s.add(Charge(**cvalues))
+                    new_charges.append(cvalues)
                 elif _changed(charge, cvalues):
-                    for k, v in cvalues.items():
-                        setattr(charge, k, v)
+                    changed_charges.append(cvalues)
+            s.expunge_all()  # the rows are compared; the writes below go straight to SQL
+            if dropped:
+                s.execute(delete(Charge).where(Charge.record_key.in_(dropped)))
+            if new_records:  # the records before their charges (the foreign key)
+                s.execute(insert(UsageRecord), new_records)
+            if changed_records:
+                s.execute(update(UsageRecord), changed_records)
+            if new_charges:
+                s.execute(insert(Charge), new_charges)
+            if changed_charges:
+                s.execute(update(Charge), changed_charges)
             mark = watermark(s)
             if mark is None or lo <= mark:
                 advance(s, hi)

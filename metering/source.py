@@ -14,6 +14,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -71,6 +72,30 @@ class QuerySource:
         except ValueError:
             raise SourceError(f"the query API at {self.url} sent something that is not "
                               "JSON") from None
+        if not isinstance(result, list):
+            raise SourceError(f"the query API at {self.url} answered {query!r} with "
+                              f"{type(result).__name__}, not a list")
+        return result
+
+    def range(self, query: str, first_ms: int, last_ms: int, step_ms: int
+              ) -> list[dict[str, Any]]:
+        """A range query evaluated at ``first_ms``, ``first_ms + step_ms``, ... ``last_ms``
+        (exact millisecond times, which the library's datetime arguments would round)."""
+        self.queries += 1
+        epoch = datetime.fromtimestamp(0, UTC)
+        try:
+            result = self.api.custom_query_range(
+                query, epoch, epoch, f"{step_ms // 1000}",
+                params={"start": ms_param(first_ms), "end": ms_param(last_ms)})
+        except PrometheusApiClientException as exc:
+            raise SourceError(f"the query API at {self.url} refused {query!r}: "
+                              f"{_reason(exc)}") from None
+        except requests.Timeout:
+            raise SourceError(f"the query API at {self.url} did not answer within "
+                              f"{self.timeout:g}s") from None
+        except requests.RequestException as exc:
+            raise SourceError(f"cannot reach the query API at {self.url}: "
+                              f"{type(exc).__name__}") from None
         if not isinstance(result, list):
             raise SourceError(f"the query API at {self.url} answered {query!r} with "
                               f"{type(result).__name__}, not a list")

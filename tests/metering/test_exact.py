@@ -37,11 +37,12 @@ def database(request: pytest.FixtureRequest, tmp_path: object) -> str:
     return str(pg.new_database(f"t_{uuid.uuid4().hex[:12]}"))  # type: ignore[attr-defined]
 
 
-def make_job(store: str, database: str, chunk_hours: int = 6) -> Job:
+def make_job(store: str, database: str, chunk_hours: int = 6, fast: bool = True) -> Job:
     engine = engine_for(database)
     upgrade(engine)
     return Job(QuerySource(store), engine, parse_price_book(scenario.PRICES, "test"),
-               enabled(), Options(chunk_hours=chunk_hours), now=lambda: END + timedelta(days=1))
+               enabled(), Options(chunk_hours=chunk_hours, fast=fast),
+               now=lambda: END + timedelta(days=1))
 
 
 def records(job: Job) -> dict[tuple[str, str, int], UsageRecord]:
@@ -65,8 +66,11 @@ def test_every_record_is_exact(store: str, database: str) -> None:
     assert got[("network.bytes_received", "nic2", 1)].resets == 1
     assert {r.account_id for r in got.values()} == {scenario.A, scenario.B}
     # lineage: the query that read the samples, the digest of the samples used
-    rec = got[("vm.running_hours", "vm1", 0)]
-    assert rec.query.startswith("libvirt_domain_state[") and len(rec.samples_hash) == 32
+    rec = got[("vm.running_hours", "vm1", 0)]  # no sample before it: from raw samples
+    assert rec.query.startswith('libvirt_domain_state{vm_id=~"') and len(rec.samples_hash) == 32
+    # the regular hours came from the store's aggregates, with the same exact answer
+    regular = got[("volume.gib_hours", "vol2", 3)]
+    assert "count_over_time(count_over_time(ceph_rbd_image_provisioned_bytes" in regular.query
 
 
 def test_amounts_prices_and_months(store: str, database: str) -> None:
@@ -118,3 +122,11 @@ def test_a_rerun_writes_exactly_the_same_rows(store: str, database: str) -> None
     again = make_job(store, database, chunk_hours=1).run(T0, END)
     assert again.records == len(scenario.expected())
     assert dump() == before
+
+
+def test_raw_samples_alone_give_the_same_quantities(store: str, tmp_path: object) -> None:
+    job = make_job(store, f"sqlite:///{tmp_path}/raw.db", fast=False)
+    job.run(T0, END)
+    got = records(job)
+    assert {k: r.quantity for k, r in got.items()} == scenario.expected()
+    assert {k: r.unbilled_s for k, r in got.items() if r.flags} == scenario.FLAGGED

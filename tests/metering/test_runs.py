@@ -80,7 +80,7 @@ def database(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def slow(history_victoria: str) -> Iterator[SlowLink]:
-    link = SlowLink(history_victoria, 0.4)
+    link = SlowLink(history_victoria, 0.05)
     yield link
     link.close()
 

@@ -1,0 +1,225 @@
+"""Exact records without reading every sample, where the store can prove nothing happened.
+
+For each family and chunk a few range queries (one point per series and hour) let the store
+answer, over the raw samples, whether an hour of a series is *regular*:
+* every tile of ``T = max_gap / 2`` from the tile before the hour to the tile after it holds
+  a sample (``count_over_time(count_over_time(F[T])[W:T])`` equals the number of subquery
+  points, which ``count_over_time(vector(1)[W:T])`` gives on the same store): then no two
+  consecutive samples are ``max_gap`` or more apart, the carried-in sample exists and the
+  last sample's successor follows within ``max_gap``;
+* a gauge, state or presence series has one value from the carried-in sample to the end of
+  the hour (``min_over_time == max_over_time`` over that window): its integral is that value
+  times 3600 s;
+* a counter has no reset over the same window (``resets == 0``): its delta is the last
+  sample before the end minus the last sample before the start (``last_over_time``).
+For a regular hour that is exactly what ``compute.py`` computes from the raw samples. Every
+other (resource, hour) is computed from raw samples, as is every hour of a resource when the
+store cannot tell. The decision depends only on the samples around that hour, so the same
+data always gives the same records whatever the chunking.
+
+Records from aggregates report ``longest_gap_s`` as the bound ``max_gap`` (the exact gap is
+only known from the raw samples) and a digest of the aggregates as their lineage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from metering.compute import MS, state_of
+from metering.meters import Meter
+from metering.periods import HOUR_MS, from_ms
+from metering.records import Record, Rules, record_key
+from metering.source import QuerySource
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class HourAggregates:
+    """What the store said about one series in one hour."""
+
+    tiles: int = 0
+    samples: int = 0
+    low: Decimal | None = None
+    high: Decimal | None = None
+    resets: Decimal | None = None
+    before: Decimal | None = None  # counter: last sample before the hour
+    last: Decimal | None = None  # counter: last sample before the hour's end
+
+
+@dataclass
+class FamilyAggregates:
+    """A family's aggregates for one chunk: per series, per hour index."""
+
+    points: dict[int, int] = field(default_factory=dict)  # hour -> subquery points per tile
+    series: dict[Labels, dict[int, HourAggregates]] = field(default_factory=dict)
+    queries: list[str] = field(default_factory=list)
+
+
+def _labels(metric: dict[str, str]) -> Labels:
+    return tuple(sorted((k, v) for k, v in metric.items() if k != "__name__"))
+
+
+def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequence[int],
+               rules: Rules) -> FamilyAggregates:
+    """One family's aggregates for the hours starting at ``hours`` (ms)."""
+    tile = rules.max_gap_ms // 2
+    span = HOUR_MS + 4 * tile
+    out = FamilyAggregates()
+    first, last = hours[0], hours[-1]
+    ends = (first + HOUR_MS, last + HOUR_MS)
+
+    def run(query: str, lo: int, hi: int) -> list[dict[str, Any]]:
+        out.queries.append(query)
+        return source.range(query, lo, hi, HOUR_MS)
+
+    def index(t_s: object, shift: int) -> int:
+        return (round(float(str(t_s)) * 1000) - shift - first) // HOUR_MS
+
+    shift_tiles = HOUR_MS + 2 * tile - 1
+    for item in run(f"count_over_time(vector(1)[{span}ms:{tile}ms])",
+                    ends[0] + 2 * tile - 1, ends[1] + 2 * tile - 1):
+        for t, v in item["values"]:
+            out.points[index(t, shift_tiles)] = int(v)
+
+    def each(query: str, lo: int, hi: int, shift: int, attr: str) -> None:
+        for item in run(query, lo, hi):
+            per = out.series.setdefault(_labels(item["metric"]), {})
+            for t, v in item["values"]:
+                h = index(t, shift)
+                agg = per.setdefault(h, HourAggregates())
+                value = Decimal(str(v))
+                setattr(agg, attr, int(value) if attr in ("tiles", "samples") else value)
+
+    each(f"count_over_time(count_over_time({selector}[{tile}ms])[{span}ms:{tile}ms])",
+         ends[0] + 2 * tile - 1, ends[1] + 2 * tile - 1, shift_tiles, "tiles")
+    each(f"count_over_time({selector}[{HOUR_MS}ms])", ends[0] - 1, ends[1] - 1,
+         HOUR_MS - 1, "samples")
+    window = HOUR_MS + 2 * tile
+    if counter:
+        each(f"resets({selector}[{window}ms])", ends[0] - 1, ends[1] - 1, HOUR_MS - 1,
+             "resets")
+        # the last sample before each hour boundary k (index k): hour i runs from
+        # boundary i to boundary i + 1
+        edges: dict[Labels, dict[int, Decimal]] = defaultdict(dict)
+        for item in run(f"last_over_time({selector}[{2 * tile}ms])", first - 1,
+                        ends[1] - 1):
+            for t, v in item["values"]:
+                edges[_labels(item["metric"])][index(t, -1)] = \
+                    Decimal(str(v))
+        for labels, per in out.series.items():
+            for i, agg in per.items():
+                agg.before = edges[labels].get(i)
+                agg.last = edges[labels].get(i + 1)
+    else:
+        each(f"min_over_time({selector}[{window}ms])", ends[0] - 1, ends[1] - 1,
+             HOUR_MS - 1, "low")
+        each(f"max_over_time({selector}[{window}ms])", ends[0] - 1, ends[1] - 1,
+             HOUR_MS - 1, "high")
+    return out
+
+
+def regular(agg: HourAggregates | None, points: int | None, counter: bool) -> bool:
+    """Can this series-hour be computed from its aggregates alone?"""
+    if agg is None or points is None or agg.tiles != points:
+        return False
+    if counter:
+        return agg.resets == 0 and agg.before is not None and agg.last is not None
+    return agg.low is not None and agg.low == agg.high
+
+
+@dataclass
+class FastResult:
+    """Records computed from aggregates, and the (resource key, hour) pairs left for raw."""
+
+    records: list[Record]
+    raw: set[tuple[tuple[str, ...], int]]
+
+
+def fast_records(meter: Meter, family: FamilyAggregates, weights: FamilyAggregates | None,
+                 hours: Sequence[int], rules: Rules, owners: dict[str, str] | None,
+                 evaluated: datetime) -> FastResult:
+    """The records of every (resource, hour) whose series are all regular; the rest for raw.
+
+    A resource-hour is regular when each of its series present around the hour is."""
+    counter = meter.kind == "counter"
+    groups: dict[tuple[str, ...], list[Labels]] = defaultdict(list)
+    for labels in family.series:
+        d = dict(labels)
+        key = tuple(d.get(k, "") for k in meter.key)
+        if key[0]:
+            groups[key].append(labels)
+    records: list[Record] = []
+    raw: set[tuple[tuple[str, ...], int]] = set()
+    query = " ; ".join(family.queries)
+    for key, members in sorted(groups.items()):
+        resource = key[0]
+        cls = dict(zip(meter.key, key, strict=True)).get("storage_class", "")
+        for i, h in enumerate(hours):
+            present = [m for m in members if i in family.series[m]]
+            if not present:
+                continue
+            aggs = [family.series[m][i] for m in present]
+            if not all(regular(a, family.points.get(i), counter) for a in aggs):
+                raw.add((key, i))
+                continue
+            quantity = Decimal(0)
+            if counter:
+                quantity = sum((Decimal(a.last or 0) - Decimal(a.before or 0) for a in aggs),
+                               Decimal(0))
+            else:
+                values = []
+                for m, a in zip(present, aggs, strict=True):
+                    v = _value(meter, m, a, weights, i)
+                    if v is None:
+                        break
+                    values.append(v)
+                else:
+                    quantity = max(values) * (HOUR_MS // 1000)
+                if len(values) != len(present):
+                    raw.add((key, i))
+                    continue
+            if not quantity:
+                continue
+            if meter.owner == "label":
+                account = next((dict(m).get("account_id", "") for m in present
+                                if dict(m).get("account_id")), "")
+            else:
+                account = (owners or {}).get(resource, "")
+            digest = hashlib.sha256(repr(sorted(
+                (m, vars(family.series[m][i])) for m in present)).encode()).hexdigest()[:32]
+            start = from_ms(h)
+            records.append(Record(
+                record_key(meter.name, resource, cls, start), meter.name, start,
+                from_ms(h + HOUR_MS), resource, cls, account, quantity, meter.base_unit,
+                sum(a.samples for a in aggs), Decimal(rules.max_gap_ms) / MS, Decimal(0), 0,
+                "" if account else "unowned", query, evaluated, digest))
+    return FastResult(records, raw)
+
+
+def _value(meter: Meter, labels: Labels, agg: HourAggregates,
+           weights: FamilyAggregates | None, i: int) -> Decimal | None:
+    """A regular series' constant value as the meter counts it (None: needs raw)."""
+    assert agg.low is not None
+    if meter.kind == "presence":
+        return Decimal(1)
+    if meter.kind == "gauge":
+        return agg.low
+    on = (dict(labels).get(meter.state_label, "") if meter.state_label
+          else state_of(agg.low)) in meter.states
+    if not meter.weight:
+        return Decimal(1 if on else 0)
+    if not on:
+        return Decimal(0)
+    if weights is None:
+        return None
+    w = weights.series.get(labels, {}).get(i)
+    if not regular(w, weights.points.get(i), False) or w is None:
+        return None
+    return w.low

@@ -134,19 +134,29 @@ def integral(pieces: Iterable[list[tuple[int, int, Decimal]]], start: int, end: 
                 cov.samples += a >= start
     if not spans:
         return usage
-    cuts = sorted({p for a, b, _v in spans for p in (a, b)})
-    covered_until = None
-    first_cover = None
-    for lo, hi in itertools.pairwise(cuts):
-        live = [v for a, b, v in spans if a <= lo and b >= hi]
-        if not live:
-            continue
-        usage.quantity += max(live) * (hi - lo)
-        if first_cover is None:
-            first_cover = lo
-        elif covered_until is not None and lo > covered_until:
-            cov.longest_gap_ms = max(cov.longest_gap_ms, lo - covered_until)
-        covered_until = hi
+    # sweep over the span edges with the values live in between (a resource has one or two
+    # series: the live set is tiny)
+    events: dict[int, list[tuple[int, Decimal]]] = {}
+    for a, b, v in spans:
+        if a < b:
+            events.setdefault(a, []).append((1, v))
+            events.setdefault(b, []).append((-1, v))
+    live: dict[Decimal, int] = {}
+    covered_until: int | None = None
+    prev: int | None = None
+    for t in sorted(events):
+        if prev is not None and live:
+            usage.quantity += max(live) * (t - prev)
+            covered_until = t
+        for sign, v in events[t]:
+            n = live.get(v, 0) + sign
+            if n:
+                live[v] = n
+            else:
+                live.pop(v, None)
+        if live and covered_until is not None and t > covered_until:
+            cov.longest_gap_ms = max(cov.longest_gap_ms, t - covered_until)
+        prev = t
     return usage
 
 

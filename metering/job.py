@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, Table, delete, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,9 @@ from metering.store import advance, run_lock, take_lease, watermark
 
 log = logging.getLogger(__name__)
 AMOUNT = Decimal("1e-12")
+# Core inserts (executemany): the ORM's per-row bookkeeping would dominate a month's backfill
+RECORDS: Table = UsageRecord.__table__  # type: ignore[assignment]
+CHARGES: Table = Charge.__table__  # type: ignore[assignment]
 UNIT_PRICE = Decimal("1e-20")
 
 
@@ -125,13 +128,14 @@ def compute(source: QuerySource, meters: Sequence[Meter], hours: Sequence[dateti
     records: list[Record] = []
     samples = 0
     aggs: dict[str, FamilyAggregates] = {}
-    raw_cache: dict[tuple[str, str], Fetched] = {}
+    raw_cache: dict[tuple[str, int, int], Fetched] = {}
 
-    def raw(selector: str, keys: Sequence[str], label: str) -> Fetched:
+    def raw(selector: str, keys: Sequence[str], label: str, lo: int = start,
+            hi: int = end) -> Fetched:
         narrowed = with_matcher(selector, label, keys) if keys else selector
-        got = raw_cache.get((selector, narrowed))
+        got = raw_cache.get((narrowed, lo, hi))
         if got is None:
-            got = raw_cache[(selector, narrowed)] = source.raw(narrowed, start - gap, end + gap)
+            got = raw_cache[(narrowed, lo, hi)] = source.raw(narrowed, lo - gap, hi + gap)
         return got
 
     for meter in meters:
@@ -151,15 +155,31 @@ def compute(source: QuerySource, meters: Sequence[Meter], hours: Sequence[dateti
         records += result.records
         if not result.raw:
             continue
-        keys = sorted({key[0] for key, _i in result.raw})
-        fetched = raw(meter.family, keys, meter.resource_label)
-        weights = raw(meter.weight, keys, meter.resource_label) if meter.weight else None
-        wanted = {(key, starts[i]) for key, i in result.raw}
-        records += [r for r in build(meter, fetched, starts, rules, owners.get(meter.owner),
-                                     weights)
-                    if (tuple(_key_of(r, meter)), to_ms(r.period_start)) in wanted]
+        # only the hours that need it (runs of consecutive hours), with max_gap around them,
+        # and only the resources that need it in each run
+        for run_hours in _runs(sorted({i for _k, i in result.raw})):
+            wanted = {(key, starts[i]) for key, i in result.raw if i in run_hours}
+            keys = sorted({key[0] for key, _t in wanted})
+            lo, hi = starts[run_hours[0]], starts[run_hours[-1]] + HOUR_MS
+            fetched = raw(meter.family, keys, meter.resource_label, lo, hi)
+            weights = raw(meter.weight, keys, meter.resource_label, lo, hi) \
+                if meter.weight else None
+            records += [r for r in build(meter, fetched, [starts[i] for i in run_hours],
+                                         rules, owners.get(meter.owner), weights)
+                        if (tuple(_key_of(r, meter)), to_ms(r.period_start)) in wanted]
     samples = sum(f.samples for f in raw_cache.values())
     return records, samples
+
+
+def _runs(indices: Sequence[int]) -> list[list[int]]:
+    """Sorted indices as runs of consecutive ones."""
+    out: list[list[int]] = []
+    for i in indices:
+        if out and out[-1][-1] == i - 1:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
 
 
 def _key_of(record: Record, meter: Meter) -> list[str]:
@@ -307,11 +327,11 @@ class Job:
             if dropped:
                 s.execute(delete(Charge).where(Charge.record_key.in_(dropped)))
             if new_records:  # the records before their charges (the foreign key)
-                s.execute(insert(UsageRecord), new_records)
+                s.execute(insert(RECORDS), new_records)
             if changed_records:
                 s.execute(update(UsageRecord), changed_records)
             if new_charges:
-                s.execute(insert(Charge), new_charges)
+                s.execute(insert(CHARGES), new_charges)
             if changed_charges:
                 s.execute(update(Charge), changed_charges)
             mark = watermark(s)

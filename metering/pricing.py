@@ -9,6 +9,7 @@ month, 720, ...) or by a fixed 730 hours (``proration: fixed-730``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -89,7 +90,14 @@ class PriceBook:
             return price.amount
         if self.proration == "fixed-730":
             return price.amount / Decimal(730)
-        return price.amount / Decimal(len(Month.of(t, self.tz(account)).hours()))
+        month = Month.of(t, self.tz(account))
+        return price.amount / Decimal(hours_in(month.year, month.month, month.tz))
+
+
+@functools.lru_cache(maxsize=4096)
+def hours_in(year: int, month: int, tz: str) -> int:
+    """The hours of a month in a timezone (744, 720, 743 or 745 with DST, ...)."""
+    return len(Month(year, month, tz).hours())
 
 
 def _instant(value: Any, where: str) -> datetime:

@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Metering benchmark: our exact job vs the increase()-per-hour approach other tools use vs
+fetching every raw sample (the naive exact floor), on one VictoriaMetrics, in one run.
+
+--vms VMs with 2 volumes and 1 vNIC each, --days days at --step seconds: libvirt state, vCPUs
+and memory, the inventory's zcp_vm_state/zcp_vm_info/zcp_volume_info/zcp_nic_info, RBD
+provisioned bytes (a tenth of the volumes resized once), vNIC transmit/receive counters (a
+QEMU restart, a counter reset, on a twentieth of them; a 20-minute scrape gap on a
+fiftieth). Loaded through VictoriaMetrics' import API. Then, alternating nothing (each runs
+once, in this order, on the same store):
+* ours: ``zcp-obs metering run`` over the whole range into SQLite (a subprocess: its wall
+  time and peak RSS); then the same job over a quarter of the range, for the peak memory's
+  independence of the length;
+* increase(): ``sum by (nic_id) (increase(F[1h]))`` for the counters and
+  ``avg_over_time(F[1h])`` for sizes and states, one query_range (step 1h) per family;
+* raw floor: every raw sample of the same families, range selectors per day, parsed;
+* the billing error of increase() against our exact bytes per vNIC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import requests
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from lab.victoriametrics import VictoriaMetricsServer
+
+START = datetime(2026, 10, 1, tzinfo=UTC)
+GIB = 2**30
+FAMILIES = ["libvirt_domain_state", "libvirt_domain_vcpus",
+            "libvirt_domain_memory_maximum_bytes", 'zcp_vm_state{job="zcp-inventory"}',
+            "ceph_rbd_image_provisioned_bytes",
+            'libvirt_domain_interface_transmit_bytes_total{nic_id!=""}',
+            'libvirt_domain_interface_receive_bytes_total{nic_id!=""}',
+            "zcp_vm_info", "zcp_volume_info", "zcp_nic_info"]
+COUNTERS = {FAMILIES[5], FAMILIES[6]}
+
+
+def lines(vms: int, days: int, step: int) -> Iterator[str]:
+    """The history as import lines, series by series (nothing held in memory)."""
+    t0 = int(START.timestamp() * 1000)
+    n = days * 86_400 // step
+    times = [str(t0 + k * step * 1000) for k in range(n)]
+    for v in range(vms):
+        vm = f"vm-{v:05d}"
+        acct = f"acct-{v % 50:03d}"
+        host = f"kvm{v % 40:03d}"
+        lv = f'job="libvirt",vm_id="{vm}",instance_name="i-{v}-VM",host="{host}"'
+        for name, value in (("libvirt_domain_state", "1"), ("libvirt_domain_vcpus", "2"),
+                            ("libvirt_domain_memory_maximum_bytes", str(2 * GIB))):
+            prefix = f"{name}{{{lv}}} {value} "
+            yield "".join(prefix + t + "\n" for t in times)
+        inv = f'job="zcp-inventory",vm_id="{vm}",account_id="{acct}"'
+        yield "".join(f'zcp_vm_state{{{inv},state="Running"}} 1 {t}\n' for t in times)
+        yield "".join(f"zcp_vm_info{{{inv}}} 1 {t}\n" for t in times)
+        for d in range(2):
+            vol = f"vol-{v:05d}-{d}"
+            labels = f'job="zcp-ceph",volume_id="{vol}",storage_class="{("fast", "bulk")[d]}"'
+            resize = n // 2 if (v * 2 + d) % 10 == 0 else n
+            yield "".join(f"ceph_rbd_image_provisioned_bytes{{{labels}}} "
+                          f"{(10 if k < resize else 20) * GIB} {times[k]}\n" for k in range(n))
+            yield "".join(f'zcp_volume_info{{job="zcp-inventory",volume_id="{vol}",'
+                          f'account_id="{acct}"}} 1 {t}\n' for t in times)
+        nic = f"nic-{v:05d}"
+        gap = range(n // 3, n // 3 + 1200 // step) if v % 50 == 0 else range(0)
+        reset = n * 2 // 3 if v % 20 == 0 else n
+        for direction, rate in (("transmit", 1000 + v), ("receive", 3000 + v)):
+            labels = f'{lv},device="vnet0",nic_id="{nic}"'
+            name = f"libvirt_domain_interface_{direction}_bytes_total"
+            yield "".join(f"{name}{{{labels}}} "
+                          f"{rate * k if k < reset else rate * (k - reset) + 7} {times[k]}\n"
+                          for k in range(n) if k not in gap)
+        yield "".join(f'zcp_nic_info{{job="zcp-inventory",nic_id="{nic}",'
+                      f'account_id="{acct}"}} 1 {t}\n' for t in times)
+
+
+def load(vm: VictoriaMetricsServer, vms: int, days: int, step: int) -> int:
+    total = 0
+    batch: list[str] = []
+    size = 0
+    for chunk in lines(vms, days, step):
+        batch.append(chunk)
+        size += len(chunk)
+        total += chunk.count("\n")
+        if size > 64 << 20:
+            requests.post(f"{vm.url}/api/v1/import/prometheus", data="".join(batch).encode(),
+                          timeout=600).raise_for_status()
+            batch, size = [], 0
+            print(f"\rloaded {total / 1e6:.0f} M samples", end="", file=sys.stderr)
+    if batch:
+        requests.post(f"{vm.url}/api/v1/import/prometheus", data="".join(batch).encode(),
+                      timeout=600).raise_for_status()
+    requests.get(f"{vm.url}/internal/force_flush", timeout=60)
+    print(f"\rloaded {total / 1e6:.1f} M samples", file=sys.stderr)
+    return total
+
+
+def ours(url: str, workdir: Path, days: int, tag: str) -> tuple[float, float, Path]:
+    """``zcp-obs metering run`` in a subprocess: wall seconds, peak RSS MiB, its database."""
+    db = workdir / f"{tag}.db"
+    cfg = workdir / f"{tag}.yaml"
+    cfg.write_text(yaml.safe_dump({"metering": {
+        "query_url": url, "database_url": f"sqlite:///{db}", "settle_seconds": 0,
+        "chunk_hours": 6}, "logging": {"level": "WARNING"}}))
+    end = START + timedelta(days=days)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "zcp_obs", "--config", str(cfg), "metering", "run",
+                    "--from", START.isoformat(), "--to", end.isoformat()], check=True,
+                   stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(peak, before) / 1024, db
+
+
+def increase_approach(url: str, days: int) -> tuple[float, dict[str, Decimal]]:
+    """One query_range per family, step 1h: increase() for counters, avg_over_time else."""
+    end = START + timedelta(days=days)
+    sent: dict[str, Decimal] = {}
+    t = time.perf_counter()
+    for family in FAMILIES[:7]:
+        if family in COUNTERS:
+            query = f"sum by (nic_id) (increase({family}[1h]))"
+        else:
+            query = f"avg_over_time({family}[1h])"
+        resp = requests.get(f"{url}/api/v1/query_range", params={
+            "query": query, "start": int(START.timestamp()) + 3600,
+            "end": int(end.timestamp()), "step": "3600"}, timeout=600)
+        resp.raise_for_status()
+        data = resp.json()["data"]["result"]
+        if family == FAMILIES[5]:
+            for item in data:
+                sent[item["metric"]["nic_id"]] = sum(
+                    (Decimal(v) for _t, v in item["values"]), Decimal(0))
+    return time.perf_counter() - t, sent
+
+
+def raw_floor(url: str, days: int) -> tuple[float, int]:
+    """Every raw sample of the families, a day per query, parsed."""
+    n = 0
+    t = time.perf_counter()
+    for family in FAMILIES:
+        for d in range(days):
+            at = START + timedelta(days=d + 1)
+            resp = requests.get(f"{url}/api/v1/query", params={
+                "query": f"{family}[86400s]", "time": f"{at.timestamp() - 0.001:.3f}"},
+                timeout=600)
+            resp.raise_for_status()
+            for item in resp.json()["data"]["result"]:
+                n += len(item["values"])
+    return time.perf_counter() - t, n
+
+
+def exact_sent(db: Path) -> dict[str, Decimal]:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    out: dict[str, Decimal] = {}
+    for resource_id, quantity in con.execute(
+            "select resource_id, quantity from usage_records where meter='network.bytes_sent'"):
+        out[resource_id] = out.get(resource_id, Decimal(0)) + Decimal(quantity)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--vms", type=int, default=500)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--step", type=int, default=60)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="zcp-bench-metering-"))
+    vm = VictoriaMetricsServer(workdir / "vm")
+    vm.start()
+    try:
+        t = time.perf_counter()
+        samples = load(vm, args.vms, args.days, args.step)
+        loaded = time.perf_counter() - t
+        ours_s, ours_rss, db = ours(vm.url, workdir, args.days, "full")
+        quarter_days = max(1, args.days // 4)
+        q_s, q_rss, _ = ours(vm.url, workdir, quarter_days, "quarter")
+        inc_s, inc_sent = increase_approach(vm.url, args.days)
+        raw_s, raw_n = raw_floor(vm.url, args.days)
+        exact = exact_sent(db)
+        err = sum((abs(inc_sent.get(k, Decimal(0)) - v) for k, v in exact.items()),
+                  Decimal(0))
+        total = sum(exact.values(), Decimal(0))
+        inc_total = sum(inc_sent.values(), Decimal(0))
+        out = {
+            "vms": args.vms, "days": args.days, "step_s": args.step, "samples": samples,
+            "load_s": round(loaded, 1), "ours_s": round(ours_s, 1),
+            "ours_peak_rss_mib": round(ours_rss), f"ours_{quarter_days}d_s": round(q_s, 1),
+            f"ours_{quarter_days}d_peak_rss_mib": round(q_rss),
+            "increase_s": round(inc_s, 1), "raw_floor_s": round(raw_s, 1),
+            "raw_floor_samples": raw_n,
+            "ratio_ours_increase": round(ours_s / inc_s, 2),
+            "ratio_ours_raw_floor": round(ours_s / raw_s, 2),
+            "bytes_sent_exact": str(total), "bytes_sent_increase": str(inc_total),
+            "increase_abs_error_bytes": str(err),
+            "increase_rel_error": f"{float(err / total):.2e}" if total else "n/a",
+        }
+        print(json.dumps(out, indent=2))
+    finally:
+        vm.stop()
+        if not os.environ.get("KEEP"):
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

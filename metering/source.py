@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -56,10 +57,11 @@ class QuerySource:
         self.queries = 0
         self.samples = 0
 
-    def _query(self, query: str, at_ms: int) -> list[dict[str, Any]]:
+    def _call(self, query: str, call: Callable[[], Any]) -> list[dict[str, Any]]:
+        """Run one API call of ``query``; every failure one line."""
         self.queries += 1
         try:
-            result = self.api.custom_query(query, params={"time": ms_param(at_ms)})
+            result = call()
         except PrometheusApiClientException as exc:
             raise SourceError(f"the query API at {self.url} refused {query!r}: "
                               f"{_reason(exc)}") from None
@@ -77,29 +79,18 @@ class QuerySource:
                               f"{type(result).__name__}, not a list")
         return result
 
+    def _query(self, query: str, at_ms: int) -> list[dict[str, Any]]:
+        return self._call(query, lambda: self.api.custom_query(
+            query, params={"time": ms_param(at_ms)}))
+
     def range(self, query: str, first_ms: int, last_ms: int, step_ms: int
               ) -> list[dict[str, Any]]:
         """A range query evaluated at ``first_ms``, ``first_ms + step_ms``, ... ``last_ms``
         (exact millisecond times, which the library's datetime arguments would round)."""
-        self.queries += 1
         epoch = datetime.fromtimestamp(0, UTC)
-        try:
-            result = self.api.custom_query_range(
-                query, epoch, epoch, f"{step_ms // 1000}",
-                params={"start": ms_param(first_ms), "end": ms_param(last_ms)})
-        except PrometheusApiClientException as exc:
-            raise SourceError(f"the query API at {self.url} refused {query!r}: "
-                              f"{_reason(exc)}") from None
-        except requests.Timeout:
-            raise SourceError(f"the query API at {self.url} did not answer within "
-                              f"{self.timeout:g}s") from None
-        except requests.RequestException as exc:
-            raise SourceError(f"cannot reach the query API at {self.url}: "
-                              f"{type(exc).__name__}") from None
-        if not isinstance(result, list):
-            raise SourceError(f"the query API at {self.url} answered {query!r} with "
-                              f"{type(result).__name__}, not a list")
-        return result
+        return self._call(query, lambda: self.api.custom_query_range(
+            query, epoch, epoch, f"{step_ms // 1000}",
+            params={"start": ms_param(first_ms), "end": ms_param(last_ms)}))
 
     def raw(self, selector: str, start_ms: int, end_ms: int) -> Fetched:
         """Every raw sample with ``start_ms <= t < end_ms`` of the series ``selector``."""

@@ -120,8 +120,8 @@ def steps(series: Series, max_gap: int, hold: int,
     return out
 
 
-def integral(pieces: Iterable[list[tuple[int, int, Decimal]]], start: int, end: int,
-             max_gap: int) -> Usage:
+def integral(pieces: Iterable[list[tuple[int, int, Decimal]]], start: int, end: int
+             ) -> Usage:
     """The time integral (value x milliseconds) over ``[start, end)`` of the maximum of several
     step functions (one resource's series), with its coverage."""
     spans: list[tuple[int, int, Decimal]] = []
@@ -191,7 +191,7 @@ def time_usage(series: Sequence[Series], start: int, end: int, max_gap: int, hol
     maximum of its series' step functions, ``value`` mapping each sample (state -> 0/1, or a
     weight), in base-unit x milliseconds converted to base-unit x seconds."""
     pieces = [steps(s, max_gap, hold, functools.partial(value, s)) for s in series]
-    usage = integral(pieces, start, end, max_gap)
+    usage = integral(pieces, start, end)
     usage.coverage.unbilled_ms = unbilled(pieces, series, start, end, max_gap)
     usage.quantity = usage.quantity / MS
     return usage
@@ -207,10 +207,10 @@ def counter_usage(series: Sequence[Series], start: int, end: int, max_gap: int) 
     return total
 
 
-def weighted(state: Series, weights: Sequence[Series], states: tuple[str, ...]
+def weighted(state: Series, weights: Sequence[Series], counts: Callable[[Decimal], bool]
              ) -> Series:
     """``state`` with each sample replaced by the weight in effect then (the weight series
-    with the same labels) when the state counts, else 0."""
+    with the same labels) when ``counts`` says the state counts, else 0."""
     key = tuple((k, v) for k, v in state.labels)
     weight = next((w for w in weights if w.labels == key), None)
     values = weight.samples if weight else ()
@@ -220,13 +220,9 @@ def weighted(state: Series, weights: Sequence[Series], states: tuple[str, ...]
         while j + 1 < len(values) and values[j + 1][0] <= t:
             j += 1
         w = values[j][1] if j >= 0 else ZERO
-        out.append((t, w if state_of(v) in states else ZERO))
+        out.append((t, w if counts(v) else ZERO))
     return Series(state.labels, tuple(out))
 
-
-def state_of(value: Decimal) -> str:
-    """A state sample as compared with a meter's ``states`` (libvirt's are integers)."""
-    return str(int(value)) if value == value.to_integral_value() else str(value)
 
 
 def samples_hash(series: Iterable[Series], start: int, end: int, before: int,

@@ -31,7 +31,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from metering.compute import MS, state_of
+from metering.compute import MS
 from metering.meters import Meter
 from metering.periods import HOUR_MS, from_ms
 from metering.records import Record, Rules, record_key
@@ -211,8 +211,7 @@ def _value(meter: Meter, labels: Labels, agg: HourAggregates,
         return Decimal(1)
     if meter.kind == "gauge":
         return agg.low
-    on = (dict(labels).get(meter.state_label, "") if meter.state_label
-          else state_of(agg.low)) in meter.states
+    on = meter.counts(dict(labels), agg.low)
     if not meter.weight:
         return Decimal(1 if on else 0)
     if not on:

@@ -293,13 +293,19 @@ class Job:
                                           UsageRecord.period_start < hi))}
             charges = {c.record_key: c for c in s.scalars(
                 select(Charge).where(Charge.record_key.in_(in_chunk)))}
+            adjusted: dict[str, list[Adjustment]] = {}  # final months' corrections so far
+            if final:
+                for adj in s.scalars(select(Adjustment).where(Adjustment.period_start >= lo,
+                                                              Adjustment.period_start < hi)):
+                    adjusted.setdefault(adj.record_key, []).append(adj)
             new_records, changed_records = [], []
             new_charges, changed_charges, dropped = [], [], []
             for item in rated:
                 rec = item.record
                 if (rec.account_id, item.month) in final:
-                    result.adjustments += self._adjust(s, run_id, item, existing.get(rec.key),
-                                                       charges.get(rec.key))
+                    result.adjustments += self._adjust(
+                        s, run_id, item, existing.get(rec.key), charges.get(rec.key),
+                        adjusted.setdefault(rec.key, []))
                     continue
                 result.records += 1
                 result.coverage_warnings += bool(rec.flags)
@@ -323,6 +329,7 @@ class Job:
                     new_charges.append(cvalues)
                 elif _changed(charge, cvalues):
                     changed_charges.append(cvalues)
+            s.flush()  # the adjustments added above
             s.expunge_all()  # the rows are compared; the writes below go straight to SQL
             if dropped:
                 s.execute(delete(Charge).where(Charge.record_key.in_(dropped)))
@@ -339,14 +346,15 @@ class Job:
                 advance(s, hi)
 
     def _adjust(self, s: Session, run_id: str, item: Rated, original: UsageRecord | None,
-                charge: Charge | None) -> int:
-        """A signed adjustment for what changed in a final month (0 or 1 line)."""
+                charge: Charge | None, earlier: list[Adjustment]) -> int:
+        """A signed adjustment for what changed in a final month (0 or 1 line), net of the
+        ``earlier`` adjustments of the record (the new one is appended to them)."""
         rec = item.record
         if item.amount is None:
             return 0
         quantity = original.quantity if original is not None else Decimal(0)
         amount = charge.amount if charge is not None else Decimal(0)
-        for adj in s.scalars(select(Adjustment).where(Adjustment.record_key == rec.key)):
+        for adj in earlier:
             quantity += adj.quantity_delta
             amount += adj.amount_delta
         dq, da = rec.quantity - quantity, item.amount - amount
@@ -354,15 +362,17 @@ class Job:
             return 0
         key = hashlib.sha256(f"{rec.key}|{rec.samples_hash}|{item.price_version}|"
                              f"{item.amount}|{quantity}|{amount}".encode()).hexdigest()[:32]
-        if s.get(Adjustment, key) is not None:
+        if any(adj.key == key for adj in earlier):
             return 0
-        s.add(Adjustment(
+        adjustment = Adjustment(
             key=key, account_id=rec.account_id, month=item.month, record_key=rec.key,
             meter=rec.meter, resource_id=rec.resource_id, storage_class=rec.storage_class,
             period_start=rec.period_start, quantity_delta=dq, unit=rec.unit, amount_delta=da,
             currency=self.book.currency, price_version=item.price_version,
             reason="late-data" if dq else "price-correction", samples_hash=rec.samples_hash,
-            run_id=run_id, created_at=self.now()))
+            run_id=run_id, created_at=self.now())
+        s.add(adjustment)
+        earlier.append(adjustment)
         return 1
 
 

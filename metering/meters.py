@@ -19,6 +19,7 @@ Kinds:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
@@ -49,6 +50,14 @@ class Meter:
     weight: str = ""  # kind "state": a family of the same series multiplying the time
     classes: bool = False  # priced per storage class (label storage_class in ``key``)
     optional: bool = False  # off unless the config turns it on
+
+    def counts(self, labels: Mapping[str, str], value: Decimal) -> bool:
+        """Kind "state": does a sample (of a series with ``labels``) count as in ``states``?
+        (the state label's value, or the sample value: libvirt's states are integers)"""
+        if self.state_label:
+            return labels.get(self.state_label, "") in self.states
+        text = str(int(value)) if value == value.to_integral_value() else str(value)
+        return text in self.states
 
     @property
     def resource_label(self) -> str:

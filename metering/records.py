@@ -7,6 +7,7 @@ with its lineage (query, evaluation time, a digest of the samples used) and its 
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,6 @@ from metering.compute import (
     Usage,
     counter_usage,
     samples_hash,
-    state_of,
     time_usage,
     weighted,
 )
@@ -77,9 +77,7 @@ def _value(meter: Meter) -> Callable[[Series, Decimal], Decimal]:
         return lambda _s, _v: Decimal(1)
     if meter.kind == "gauge" or meter.weight:
         return lambda _s, v: v
-    if meter.state_label:
-        return lambda s, _v: Decimal(1 if s.label(meter.state_label) in meter.states else 0)
-    return lambda _s, v: Decimal(1 if state_of(v) in meter.states else 0)
+    return lambda s, v: Decimal(1 if meter.counts(dict(s.labels), v) else 0)
 
 
 def build(meter: Meter, fetched: Fetched, hours: Sequence[int], rules: Rules,
@@ -89,7 +87,8 @@ def build(meter: Meter, fetched: Fetched, hours: Sequence[int], rules: Rules,
     series: Iterable[Series] = fetched.series
     if meter.weight:
         wanted = weights.series if weights is not None else []
-        series = [weighted(s, wanted, meter.states) for s in fetched.series]
+        series = [weighted(s, wanted, functools.partial(meter.counts, dict(s.labels)))
+                  for s in fetched.series]
     groups: dict[tuple[str, ...], list[Series]] = {}
     for s in series:
         key = tuple(s.label(k) for k in meter.key)

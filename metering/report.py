@@ -11,6 +11,7 @@ final month (ChargeCategory ``Adjustment``) are listed each on its own.
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
 import json
@@ -197,8 +198,6 @@ def build_reports(engine: Engine, book: PriceBook, month: str, account: str | No
 
 
 def _line_id(line: Line) -> str:
-    import hashlib
-
     text = f"{line.account_id}|{_iso(line.start)}|{line.meter}|{line.storage_class}|" \
            f"{line.resource_id}|{line.unit_price}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]

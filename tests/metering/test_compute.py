@@ -94,7 +94,7 @@ def test_unbilled_time_is_what_no_series_covers() -> None:
 def test_running_time_weighted_by_vcpus() -> None:
     state = series((0, 1), (20 * M, 5), (40 * M, 1), *((t * M, 1) for t in range(41, 61)))
     vcpus = series((0, 2), (40 * M, 4))
-    w = weighted(state, [vcpus], ("1",))
+    w = weighted(state, [vcpus], lambda v: v == 1)
     # running 0..20 min with 2 vCPUs (each 1 min hold... samples every 20 min exceed max_gap)
     usage = time_usage([w], 0, H, 25 * M, HOLD, lambda _s, v: v)
     assert usage.quantity == 2 * 20 * 60 + 0 * 20 * 60 + 4 * 20 * 60

@@ -11,8 +11,12 @@ once, in this order, on the same store):
 * ours: ``zcp-obs metering run`` over a quarter of the range, then over the whole range,
   into SQLite (subprocesses: wall time and peak RSS), for the peak memory's independence of
   the length;
-* increase(): ``sum by (nic_id) (increase(F[1h]))`` for the counters and
-  ``avg_over_time(F[1h])`` for sizes and states, one query_range (step 1h) per family;
+* the increase() approach as a job: the same meters, owners, rating and database writes as
+  ours (``Job`` with ``records_of`` replaced), the quantities from one query_range (step 1h)
+  per meter and chunk: ``sum by (key) (increase(F[1h]))`` for counters, ``avg_over_time``
+  times 3600 s for sizes and states (what other tools do); in a subprocess like ours;
+* the increase() queries alone (one query_range per family over the whole range, nothing
+  parsed into records or written);
 * raw floor: every raw sample of the same families, range selectors per day, parsed;
 * the billing error of increase() against our exact bytes per vNIC.
 """
@@ -23,11 +27,12 @@ import argparse
 import json
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -38,6 +43,13 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab.victoriametrics import VictoriaMetricsServer
+from metering.job import Job, Options
+from metering.meters import enabled
+from metering.periods import HOUR, HOUR_MS, from_ms, to_ms
+from metering.pricing import load_price_book
+from metering.records import Record, record_key
+from metering.source import QuerySource
+from metering.store import engine_for, upgrade
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 GIB = 2**30
@@ -48,6 +60,7 @@ FAMILIES = ["libvirt_domain_state", "libvirt_domain_vcpus",
             'libvirt_domain_interface_receive_bytes_total{nic_id!=""}',
             "zcp_vm_info", "zcp_volume_info", "zcp_nic_info"]
 COUNTERS = {FAMILIES[5], FAMILIES[6]}
+CHUNK_HOURS = 24
 
 
 def lines(vms: int, days: int, step: int) -> Iterator[str]:
@@ -115,7 +128,7 @@ def ours(url: str, workdir: Path, days: int, tag: str) -> tuple[float, float, Pa
     cfg = workdir / f"{tag}.yaml"
     cfg.write_text(yaml.safe_dump({"metering": {
         "query_url": url, "database_url": f"sqlite:///{db}", "settle_seconds": 0,
-        "chunk_hours": 6}, "logging": {"level": "WARNING"}}))
+        "chunk_hours": CHUNK_HOURS}, "logging": {"level": "WARNING"}}))
     end = START + timedelta(days=days)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
@@ -125,6 +138,72 @@ def ours(url: str, workdir: Path, days: int, tag: str) -> tuple[float, float, Pa
     wall = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return wall, max(peak, before) / 1024, db
+
+
+class IncreaseJob(Job):
+    """The increase()-per-hour approach, on our pipeline: only the quantities differ."""
+
+    def records_of(self, hours: Sequence[datetime]) -> tuple[list[Record], int]:
+        start, end = to_ms(hours[0]), to_ms(hours[-1]) + HOUR_MS
+        gap = self.options.rules.max_gap_ms
+        owners = {m.owner: self.source.owners(m.owner, m.resource_label, start - gap,
+                                              end + gap)
+                  for m in self.meters if m.owner != "label"}
+        evaluated = from_ms(end - 1)
+        out: list[Record] = []
+        for meter in self.meters:
+            by = ", ".join(dict.fromkeys((*meter.key, "account_id")))
+            family = meter.family
+            if meter.kind == "counter":
+                query = f"sum by ({by}) (increase({family}[1h]))"
+            elif meter.weight:
+                query = f"max by ({by}) (avg_over_time({meter.weight}[1h])) * 3600"
+            elif meter.state_label:
+                states = "|".join(meter.states)
+                query = (f"max by ({by}) (avg_over_time({family[:-1]},"
+                         f'{meter.state_label}=~"{states}"}}[1h])) * 3600')
+            elif meter.kind == "presence":
+                query = f"max by ({by}) (last_over_time({family}[1h])) * 3600"
+            else:
+                query = f"max by ({by}) (avg_over_time({family}[1h])) * 3600"
+            for item in self.source.range(query, start + HOUR_MS, end, HOUR_MS):
+                labels = item["metric"]
+                resource = labels.get(meter.resource_label, "")
+                if not resource:
+                    continue
+                cls = labels.get("storage_class", "")
+                account = labels.get("account_id", "") if meter.owner == "label" else \
+                    owners[meter.owner].get(resource, "")
+                for t, v in item["values"]:
+                    period = from_ms(round(float(t) * 1000) - HOUR_MS)
+                    quantity = Decimal(v)
+                    if not quantity:
+                        continue
+                    out.append(Record(
+                        record_key(meter.name, resource, cls, period), meter.name, period,
+                        period + HOUR, resource, cls, account, quantity, meter.base_unit, 0,
+                        Decimal(0), Decimal(0), 0, "" if account else "unowned", query,
+                        evaluated, ""))
+        return out, 0
+
+
+def rival_job(url: str, db: str, start: datetime, end: datetime) -> None:
+    """The increase() job over ``[start, end)`` into the SQLite file ``db``."""
+    engine = engine_for(f"sqlite:///{db}")
+    upgrade(engine)
+    job = IncreaseJob(QuerySource(url), engine, load_price_book(None), enabled(()),
+                      Options(settle=timedelta(0), chunk_hours=CHUNK_HOURS))
+    job.run(start, end)
+
+
+def rival(url: str, workdir: Path, days: int) -> tuple[float, Path]:
+    """:class:`IncreaseJob` in a subprocess, as ours runs: wall seconds, its database."""
+    db = workdir / "increase.db"
+    end = START + timedelta(days=days)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--rival-job", url, str(db), START.isoformat(),
+                    end.isoformat()], check=True)
+    return time.perf_counter() - t, db
 
 
 def increase_approach(url: str, days: int) -> tuple[float, dict[str, Decimal]]:
@@ -165,9 +244,8 @@ def raw_floor(url: str, days: int) -> tuple[float, int]:
     return time.perf_counter() - t, n
 
 
-def exact_sent(db: Path) -> dict[str, Decimal]:
-    import sqlite3
-
+def sent_of(db: Path) -> dict[str, Decimal]:
+    """Bytes sent per vNIC as a job's database holds them."""
     con = sqlite3.connect(db)
     out: dict[str, Decimal] = {}
     for resource_id, quantity in con.execute(
@@ -181,7 +259,13 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=500)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--step", type=int, default=60)
+    parser.add_argument("--rival-job", nargs=4, metavar=("URL", "DB", "FROM", "TO"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rival_job:
+        url, db, lo, hi = args.rival_job
+        rival_job(url, db, datetime.fromisoformat(lo), datetime.fromisoformat(hi))
+        return
     workdir = Path(tempfile.mkdtemp(prefix="zcp-bench-metering-"))
     vm = VictoriaMetricsServer(workdir / "vm")
     vm.start()
@@ -194,9 +278,13 @@ def main() -> None:
         quarter_days = max(1, args.days // 4)
         q_s, q_rss, _ = ours(vm.url, workdir, quarter_days, "quarter")
         ours_s, ours_rss, db = ours(vm.url, workdir, args.days, "full")
+        job_s, job_db = rival(vm.url, workdir, args.days)
         inc_s, inc_sent = increase_approach(vm.url, args.days)
         raw_s, raw_n = raw_floor(vm.url, args.days)
-        exact = exact_sent(db)
+        exact = sent_of(db)
+        job_sent = sent_of(job_db)
+        job_err = sum((abs(job_sent.get(k, Decimal(0)) - v) for k, v in exact.items()),
+                      Decimal(0))
         err = sum((abs(inc_sent.get(k, Decimal(0)) - v) for k, v in exact.items()),
                   Decimal(0))
         total = sum(exact.values(), Decimal(0))
@@ -206,12 +294,14 @@ def main() -> None:
             "load_s": round(loaded, 1), "ours_s": round(ours_s, 1),
             "ours_peak_rss_mib": round(ours_rss), f"ours_{quarter_days}d_s": round(q_s, 1),
             f"ours_{quarter_days}d_peak_rss_mib": round(q_rss),
-            "increase_s": round(inc_s, 1), "raw_floor_s": round(raw_s, 1),
-            "raw_floor_samples": raw_n,
-            "ratio_ours_increase": round(ours_s / inc_s, 2),
+            "increase_job_s": round(job_s, 1), "increase_queries_s": round(inc_s, 1),
+            "raw_floor_s": round(raw_s, 1), "raw_floor_samples": raw_n,
+            "ratio_ours_increase_job": round(ours_s / job_s, 2),
+            "ratio_ours_increase_queries": round(ours_s / inc_s, 2),
             "ratio_ours_raw_floor": round(ours_s / raw_s, 2),
             "bytes_sent_exact": str(total), "bytes_sent_increase": str(inc_total),
             "increase_abs_error_bytes": str(err),
+            "increase_job_abs_error_bytes": str(job_err),
             "increase_rel_error": f"{float(err / total):.2e}" if total else "n/a",
         }
         print(json.dumps(out, indent=2))

@@ -66,12 +66,42 @@ def _labels(metric: dict[str, str]) -> Labels:
     return tuple(sorted((k, v) for k, v in metric.items() if k != "__name__"))
 
 
-def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequence[int],
-               rules: Rules) -> FamilyAggregates:
-    """One family's aggregates for the hours starting at ``hours`` (ms)."""
+def _index(t_s: float | str, shift: int, first: int) -> int:
+    """The hour index (from ``first``) of an evaluation time ``shift`` ms after an hour."""
+    return (round(float(t_s) * 1000) - shift - first) // HOUR_MS
+
+
+@dataclass(frozen=True)
+class Points:
+    """How many subquery points a tile count has per hour on this store (the same for every
+    family of a chunk: asked once)."""
+
+    query: str
+    per_hour: dict[int, int]
+
+
+def points(source: QuerySource, hours: Sequence[int], rules: Rules) -> Points:
+    """The subquery points per hour of the tile count (``count_over_time(vector(1)[W:T])``,
+    evaluated where the families' tile counts are)."""
     tile = rules.max_gap_ms // 2
     span = HOUR_MS + 4 * tile
-    out = FamilyAggregates()
+    first, last = hours[0], hours[-1]
+    shift = HOUR_MS + 2 * tile - 1
+    query = f"count_over_time(vector(1)[{span}ms:{tile}ms])"
+    out: dict[int, int] = {}
+    for item in source.range(query, first + shift, last + shift, HOUR_MS):
+        for t, v in item["values"]:
+            out[_index(t, shift, first)] = int(Decimal(v))
+    return Points(query, out)
+
+
+def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequence[int],
+               rules: Rules, grid: Points) -> FamilyAggregates:
+    """One family's aggregates for the hours starting at ``hours`` (ms); ``grid`` from
+    :func:`points` for the same hours and rules."""
+    tile = rules.max_gap_ms // 2
+    span = HOUR_MS + 4 * tile
+    out = FamilyAggregates(points=grid.per_hour, queries=[grid.query])
     first, last = hours[0], hours[-1]
     ends = (first + HOUR_MS, last + HOUR_MS)
 
@@ -79,26 +109,26 @@ def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequenc
         out.queries.append(query)
         return source.range(query, lo, hi, HOUR_MS)
 
-    def index(t_s: object, shift: int) -> int:
-        return (round(float(str(t_s)) * 1000) - shift - first) // HOUR_MS
+    def index(t_s: float | str, shift: int) -> int:
+        return _index(t_s, shift, first)
 
     shift_tiles = HOUR_MS + 2 * tile - 1
-    for item in run(f"count_over_time(vector(1)[{span}ms:{tile}ms])",
-                    ends[0] + 2 * tile - 1, ends[1] + 2 * tile - 1):
-        for t, v in item["values"]:
-            out.points[index(t, shift_tiles)] = int(v)
 
     def each(query: str, lo: int, hi: int, shift: int, attr: str) -> None:
+        integer = attr in ("tiles", "samples")
         for item in run(query, lo, hi):
             per = out.series.setdefault(_labels(item["metric"]), {})
             for t, v in item["values"]:
                 h = index(t, shift)
-                agg = per.setdefault(h, HourAggregates())
-                value = Decimal(str(v))
-                setattr(agg, attr, int(value) if attr in ("tiles", "samples") else value)
+                agg = per.get(h)
+                if agg is None:
+                    agg = per[h] = HourAggregates()
+                setattr(agg, attr, int(Decimal(v)) if integer else Decimal(v))
 
     each(f"count_over_time(count_over_time({selector}[{tile}ms])[{span}ms:{tile}ms])",
          ends[0] + 2 * tile - 1, ends[1] + 2 * tile - 1, shift_tiles, "tiles")
+    if not out.series:  # nothing of this family around these hours: nothing more to ask
+        return out
     each(f"count_over_time({selector}[{HOUR_MS}ms])", ends[0] - 1, ends[1] - 1,
          HOUR_MS - 1, "samples")
     window = HOUR_MS + 2 * tile
@@ -111,8 +141,7 @@ def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequenc
         for item in run(f"last_over_time({selector}[{2 * tile}ms])", first - 1,
                         ends[1] - 1):
             for t, v in item["values"]:
-                edges[_labels(item["metric"])][index(t, -1)] = \
-                    Decimal(str(v))
+                edges[_labels(item["metric"])][index(t, -1)] = Decimal(v)
         for labels, per in out.series.items():
             for i, agg in per.items():
                 agg.before = edges[labels].get(i)
@@ -158,10 +187,14 @@ def fast_records(meter: Meter, family: FamilyAggregates, weights: FamilyAggregat
     records: list[Record] = []
     raw: set[tuple[tuple[str, ...], int]] = set()
     query = " ; ".join(family.queries)
+    starts = [from_ms(h) for h in hours]
+    ends = [from_ms(h + HOUR_MS) for h in hours]
+    bound = Decimal(rules.max_gap_ms) / MS
+    names = {labels: repr(labels) for labels in family.series}
     for key, members in sorted(groups.items()):
         resource = key[0]
         cls = dict(zip(meter.key, key, strict=True)).get("storage_class", "")
-        for i, h in enumerate(hours):
+        for i in range(len(hours)):
             present = [m for m in members if i in family.series[m]]
             if not present:
                 continue
@@ -192,13 +225,15 @@ def fast_records(meter: Meter, family: FamilyAggregates, weights: FamilyAggregat
                                 if dict(m).get("account_id")), "")
             else:
                 account = (owners or {}).get(resource, "")
-            digest = hashlib.sha256(repr(sorted(
-                (m, vars(family.series[m][i])) for m in present)).encode()).hexdigest()[:32]
-            start = from_ms(h)
+            digest = hashlib.sha256("|".join(sorted(
+                f"{names[m]}:{a.tiles},{a.samples},{a.low},{a.high},{a.resets},{a.before},"
+                f"{a.last}" for m, a in zip(present, aggs, strict=True))).encode()
+            ).hexdigest()[:32]
+            start = starts[i]
             records.append(Record(
-                record_key(meter.name, resource, cls, start), meter.name, start,
-                from_ms(h + HOUR_MS), resource, cls, account, quantity, meter.base_unit,
-                sum(a.samples for a in aggs), Decimal(rules.max_gap_ms) / MS, Decimal(0), 0,
+                record_key(meter.name, resource, cls, start), meter.name, start, ends[i],
+                resource, cls, account, quantity, meter.base_unit,
+                sum(a.samples for a in aggs), bound, Decimal(0), 0,
                 "" if account else "unowned", query, evaluated, digest))
     return FastResult(records, raw)
 

@@ -48,7 +48,7 @@ class Price:
         """Is this price in effect at instant ``t``?"""
         return self.since <= t and (self.until is None or t < self.until)
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
         """A short stable id of this entry (lineage of every charge it rated)."""
         doc = [self.meter, self.storage_class, str(self.amount), self.per,

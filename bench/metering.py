@@ -2,7 +2,8 @@
 """Metering benchmark: our exact job vs the increase()-per-hour approach other tools use vs
 fetching every raw sample (the naive exact floor), on one VictoriaMetrics, in one run.
 
---vms VMs with 2 volumes and 1 vNIC each, --days days at --step seconds: libvirt state, vCPUs
+--vms VMs with 2 volumes and 1 vNIC each, --days days (and an hour either side) at --step
+seconds: libvirt state, vCPUs
 and memory, the inventory's zcp_vm_state/zcp_vm_info/zcp_volume_info/zcp_nic_info, RBD
 provisioned bytes (a tenth of the volumes resized once), vNIC transmit/receive counters (a
 QEMU restart, a counter reset, on a twentieth of them; a 20-minute scrape gap on a
@@ -61,12 +62,15 @@ FAMILIES = ["libvirt_domain_state", "libvirt_domain_vcpus",
             "zcp_vm_info", "zcp_volume_info", "zcp_nic_info"]
 COUNTERS = {FAMILIES[5], FAMILIES[6]}
 CHUNK_HOURS = 24
+MARGIN_S = 3600
 
 
 def lines(vms: int, days: int, step: int) -> Iterator[str]:
     """The history as import lines, series by series (nothing held in memory)."""
-    t0 = int(START.timestamp() * 1000)
-    n = days * 86_400 // step
+    # an hour of history on either side of the metered range, as in production (a run meters
+    # settled hours inside the store's data; the range's first hour needs the sample before)
+    t0 = int(START.timestamp() * 1000) - MARGIN_S * 1000
+    n = (days * 86_400 + 2 * MARGIN_S) // step
     times = [str(t0 + k * step * 1000) for k in range(n)]
     for v in range(vms):
         vm = f"vm-{v:05d}"

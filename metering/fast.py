@@ -34,7 +34,7 @@ from typing import Any
 from metering.compute import MS
 from metering.meters import Meter
 from metering.periods import HOUR_MS, from_ms
-from metering.records import Record, Rules, record_key
+from metering.records import Record, Rules, key_of
 from metering.source import QuerySource
 
 Labels = tuple[tuple[str, str], ...]
@@ -109,8 +109,13 @@ def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequenc
         out.queries.append(query)
         return source.range(query, lo, hi, HOUR_MS)
 
+    seen: dict[tuple[float | str, int], int] = {}  # a chunk has one evaluation time per hour
+
     def index(t_s: float | str, shift: int) -> int:
-        return _index(t_s, shift, first)
+        got = seen.get((t_s, shift))
+        if got is None:
+            got = seen[(t_s, shift)] = _index(t_s, shift, first)
+        return got
 
     shift_tiles = HOUR_MS + 2 * tile - 1
 
@@ -189,6 +194,7 @@ def fast_records(meter: Meter, family: FamilyAggregates, weights: FamilyAggregat
     query = " ; ".join(family.queries)
     starts = [from_ms(h) for h in hours]
     ends = [from_ms(h + HOUR_MS) for h in hours]
+    isos = [t.isoformat() for t in starts]
     bound = Decimal(rules.max_gap_ms) / MS
     names = {labels: repr(labels) for labels in family.series}
     for key, members in sorted(groups.items()):
@@ -231,7 +237,7 @@ def fast_records(meter: Meter, family: FamilyAggregates, weights: FamilyAggregat
             ).hexdigest()[:32]
             start = starts[i]
             records.append(Record(
-                record_key(meter.name, resource, cls, start), meter.name, start, ends[i],
+                key_of(meter.name, resource, cls, isos[i]), meter.name, start, ends[i],
                 resource, cls, account, quantity, meter.base_unit,
                 sum(a.samples for a in aggs), bound, Decimal(0), 0,
                 "" if account else "unowned", query, evaluated, digest))

@@ -47,7 +47,7 @@ class Options:
     """What a run needs besides its source, database and price book."""
 
     rules: Rules = field(default_factory=Rules)
-    chunk_hours: int = 6
+    chunk_hours: int = 24
     settle: timedelta = timedelta(minutes=15)
     backfill: timedelta = timedelta(hours=24)
     lock_ttl: float = 120.0

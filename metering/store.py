@@ -129,13 +129,13 @@ def bulk_insert(s: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> 
     compiled = insert(table).compile(dialect=dialect, column_keys=[c.key for c in columns])
     processors = {c.key: _memo(c, c.type.dialect_impl(dialect).bind_processor(dialect))
                   for c in columns}
-    if compiled.positional:
-        convert = [(k, processors[k]) for k in compiled.positiontup or ()]
-        params: list[Any] = [tuple(p(row[k]) if p else row[k] for k, p in convert)
-                             for row in rows]
-    else:
-        items = list(processors.items())
-        params = [{k: p(row[k]) if p else row[k] for k, p in items} for row in rows]
+    # column by column: one comprehension per column, not a test per value
+    keys = list(compiled.positiontup or ()) if compiled.positional else list(processors)
+    values = [[p(row[k]) for row in rows] if (p := processors[k]) else [row[k] for row in rows]
+              for k in keys]
+    params: list[Any] = list(zip(*values, strict=True))
+    if not compiled.positional:
+        params = [dict(zip(keys, row, strict=True)) for row in params]
     conn.exec_driver_sql(str(compiled), params)
 
 

@@ -336,7 +336,7 @@ class MeteringConfig(_Model):
         "samples further apart are not bridged: that time is not billed, the record flagged"))
     scrape_interval_seconds: float = Field(60.0, gt=0, description=(
         "how long a sample holds when no next sample follows within max_gap"))
-    chunk_hours: int = Field(6, ge=1, le=168, description="hours fetched and written at once")
+    chunk_hours: int = Field(24, ge=1, le=168, description="hours fetched and written at once")
     backfill_hours: int = Field(24, ge=1, description="first run without a watermark: how "
                                                       "far back to start")
     query_timeout_seconds: float = Field(120.0, gt=0)

@@ -44,7 +44,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab.victoriametrics import VictoriaMetricsServer
-from metering.job import Job, Options
+from metering.job import Job, Options, owners_in
 from metering.meters import enabled
 from metering.periods import HOUR, HOUR_MS, from_ms, to_ms
 from metering.pricing import load_price_book
@@ -150,9 +150,7 @@ class IncreaseJob(Job):
     def records_of(self, hours: Sequence[datetime]) -> tuple[list[Record], int]:
         start, end = to_ms(hours[0]), to_ms(hours[-1]) + HOUR_MS
         gap = self.options.rules.max_gap_ms
-        owners = {m.owner: self.source.owners(m.owner, m.resource_label, start - gap,
-                                              end + gap)
-                  for m in self.meters if m.owner != "label"}
+        owners = owners_in(self.source, self.meters, start, end, gap)
         evaluated = from_ms(end - 1)
         out: list[Record] = []
         for meter in self.meters:

@@ -23,6 +23,7 @@ only known from the raw samples) and a digest of the aggregates as their lineage
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
@@ -66,6 +67,13 @@ def _labels(metric: dict[str, str]) -> Labels:
     return tuple(sorted((k, v) for k, v in metric.items() if k != "__name__"))
 
 
+def _tiles(rules: Rules) -> tuple[int, int, int]:
+    """The tile (``max_gap / 2``), the window of a tile count (the hour and two tiles either
+    side) and where a tile count is evaluated after its hour's start (ms)."""
+    tile = rules.max_gap_ms // 2
+    return tile, HOUR_MS + 4 * tile, HOUR_MS + 2 * tile - 1
+
+
 def _index(t_s: float | str, shift: int, first: int) -> int:
     """The hour index (from ``first``) of an evaluation time ``shift`` ms after an hour."""
     return (round(float(t_s) * 1000) - shift - first) // HOUR_MS
@@ -83,10 +91,8 @@ class Points:
 def points(source: QuerySource, hours: Sequence[int], rules: Rules) -> Points:
     """The subquery points per hour of the tile count (``count_over_time(vector(1)[W:T])``,
     evaluated where the families' tile counts are)."""
-    tile = rules.max_gap_ms // 2
-    span = HOUR_MS + 4 * tile
+    tile, span, shift = _tiles(rules)
     first, last = hours[0], hours[-1]
-    shift = HOUR_MS + 2 * tile - 1
     query = f"count_over_time(vector(1)[{span}ms:{tile}ms])"
     out: dict[int, int] = {}
     for item in source.range(query, first + shift, last + shift, HOUR_MS):
@@ -99,8 +105,7 @@ def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequenc
                rules: Rules, grid: Points) -> FamilyAggregates:
     """One family's aggregates for the hours starting at ``hours`` (ms); ``grid`` from
     :func:`points` for the same hours and rules."""
-    tile = rules.max_gap_ms // 2
-    span = HOUR_MS + 4 * tile
+    tile, span, shift_tiles = _tiles(rules)
     out = FamilyAggregates(points=grid.per_hour, queries=[grid.query])
     first, last = hours[0], hours[-1]
     ends = (first + HOUR_MS, last + HOUR_MS)
@@ -109,15 +114,9 @@ def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequenc
         out.queries.append(query)
         return source.range(query, lo, hi, HOUR_MS)
 
-    seen: dict[tuple[float | str, int], int] = {}  # a chunk has one evaluation time per hour
-
+    @functools.cache  # a chunk has one evaluation time per hour
     def index(t_s: float | str, shift: int) -> int:
-        got = seen.get((t_s, shift))
-        if got is None:
-            got = seen[(t_s, shift)] = _index(t_s, shift, first)
-        return got
-
-    shift_tiles = HOUR_MS + 2 * tile - 1
+        return _index(t_s, shift, first)
 
     def each(query: str, lo: int, hi: int, shift: int, attr: str) -> None:
         integer = attr in ("tiles", "samples")
@@ -131,7 +130,7 @@ def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequenc
                 setattr(agg, attr, int(Decimal(v)) if integer else Decimal(v))
 
     each(f"count_over_time(count_over_time({selector}[{tile}ms])[{span}ms:{tile}ms])",
-         ends[0] + 2 * tile - 1, ends[1] + 2 * tile - 1, shift_tiles, "tiles")
+         first + shift_tiles, last + shift_tiles, shift_tiles, "tiles")
     if not out.series:  # nothing of this family around these hours: nothing more to ask
         return out
     each(f"count_over_time({selector}[{HOUR_MS}ms])", ends[0] - 1, ends[1] - 1,

@@ -122,13 +122,10 @@ class Rater:
         return month, price.version, unit
 
 
-def rate(record: Record, meter: Meter, book: PriceBook) -> Rated:
-    """Price one record on its own (see :class:`Rater`)."""
-    return Rater(book, {meter.name: meter})(record)
-
-
-def _owners(source: QuerySource, meters: Sequence[Meter], start: int, end: int,
-            gap: int) -> dict[str, dict[str, str]]:
+def owners_in(source: QuerySource, meters: Sequence[Meter], start: int, end: int,
+              gap: int) -> dict[str, dict[str, str]]:
+    """Per info family the meters name, resource id -> account, seen within ``gap`` of
+    ``[start, end)`` (ms)."""
     owners: dict[str, dict[str, str]] = {}
     for meter in meters:
         if meter.owner != "label" and meter.owner not in owners:
@@ -155,7 +152,7 @@ def compute(source: QuerySource, meters: Sequence[Meter], hours: Sequence[dateti
     start, end = to_ms(hours[0]), to_ms(hours[-1]) + HOUR_MS
     gap = rules.max_gap_ms
     starts = [to_ms(h) for h in hours]
-    owners = _owners(source, meters, start, end, gap)
+    owners = owners_in(source, meters, start, end, gap)
     evaluated = from_ms(end - 1)
     records: list[Record] = []
     samples = 0

@@ -8,6 +8,7 @@ that the run renews in every transaction and that expires ``ttl`` after a crash.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -141,19 +142,12 @@ def bulk_insert(s: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> 
 
 def _memo(column: Column[Any], process: Callable[[Any], Any] | None
           ) -> Callable[[Any], Any] | None:
-    """A datetime column's processor, memoised (a chunk's rows share a few hours). Only
-    datetimes: equal Decimals can differ in digits (1 and 1.0), which must be kept."""
+    """A datetime column's processor, memoised for one insert (a chunk's rows share a few
+    hours). Only datetimes: equal Decimals can differ in digits (1 and 1.0), which must be
+    kept."""
     if process is None or not isinstance(column.type, UTCDateTime):
         return process
-    seen: dict[Any, Any] = {}
-
-    def cached(value: Any) -> Any:
-        got = seen.get(value, seen)
-        if got is seen:
-            got = seen[value] = process(value)
-        return got
-
-    return cached
+    return functools.cache(process)
 
 
 def watermark(s: Session) -> datetime | None:

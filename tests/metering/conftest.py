@@ -3,6 +3,7 @@ real VictoriaMetrics (import API), and a real PostgreSQL, each started once per 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,3 +67,12 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'metering.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> str:
+    """An empty billing database URL: SQLite, then a fresh database on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    pg = request.getfixturevalue("postgres")
+    return str(pg.new_database(f"t_{uuid.uuid4().hex[:12]}"))  # type: ignore[attr-defined]

@@ -4,7 +4,6 @@ hand-computed answer to the last digit, and so does every amount."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -27,14 +26,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(params=["prometheus", "victoria"])
 def store(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"history_{request.param}"))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: object) -> str:
-    if request.param == "sqlite":
-        return str(request.getfixturevalue("sqlite_url"))
-    pg = request.getfixturevalue("postgres")
-    return str(pg.new_database(f"t_{uuid.uuid4().hex[:12]}"))  # type: ignore[attr-defined]
 
 
 def make_job(store: str, database: str, chunk_hours: int = 6, fast: bool = True) -> Job:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,14 +67,6 @@ class SlowLink:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite":
-        return str(request.getfixturevalue("sqlite_url"))
-    pg = request.getfixturevalue("postgres")
-    return str(pg.new_database(f"t_{uuid.uuid4().hex[:12]}"))  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -3,11 +3,9 @@ PostgreSQL: Decimal digits kept (1.0 stays 1.0, never float), aware datetimes as
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
-import pytest
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
@@ -16,14 +14,6 @@ from metering.store import bulk_insert, engine_for, upgrade
 
 RECORDS: Table = UsageRecord.__table__  # type: ignore[assignment]
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest) -> str:
-    if request.param == "sqlite":
-        return str(request.getfixturevalue("sqlite_url"))
-    pg = request.getfixturevalue("postgres")
-    return str(pg.new_database(f"s_{uuid.uuid4().hex[:12]}"))  # type: ignore[attr-defined]
 
 
 def row(key: str, quantity: Decimal, start: datetime) -> dict[str, object]:

@@ -256,6 +256,17 @@ def sent_of(db: Path) -> dict[str, Decimal]:
     return out
 
 
+def gaps_of(db: Path) -> tuple[int, Decimal]:
+    """Records flagged for a gap and their unbilled seconds, as a job's database holds them."""
+    con = sqlite3.connect(db)
+    n, unbilled = 0, Decimal(0)
+    for (seconds,) in con.execute("select unbilled_s from usage_records where flags like "
+                                  "'%gap%'"):
+        n += 1
+        unbilled += Decimal(seconds)
+    return n, unbilled
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vms", type=int, default=500)
@@ -290,6 +301,7 @@ def main() -> None:
         err = sum((abs(inc_sent.get(k, Decimal(0)) - v) for k, v in exact.items()),
                   Decimal(0))
         total = sum(exact.values(), Decimal(0))
+        flagged, unbilled = gaps_of(db)
         inc_total = sum(inc_sent.values(), Decimal(0))
         out = {
             "vms": args.vms, "days": args.days, "step_s": args.step, "samples": samples,
@@ -305,6 +317,7 @@ def main() -> None:
             "increase_abs_error_bytes": str(err),
             "increase_job_abs_error_bytes": str(job_err),
             "increase_rel_error": f"{float(err / total):.2e}" if total else "n/a",
+            "ours_gap_records": flagged, "ours_unbilled_s": str(unbilled),
         }
         print(json.dumps(out, indent=2))
     finally:

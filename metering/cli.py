@@ -36,7 +36,8 @@ def _options(section: MeteringConfig) -> Any:
 
     return Options(
         rules=Rules(max_gap_ms=int(section.max_gap_seconds * 1000),
-                    hold_ms=int(section.scrape_interval_seconds * 1000)),
+                    hold_ms=int(section.scrape_interval_seconds * 1000),
+                    max_outage_ms=int(section.max_outage_seconds * 1000)),
         chunk_hours=section.chunk_hours, settle=timedelta(seconds=section.settle_seconds),
         backfill=timedelta(hours=section.backfill_hours), lock_ttl=section.lock_ttl_seconds)
 

@@ -4,23 +4,27 @@ Time is integer milliseconds (what both Prometheus and VictoriaMetrics store), v
 ``Decimal`` parsed from the API's strings, periods are half-open ``[start, end)``. Nothing passes
 through float, nothing is extrapolated.
 
-The rules (docs/design.md, "Metering"):
+The rules (docs/design.md, "Metering" and "The gap rule"):
 * Counters: the delta of consecutive samples of one series, a decrease being a reset (the new
-  value counts from zero). The last sample before the period (at most ``max_gap`` before it)
-  is carried in, so adjacent periods partition the total exactly. Two samples more than
-  ``max_gap`` apart are not bridged: that delta is not billed and the time is flagged. A
+  value counts from zero), belongs to the period holding the later sample: the last sample
+  before the period is carried in, so adjacent periods partition the total exactly. A
   series' first sample is its baseline.
 * Gauges, states, presence: a sample holds until the next one when that comes within
-  ``max_gap``, else for ``hold`` (one nominal scrape interval) and the rest of the gap is not
-  billed and flagged. The series of one resource are combined by their maximum at each instant,
-  so a resource seen twice (a VM mid-migration) is never counted twice.
+  ``max_gap``, else for ``hold`` (one nominal scrape interval). The series of one resource
+  are combined by their maximum at each instant, so a resource seen twice (a VM
+  mid-migration) is never counted twice.
+* Two consecutive samples more than ``max_gap`` and at most ``max_outage`` apart are a gap:
+  not bridged, the time (no other series of the resource covered) unbilled in every period
+  it overlaps, which is flagged. Further apart, the series ended and a new one started.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import itertools
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -66,44 +70,57 @@ class Usage:
     coverage: Coverage = field(default_factory=Coverage)
 
 
-def _window(samples: Sequence[tuple[int, Decimal]], start: int, end: int,
-            before: int) -> tuple[tuple[int, Decimal] | None, list[tuple[int, Decimal]]]:
-    """The last sample in ``[start - before, start)`` and the samples in ``[start, end)``."""
-    carry = None
-    inside = []
-    for t, v in samples:
-        if t < start:
-            if t >= start - before:
-                carry = (t, v)
-        elif t < end:
-            inside.append((t, v))
-        else:
-            break
-    return carry, inside
+def counter_delta(series: Series, start: int, end: int, max_gap: int,
+                  max_outage: int | None = None) -> Usage:
+    """The exact increase of one counter series in ``[start, end)``.
 
-
-def counter_delta(series: Series, start: int, end: int, max_gap: int) -> Usage:
-    """The exact increase of one counter series in ``[start, end)``."""
-    carry, inside = _window(series.samples, start, end, max_gap)
+    Every pair of consecutive samples whose later one falls in the period contributes its
+    delta when they are at most ``max_gap`` apart. A pair further apart but at most
+    ``max_outage`` (default: no limit) apart is a gap: its delta is not billed and the part
+    of it inside the period is unbilled time (also when the later sample is after the
+    period). A pair further apart still is the series ending and starting again: nothing is
+    billed or flagged. ``series`` must hold the neighbours of the period (``records._near``).
+    """
+    outage: float = math.inf if max_outage is None else max_outage
+    s = series.samples
+    lo = bisect.bisect_left(s, start, key=_time)
+    hi = bisect.bisect_left(s, end, key=_time)
     usage = Usage()
     cov = usage.coverage
-    cov.samples = len(inside)
-    prev = carry
-    edge = start
-    for t, v in inside:
-        cov.longest_gap_ms = max(cov.longest_gap_ms, t - (prev[0] if prev else edge))
-        if prev is not None:
-            if t - prev[0] > max_gap:
-                cov.unbilled_ms += t - max(prev[0], start)
-            elif v >= prev[1]:
-                usage.quantity += v - prev[1]
-            else:
-                cov.resets += 1
-                usage.quantity += v
-        prev = (t, v)
-    if inside:
-        cov.longest_gap_ms = max(cov.longest_gap_ms, end - inside[-1][0])
+    cov.samples = hi - lo
+    first = lo - 1 if lo > 0 else lo  # the pair across the start, if there is a sample before
+    last = hi if hi < len(s) else hi - 1  # and the pair across the end
+    for i in range(first, last):
+        (t0, v0), (t1, v1) = s[i], s[i + 1]
+        if t1 < start or t0 >= end:
+            continue
+        d = t1 - t0
+        if d > outage:  # the series ended and a new one started: edges, not a gap
+            if t0 >= start:
+                cov.longest_gap_ms = max(cov.longest_gap_ms, min(t1, end) - t0)
+            if t1 < end:
+                cov.longest_gap_ms = max(cov.longest_gap_ms, t1 - max(t0, start))
+            continue
+        cov.longest_gap_ms = max(cov.longest_gap_ms, d)
+        if d > max_gap:
+            cov.unbilled_ms += min(t1, end) - max(t0, start)
+        elif t1 >= end:
+            pass  # the next period's delta
+        elif v1 >= v0:
+            usage.quantity += v1 - v0
+        else:
+            cov.resets += 1
+            usage.quantity += v1
+    if lo < hi:  # a series starting or ending in the period: from / to the period's edge
+        if lo == 0 or start - s[lo - 1][0] > outage:
+            cov.longest_gap_ms = max(cov.longest_gap_ms, s[lo][0] - start)
+        if hi == len(s) or s[hi][0] - s[hi - 1][0] > outage:
+            cov.longest_gap_ms = max(cov.longest_gap_ms, end - s[hi - 1][0])
     return usage
+
+
+def _time(sample: tuple[int, Decimal]) -> int:
+    return sample[0]
 
 
 def steps(series: Series, max_gap: int, hold: int,
@@ -161,14 +178,16 @@ def integral(pieces: Iterable[list[tuple[int, int, Decimal]]], start: int, end: 
 
 
 def unbilled(pieces: Iterable[list[tuple[int, int, Decimal]]], raw: Iterable[Series],
-             start: int, end: int, max_gap: int) -> int:
+             start: int, end: int, max_gap: int, max_outage: int | None = None) -> int:
     """Milliseconds inside ``[start, end)`` not billed because two samples of a series were more
-    than ``max_gap`` apart (only the part no other series of the resource covered)."""
+    than ``max_gap`` and at most ``max_outage`` apart (a gap; further apart is the series
+    ending and a new one starting), only the part no other series of the resource covered."""
+    outage: float = math.inf if max_outage is None else max_outage
     holes: list[tuple[int, int]] = []
     for series in raw:
         s = series.samples
         for (t0, _v0), (t1, _v1) in itertools.pairwise(s):
-            if t1 - t0 > max_gap:
+            if max_gap < t1 - t0 <= outage:
                 holes.append((t0, t1))
     if not holes:
         return 0
@@ -186,22 +205,24 @@ def unbilled(pieces: Iterable[list[tuple[int, int, Decimal]]], raw: Iterable[Ser
 
 
 def time_usage(series: Sequence[Series], start: int, end: int, max_gap: int, hold: int,
-               value: Callable[[Series, Decimal], Decimal]) -> Usage:
+               value: Callable[[Series, Decimal], Decimal], max_outage: int | None = None
+               ) -> Usage:
     """A gauge/state/presence resource's usage in ``[start, end)``: the integral of the
     maximum of its series' step functions, ``value`` mapping each sample (state -> 0/1, or a
     weight), in base-unit x milliseconds converted to base-unit x seconds."""
     pieces = [steps(s, max_gap, hold, functools.partial(value, s)) for s in series]
     usage = integral(pieces, start, end)
-    usage.coverage.unbilled_ms = unbilled(pieces, series, start, end, max_gap)
+    usage.coverage.unbilled_ms = unbilled(pieces, series, start, end, max_gap, max_outage)
     usage.quantity = usage.quantity / MS
     return usage
 
 
-def counter_usage(series: Sequence[Series], start: int, end: int, max_gap: int) -> Usage:
+def counter_usage(series: Sequence[Series], start: int, end: int, max_gap: int,
+                  max_outage: int | None = None) -> Usage:
     """A counter resource's usage: the sum of its series' exact deltas."""
     total = Usage()
     for s in series:
-        one = counter_delta(s, start, end, max_gap)
+        one = counter_delta(s, start, end, max_gap, max_outage)
         total.quantity += one.quantity
         total.coverage.merge(one.coverage)
     return total
@@ -225,13 +246,12 @@ def weighted(state: Series, weights: Sequence[Series], counts: Callable[[Decimal
 
 
 
-def samples_hash(series: Iterable[Series], start: int, end: int, before: int,
-                 after: int) -> str:
-    """A digest of exactly the samples a record was computed from (its lineage)."""
+def samples_hash(series: Iterable[Series]) -> str:
+    """A digest of exactly the samples a record was computed from (its lineage: the period's
+    samples and its neighbours, ``records._near``)."""
     h = hashlib.sha256()
     for s in sorted(series, key=lambda x: x.labels):
-        used = [f"{t}:{v};" for t, v in s.samples if start - before <= t < end + after]
-        if used:  # a series with nothing in the window is not part of the record
+        if s.samples:  # a series with nothing near the period is not part of the record
             h.update(repr(s.labels).encode())
-            h.update("".join(used).encode())
+            h.update("".join(f"{t}:{v};" for t, v in s.samples).encode())
     return h.hexdigest()[:32]

@@ -129,8 +129,11 @@ def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequenc
                     agg = per[h] = HourAggregates()
                 setattr(agg, attr, int(Decimal(v)) if integer else Decimal(v))
 
+    # the tile counts reach ``max_outage`` beyond the chunk: a series absent from an hour but
+    # present on both sides within it may be in a gap (see fast_records)
+    beyond = reach_hours(rules) * HOUR_MS
     each(f"count_over_time(count_over_time({selector}[{tile}ms])[{span}ms:{tile}ms])",
-         first + shift_tiles, last + shift_tiles, shift_tiles, "tiles")
+         first - beyond + shift_tiles, last + beyond + shift_tiles, shift_tiles, "tiles")
     if not out.series:  # nothing of this family around these hours: nothing more to ask
         return out
     each(f"count_over_time({selector}[{HOUR_MS}ms])", ends[0] - 1, ends[1] - 1,
@@ -158,6 +161,17 @@ def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequenc
     return out
 
 
+def reach_hours(rules: Rules) -> int:
+    """How many hours around an hour the other side of a gap can be."""
+    return -(-rules.max_outage_ms // HOUR_MS)
+
+
+def _around(per: dict[int, HourAggregates], i: int, k: int) -> bool:
+    """Is a series absent from hour ``i`` present within ``k`` hours on both sides of it?"""
+    return any(j in per for j in range(i - k, i)) and \
+        any(j in per for j in range(i + 1, i + k + 1))
+
+
 def regular(agg: HourAggregates | None, points: int | None, counter: bool) -> bool:
     """Can this series-hour be computed from its aggregates alone?"""
     if agg is None or points is None or agg.tiles != points:
@@ -180,7 +194,9 @@ def fast_records(meter: Meter, family: FamilyAggregates, weights: FamilyAggregat
                  evaluated: datetime) -> FastResult:
     """The records of every (resource, hour) whose series are all regular; the rest for raw.
 
-    A resource-hour is regular when each of its series present around the hour is."""
+    A resource-hour is regular when each of its series present around the hour is, and none
+    of its series absent from the hour is present on both sides within ``max_outage`` (the
+    hour may be inside that series' gap: the raw samples decide)."""
     counter = meter.kind == "counter"
     groups: dict[tuple[str, ...], list[Labels]] = defaultdict(list)
     for labels in family.series:
@@ -196,11 +212,17 @@ def fast_records(meter: Meter, family: FamilyAggregates, weights: FamilyAggregat
     isos = [t.isoformat() for t in starts]
     bound = Decimal(rules.max_gap_ms) / MS
     names = {labels: repr(labels) for labels in family.series}
+    reach = reach_hours(rules)
     for key, members in sorted(groups.items()):
         resource = key[0]
         cls = dict(zip(meter.key, key, strict=True)).get("storage_class", "")
         for i in range(len(hours)):
             present = [m for m in members if i in family.series[m]]
+            if len(present) < len(members) and any(
+                    _around(family.series[m], i, reach) for m in members
+                    if i not in family.series[m]):
+                raw.add((key, i))
+                continue
             if not present:
                 continue
             aggs = [family.series[m][i] for m in present]

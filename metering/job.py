@@ -165,7 +165,8 @@ def compute(source: QuerySource, meters: Sequence[Meter], hours: Sequence[dateti
         narrowed = with_matcher(selector, label, keys) if keys else selector
         got = raw_cache.get((narrowed, lo, hi))
         if got is None:
-            got = raw_cache[(narrowed, lo, hi)] = source.raw(narrowed, lo - gap, hi + gap)
+            got = raw_cache[(narrowed, lo, hi)] = source.raw(narrowed, lo - rules.reach_ms,
+                                                             hi + rules.reach_ms)
         return got
 
     for meter in meters:
@@ -186,7 +187,7 @@ def compute(source: QuerySource, meters: Sequence[Meter], hours: Sequence[dateti
         records += result.records
         if not result.raw:
             continue
-        # only the hours that need it (runs of consecutive hours), with max_gap around them,
+        # only the hours that need it (runs of consecutive hours), with max_outage around them,
         # and only the resources that need it in each run
         for run_hours in _runs(sorted({i for _k, i in result.raw})):
             wanted = {(key, starts[i]) for key, i in result.raw if i in run_hours}

@@ -30,10 +30,24 @@ from metering.source import Fetched
 
 @dataclass(frozen=True)
 class Rules:
-    """How gaps are treated (config ``metering.max_gap_seconds`` / ``scrape_interval_seconds``)."""
+    """How gaps are treated (config ``metering.max_gap_seconds``, ``max_outage_seconds`` and
+    ``scrape_interval_seconds``): samples up to ``max_gap`` apart are bridged; further apart,
+    up to ``max_outage``, is a gap (not billed, flagged); further still is a series ending and
+    a new one starting (not billed, not flagged); a sample with no successor within
+    ``max_gap`` holds for ``hold``."""
 
     max_gap_ms: int = 300_000
     hold_ms: int = 60_000
+    max_outage_ms: int = 3_600_000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.hold_ms <= self.max_gap_ms <= self.max_outage_ms:
+            raise ValueError("the gap rules need 0 < hold <= max_gap <= max_outage")
+
+    @property
+    def reach_ms(self) -> int:
+        """How far around a period its samples' neighbours are looked for."""
+        return self.max_outage_ms
 
 
 @dataclass(slots=True)
@@ -71,11 +85,20 @@ def key_of(meter: str, resource_id: str, storage_class: str, start_iso: str) -> 
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _slice(series: Series, lo: int, hi: int) -> Series:
-    """The series' samples with ``lo <= t < hi``."""
-    times = [t for t, _v in series.samples]
-    return Series(series.labels, series.samples[bisect.bisect_left(times, lo):
-                                                 bisect.bisect_left(times, hi)])
+def _near(series: Series, times: Sequence[int], start: int, end: int, rules: Rules
+          ) -> Series:
+    """The samples a period ``[start, end)`` is computed from: those within ``max_gap`` of
+    it, and the neighbour on each side beyond that when it is within ``max_outage`` (the other
+    side of a gap). Nothing depends on samples further away, so the same data gives the same
+    records whatever the chunking."""
+    gap, outage = rules.max_gap_ms, rules.max_outage_ms
+    lo = bisect.bisect_left(times, start - gap)
+    hi = bisect.bisect_left(times, end + gap)
+    if lo > 0 and times[lo - 1] >= start - outage:
+        lo -= 1
+    if hi < len(times) and times[hi] < end + outage:
+        hi += 1
+    return Series(series.labels, series.samples[lo:hi])
 
 
 def _value(meter: Meter) -> Callable[[Series, Decimal], Decimal]:
@@ -101,7 +124,7 @@ def build(meter: Meter, fetched: Fetched, hours: Sequence[int], rules: Rules,
         if key[0]:
             groups.setdefault(key, []).append(s)
     value = _value(meter)
-    gap = rules.max_gap_ms
+    gap, outage = rules.max_gap_ms, rules.max_outage_ms
     out = []
     evaluated = from_ms(fetched.at_ms)
     for key, members in sorted(groups.items()):
@@ -112,14 +135,15 @@ def build(meter: Meter, fetched: Fetched, hours: Sequence[int], rules: Rules,
                            "")
         else:
             account = (owners or {}).get(resource, "")
+        times = [[t for t, _v in s.samples] for s in members]
         for h in hours:
             end = h + HOUR_MS
-            near = [_slice(s, h - gap, end + gap) for s in members]
+            near = [_near(s, ts, h, end, rules) for s, ts in zip(members, times, strict=True)]
             usage: Usage
             if meter.kind == "counter":
-                usage = counter_usage(near, h, end, gap)
+                usage = counter_usage(near, h, end, gap, outage)
             else:
-                usage = time_usage(near, h, end, gap, rules.hold_ms, value)
+                usage = time_usage(near, h, end, gap, rules.hold_ms, value, outage)
             cov = usage.coverage
             if not usage.quantity and not cov.unbilled_ms:
                 continue
@@ -131,5 +155,5 @@ def build(meter: Meter, fetched: Fetched, hours: Sequence[int], rules: Rules,
                 resource, cls, account, usage.quantity, meter.base_unit, cov.samples,
                 Decimal(cov.longest_gap_ms) / MS, Decimal(cov.unbilled_ms) / MS, cov.resets,
                 flags, fetched.query, evaluated,
-                samples_hash(near, h, end, gap, gap if meter.kind != "counter" else 0)))
+                samples_hash(near)))
     return out

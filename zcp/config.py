@@ -21,6 +21,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from zcp.errors import ConfigError
@@ -334,6 +335,10 @@ class MeteringConfig(_Model):
                                                            "long after it ends")
     max_gap_seconds: float = Field(300.0, gt=0, description=(
         "samples further apart are not bridged: that time is not billed, the record flagged"))
+    max_outage_seconds: float = Field(3600.0, gt=0, description=(
+        "samples further apart than max_gap and at most this are a gap (not billed, every "
+        "hour it touches flagged); further apart is a series ending and a new one starting "
+        "(a VM stopped, then started): not billed, not flagged"))
     scrape_interval_seconds: float = Field(60.0, gt=0, description=(
         "how long a sample holds when no next sample follows within max_gap"))
     chunk_hours: int = Field(24, ge=1, le=168, description="hours fetched and written at once")
@@ -349,6 +354,14 @@ class MeteringConfig(_Model):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return _require_http(value).rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _gap_rules(self) -> MeteringConfig:
+        if not (self.scrape_interval_seconds <= self.max_gap_seconds
+                <= self.max_outage_seconds):
+            raise ValueError("needs scrape_interval_seconds <= max_gap_seconds <= "
+                             "max_outage_seconds")
+        return self
 
 
 class Config(_Model):

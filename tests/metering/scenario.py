@@ -1,6 +1,7 @@
 """Six hours of history with exact, hand-computed answers: a VM migrating hosts mid-hour, a VM
-deleted, a counter reset, a 20-minute scrape gap, a volume resized mid-hour, samples exactly on
-the hour edges, and a month boundary in America/New_York (DST ends at its start).
+deleted, a counter reset, a 20-minute scrape gap inside an hour and two across hour edges, a
+volume resized mid-hour, samples exactly on the hour edges, and a month boundary in
+America/New_York (DST ends at its start).
 
 Samples every minute from 2026-11-01T00:00Z. Account A bills in UTC, account B in
 America/New_York, where November starts at 04:00Z: B's first four hours are October's.
@@ -62,6 +63,9 @@ def history() -> list[HistorySeries]:
     vm2 = range(0, 190)  # deleted after 03:09
     full = range(0, 360)
     nic2 = [k for k in vm2 if not 121 <= k <= 139]  # 02:01-02:19 missing: a 20-min gap
+    # gaps across an hour's edge: nic1 (on kvm2) 03:50-04:09, vol1 04:50-05:09
+    nic1 = [k for k in kvm2 if not 230 <= k <= 249]
+    vol1 = [k for k in full if not 290 <= k <= 309]
     out = [
         _series("libvirt_domain_state", kvm1, 1, host="kvm1", **lv1),
         _series("libvirt_domain_state", kvm2, 1, host="kvm2", **lv1),
@@ -80,14 +84,14 @@ def history() -> list[HistorySeries]:
         _series("libvirt_domain_interface_transmit_bytes_total", kvm1, lambda k: 1000 * k,
                 "counter", host="kvm1", device="vnet0", nic_id="nic1", mac="02:00:00:00:00:01",
                 **lv1),
-        _series("libvirt_domain_interface_transmit_bytes_total", kvm2,
+        _series("libvirt_domain_interface_transmit_bytes_total", nic1,
                 lambda k: 500 * (k - 149), "counter", host="kvm2", device="vnet3",
                 nic_id="nic1", mac="02:00:00:00:00:01", **lv1),
         _series("libvirt_domain_interface_receive_bytes_total", nic2,
                 lambda k: 2000 * k if k < 90 else 2000 * (k - 90) + 100, "counter",
                 host="kvm1", device="vnet1", nic_id="nic2", mac="02:00:00:00:00:02", **lv2),
         # RBD images: vol1 resized 10 -> 20 GiB at 01:30, vol2 5 GiB
-        _series("ceph_rbd_image_provisioned_bytes", full,
+        _series("ceph_rbd_image_provisioned_bytes", vol1,
                 lambda k: 10 * GIB if k < 90 else 20 * GIB, job="zcp-ceph", pool="rbd-fast",
                 image="volume-1", volume_id="vol1", storage_class="fast"),
         _series("ceph_rbd_image_provisioned_bytes", full, 5 * GIB, job="zcp-ceph",
@@ -140,8 +144,13 @@ def expected() -> dict[tuple[str, str, int], Decimal]:
     e[("volume.gib_hours", "vol1", 1)] = (10 * GIB * 1800) + (20 * GIB * 1800)
     for i in range(2, HOURS):
         e[("volume.gib_hours", "vol1", i)] = 20 * GIB * h
-    # nic1: kvm1's counter (first sample the baseline), then kvm2's from its own baseline
-    sent = {0: 59 * 1000, 1: 60 * 1000, 2: 31 * 1000 + 30 * 500, 3: 60 * 500, 4: 60 * 500,
+    # vol1's gap 04:50-05:09: the 04:49 sample holds one scrape interval, then 10 min
+    # unbilled before 05:00 and 10 min after
+    e[("volume.gib_hours", "vol1", 4)] = 20 * GIB * Decimal(3000)
+    e[("volume.gib_hours", "vol1", 5)] = 20 * GIB * Decimal(3000)
+    # nic1: kvm1's counter (first sample the baseline), then kvm2's from its own baseline;
+    # the 03:49 -> 04:10 delta is not billed
+    sent = {0: 59 * 1000, 1: 60 * 1000, 2: 31 * 1000 + 30 * 500, 3: 50 * 500, 4: 49 * 500,
             5: 60 * 500}
     for i, v in sent.items():
         e[("network.bytes_sent", "nic1", i)] = Decimal(v)
@@ -153,5 +162,10 @@ def expected() -> dict[tuple[str, str, int], Decimal]:
     return e
 
 
-# records with coverage flags: nic2's hour 2 (the gap); nothing else
-FLAGGED = {("network.bytes_received", "nic2", 2): Decimal(1200)}
+# records with coverage flags: nic2's hour 2 (the gap inside it), both hours around nic1's
+# and vol1's gaps (each hour flagged with its own part); nothing else
+FLAGGED = {("network.bytes_received", "nic2", 2): Decimal(1200),
+           ("network.bytes_sent", "nic1", 3): Decimal(660),
+           ("network.bytes_sent", "nic1", 4): Decimal(600),
+           ("volume.gib_hours", "vol1", 4): Decimal(600),
+           ("volume.gib_hours", "vol1", 5): Decimal(600)}

@@ -98,3 +98,42 @@ def test_running_time_weighted_by_vcpus() -> None:
     # running 0..20 min with 2 vCPUs (each 1 min hold... samples every 20 min exceed max_gap)
     usage = time_usage([w], 0, H, 25 * M, HOLD, lambda _s, v: v)
     assert usage.quantity == 2 * 20 * 60 + 0 * 20 * 60 + 4 * 20 * 60
+
+
+def test_a_gap_across_an_hour_edge_is_flagged_on_both_sides() -> None:
+    # 07:39 and 08:00 (hours 0 and 1 here): 21 minutes apart, more than max_gap
+    s = series(*((t * M, 10 * t) for t in range(40)), (H, 40_390), (H + M, 40_400))
+    before = counter_delta(s, 0, H, GAP, H)
+    after = counter_delta(s, H, 2 * H, GAP, H)
+    assert before.quantity == 390 and after.quantity == 10  # the 40,000 across: not billed
+    assert before.coverage.unbilled_ms == 21 * M and after.coverage.unbilled_ms == 0
+    assert before.coverage.longest_gap_ms == 21 * M
+    # 07:50 and 08:10: ten minutes unbilled on each side
+    s = series((50 * M, 0), (H + 10 * M, 5), (H + 11 * M, 7))
+    assert counter_delta(s, 0, H, GAP, H).coverage.unbilled_ms == 10 * M
+    later = counter_delta(s, H, 2 * H, GAP, H)
+    assert later.quantity == 2 and later.coverage.unbilled_ms == 10 * M
+
+
+def test_an_absence_longer_than_max_outage_is_an_end_and_a_new_start() -> None:
+    s = series((10 * M, 100), (11 * M, 110), (H + 20 * M, 0), (H + 21 * M, 5))  # 69 min
+    first = counter_delta(s, 0, H, GAP, H)
+    assert first.quantity == 10 and first.coverage.unbilled_ms == 0
+    assert first.coverage.longest_gap_ms == H - 11 * M  # to the hour's end: the series ended
+    second = counter_delta(s, H, 2 * H, GAP, H)
+    assert second.quantity == 5 and second.coverage.unbilled_ms == 0  # a new baseline
+    # the same absence is a gap when max_outage allows it
+    assert counter_delta(s, 0, H, GAP, 2 * H).coverage.unbilled_ms == H - 11 * M
+
+
+def test_a_gauge_gap_across_an_hour_edge_is_unbilled_on_both_sides() -> None:
+    # samples every minute to 00:49, then from 01:10: the hold covers 00:49-00:50
+    s = series(*((t * M, 1) for t in range(0, 50)), *((t * M, 1) for t in range(70, 120)))
+    first = time_usage([s], 0, H, GAP, HOLD, lambda _s, v: v, H)
+    second = time_usage([s], H, 2 * H, GAP, HOLD, lambda _s, v: v, H)
+    assert first.quantity == 50 * 60 and first.coverage.unbilled_ms == 10 * M
+    assert second.quantity == 50 * 60 and second.coverage.unbilled_ms == 10 * M
+    # a whole hour inside a gap (max_outage permitting) is unbilled entirely
+    s = series((0, 1), (2 * H + M, 1))
+    inside = time_usage([s], H, 2 * H, GAP, HOLD, lambda _s, v: v, 3 * H)
+    assert inside.quantity == 0 and inside.coverage.unbilled_ms == H

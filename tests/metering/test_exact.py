@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -15,10 +16,11 @@ from metering.job import Job, Options
 from metering.meters import BY_NAME, enabled
 from metering.models import Charge, UsageRecord
 from metering.pricing import parse_price_book
+from metering.records import Rules
 from metering.source import QuerySource
 from metering.store import engine_for, upgrade
 from tests.metering import scenario
-from tests.metering.scenario import END, T0
+from tests.metering.scenario import END, GIB, T0
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +123,47 @@ def test_raw_samples_alone_give_the_same_quantities(store: str, tmp_path: object
     got = records(job)
     assert {k: r.quantity for k, r in got.items()} == scenario.expected()
     assert {k: r.unbilled_s for k, r in got.items() if r.flags} == scenario.FLAGGED
+
+
+def test_a_whole_hour_inside_a_gap_is_flagged_only_within_max_outage(victoria: object,
+                                                                      tmp_path: Path) -> None:
+    """A volume's samples stop at 00:49 and come back at 02:10 (81 minutes, on a day no other
+    test reads): with max_outage 2 h that is a gap and hour 1, which has no sample at all, is
+    flagged whole; with the default 1 h it is the series ending and starting again."""
+    from lab.history import HistorySeries
+    from lab.victoriametrics import VictoriaMetricsServer
+
+    assert isinstance(victoria, VictoriaMetricsServer)
+    day = T0 + timedelta(days=19)
+    ms = int(day.timestamp() * 1000)
+    labels = tuple(sorted({"job": "zcp-ceph", "volume_id": "vol-gap", "storage_class": "flow",
+                           "pool": "rbd-flow", "image": "volume-gap"}.items()))
+    minutes = [k for k in range(240) if not 50 <= k <= 129]
+    victoria.load([HistorySeries("ceph_rbd_image_provisioned_bytes", labels,
+                                 tuple((ms + k * 60_000, GIB) for k in minutes))])
+    meters = [BY_NAME["volume.gib_hours"]]
+
+    def run(outage_h: int, chunk: int, fast: bool) -> dict[int, tuple[Decimal, Decimal, str]]:
+        engine = engine_for(f"sqlite:///{tmp_path}/{outage_h}-{chunk}-{fast}.db")
+        upgrade(engine)
+        rules = Rules(max_outage_ms=outage_h * 3_600_000)
+        Job(QuerySource(victoria.url), engine, parse_price_book(scenario.PRICES, "test"),
+            meters, Options(rules=rules, chunk_hours=chunk, fast=fast),
+            now=lambda: day + timedelta(days=1)).run(day, day + timedelta(hours=4))
+        with Session(engine) as s:
+            return {int((r.period_start - day).total_seconds()) // 3600:
+                    (r.quantity, r.unbilled_s, r.flags) for r in s.scalars(select(UsageRecord))}
+
+    gib_s = GIB  # one GiB for one second
+    gap = {0: (50 * 60 * gib_s, Decimal(600), "gap,unowned"),
+           1: (Decimal(0), Decimal(3600), "gap,unowned"),
+           2: (50 * 60 * gib_s, Decimal(600), "gap,unowned"),
+           3: (3600 * gib_s, Decimal(0), "unowned")}
+    for chunk in (1, 4):
+        for fast in (True, False):
+            assert run(2, chunk, fast) == gap, (chunk, fast)
+    ended = {0: (50 * 60 * gib_s, Decimal(0), "unowned"),
+             2: (50 * 60 * gib_s, Decimal(0), "unowned"),
+             3: (3600 * gib_s, Decimal(0), "unowned")}
+    for chunk in (1, 4):
+        assert run(1, chunk, True) == ended == run(1, chunk, False)

@@ -80,3 +80,14 @@ def test_loki_url_gets_the_push_path() -> None:
     cfg = parse_config({"logging": {"loki": {"url": "http://loki:3100"}}})
     assert cfg.logging.loki is not None
     assert cfg.logging.loki.url == "http://loki:3100/loki/api/v1/push"
+
+
+def test_metering_gap_rules_must_be_ordered() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config({"metering": {"max_gap_seconds": 7200}}, "site.yaml")
+    assert str(exc.value) == ("invalid config site.yaml: metering: needs "
+                              "scrape_interval_seconds <= max_gap_seconds <= "
+                              "max_outage_seconds")
+    assert parse_config({"metering": {"max_gap_seconds": 7200,
+                                      "max_outage_seconds": 7200}}).metering.max_gap_seconds \
+        == 7200

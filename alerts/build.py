@@ -67,6 +67,21 @@ RECORDING_TESTS = [{
          "values": "1000x10"},
         {"series": 'ceph_rgw_user_stored_bytes{job="zcp-ceph",user="ops",account_id=""}',
          "values": "5x10"},
+        # what the tenant dashboards read per VM, volume, bucket and month
+        {"series": 'libvirt_domain_vcpus{job="libvirt",vm_id="vm-a",host="kvm1"}',
+         "values": "2x10"},
+        {"series": 'libvirt_domain_vcpus{job="libvirt",vm_id="vm-x",host="kvm1"}',
+         "values": "8x10"},
+        {"series": 'ceph_rbd_image_provisioned_bytes{job="zcp-ceph",volume_id="v1",'
+                   'storage_class="fast",pool="rbd-fast",image="i1"}', "values": "1000x10"},
+        {"series": 'ceph_rgw_bucket_stored_bytes{job="zcp-ceph",bucket="site",owner="acct-a",'
+                   'account_id="acct-a"}', "values": "700x10"},
+        {"series": 'ceph_rgw_bucket_stored_bytes{job="zcp-ceph",bucket="tmp",owner="ops",'
+                   'account_id=""}', "values": "9x10"},
+        {"series": 'zcp_metering_usage{job="zcp-metering",account_id="acct-a",'
+                   'meter="vm.running_hours",unit="Hours",month="2026-11"}', "values": "6x10"},
+        {"series": 'zcp_metering_usage{job="zcp-metering",account_id="acct-b",'
+                   'meter="vm.running_hours",unit="Hours",month="2026-11"}', "values": "3x10"},
     ],
     "promql_expr_test": [
         {"expr": "tenant:libvirt_domain_cpu_time_seconds:rate5m", "eval_time": "6m",
@@ -82,6 +97,20 @@ RECORDING_TESTS = [{
         {"expr": "tenant:ceph_rgw_user_stored_bytes:sum", "eval_time": "6m",
          "exp_samples": [{"labels": 'tenant:ceph_rgw_user_stored_bytes:sum{tenant="acct-a"}',
                           "value": 1000}]},
+        {"expr": "tenant:libvirt_domain_vcpus:max", "eval_time": "6m",
+         "exp_samples": [{"labels": 'tenant:libvirt_domain_vcpus:max{tenant="acct-a",'
+                                    'vm_id="vm-a"}', "value": 2}]},
+        {"expr": "tenant:ceph_rbd_image_provisioned_bytes:volume", "eval_time": "6m",
+         "exp_samples": [{"labels": 'tenant:ceph_rbd_image_provisioned_bytes:volume{'
+                                    'tenant="acct-a",volume_id="v1",storage_class="fast"}',
+                          "value": 1000}]},
+        {"expr": "tenant:ceph_rgw_bucket_stored_bytes:max", "eval_time": "6m",
+         "exp_samples": [{"labels": 'tenant:ceph_rgw_bucket_stored_bytes:max{tenant="acct-a",'
+                                    'bucket="site"}', "value": 700}]},
+        {"expr": 'tenant:zcp_metering_usage:max{tenant="acct-a"}', "eval_time": "6m",
+         "exp_samples": [{"labels": 'tenant:zcp_metering_usage:max{tenant="acct-a",'
+                                    'meter="vm.running_hours",unit="Hours",month="2026-11"}',
+                          "value": 6}]},
         {"expr": 'tenant:zcp_vm_info:max{tenant="acct-a"}', "eval_time": "6m",
          "exp_samples": [{"labels": 'tenant:zcp_vm_info:max{tenant="acct-a",vm_id="vm-a",'
                                     'account_id="acct-a",account="acme"}', "value": 1}]},

@@ -63,6 +63,35 @@ TENANT = Group("tenant", (
                 f"sum by (tenant, vm_id, device, mac) "
                 f"(rate(libvirt_domain_interface_{d}_bytes_total[5m]) {JOIN})")
       for d in ("receive", "transmit")],
+    # what the tenant dashboards need per VM, volume and bucket
+    *[Recording(f"tenant:libvirt_domain_{m}:max", f"max by (tenant, vm_id) "
+                f"(libvirt_domain_{m} {JOIN})")
+      for m in ("state", "vcpus", "memory_maximum_bytes", "memory_rss_bytes")],
+    *[Recording(f"tenant:libvirt_domain_interface_{what}:rate5m",
+                f"sum by (tenant, vm_id, device, mac) "
+                f"(rate(libvirt_domain_interface_receive_{what}_total[5m]) {JOIN}) + "
+                f"sum by (tenant, vm_id, device, mac) "
+                f"(rate(libvirt_domain_interface_transmit_{what}_total[5m]) {JOIN})")
+      for what in ("errors", "drops")],
+    *[Recording(f"tenant:ceph_rbd_image_{m}_bytes:volume",
+                f"max by (tenant, volume_id, storage_class) (ceph_rbd_image_{m}_bytes "
+                "* on (volume_id) group_left (tenant) label_replace(max by (volume_id, "
+                'account_id) (zcp_volume_info{account_id!=""}), "tenant", "$1", "account_id", '
+                '"(.+)"))')
+      for m in ("provisioned", "used")],
+    Recording("tenant:zcp_volume_info:max",
+              'max without (instance, job) (label_replace(zcp_volume_info{job="zcp-inventory",'
+              'account_id!=""}, "tenant", "$1", "account_id", "(.+)"))'),
+    *[Recording(f"tenant:ceph_rgw_bucket_{m}:max",
+                f'max by (tenant, bucket) (label_replace(ceph_rgw_bucket_{m}{{account_id!=""}}, '
+                '"tenant", "$1", "account_id", "(.+)"))')
+      for m in ("stored_bytes", "objects")],
+    Recording("tenant:zcp_metering_usage:max",
+              'max by (tenant, meter, unit, month) (label_replace(zcp_metering_usage{'
+              'account_id!=""}, "tenant", "$1", "account_id", "(.+)"))'),
+    Recording("tenant:zcp_metering_charges:max",
+              'max by (tenant, currency, month) (label_replace(zcp_metering_charges{'
+              'account_id!=""}, "tenant", "$1", "account_id", "(.+)"))'),
 ))
 
 # -- compute: hypervisors, the libvirt exporter, VMs ---------------------------------------------

@@ -1,24 +1,28 @@
 #!/usr/bin/env python3
 """Metering benchmark: our exact job vs the increase()-per-hour approach other tools use vs
-fetching every raw sample (the naive exact floor), on one VictoriaMetrics, in one run.
+fetching every raw sample (the naive exact floor), on VictoriaMetrics and on Prometheus, in one
+run.
 
 --vms VMs with 2 volumes and 1 vNIC each, --days days (and an hour either side) at --step
-seconds: libvirt state, vCPUs
-and memory, the inventory's zcp_vm_state/zcp_vm_info/zcp_volume_info/zcp_nic_info, RBD
-provisioned bytes (a tenth of the volumes resized once), vNIC transmit/receive counters (a
-QEMU restart, a counter reset, on a twentieth of them; a 20-minute scrape gap on a
-fiftieth). Loaded through VictoriaMetrics' import API. Then, alternating nothing (each runs
-once, in this order, on the same store):
-* ours: ``zcp-obs metering run`` over a quarter of the range, then over the whole range,
-  into SQLite (subprocesses: wall time and peak RSS), for the peak memory's independence of
-  the length;
+seconds into VictoriaMetrics, and the first --prometheus-hours of the same history into a
+Prometheus 2.42 TSDB built by promtool: libvirt state, vCPUs and memory, the inventory's
+zcp_vm_state/zcp_vm_info/zcp_volume_info/zcp_nic_info, RBD provisioned bytes (a tenth of the
+volumes resized once), vNIC transmit/receive counters (a QEMU restart, a counter reset, on a
+twentieth of them; a 20-minute scrape gap ending on an hour's edge on a fiftieth). Loaded
+through VictoriaMetrics' import API (Prometheus: OpenMetrics for
+``promtool tsdb create-blocks-from openmetrics``). Then on each store, alternating nothing
+(each runs once, in this order):
+* ours: ``zcp-obs metering run`` (VictoriaMetrics: over a quarter of the range first) over
+  the whole range, into SQLite (subprocesses: wall time and peak RSS), for the peak memory's
+  independence of the length;
 * the increase() approach as a job: the same meters, owners, rating and database writes as
   ours (``Job`` with ``records_of`` replaced), the quantities from one query_range (step 1h)
   per meter and chunk: ``sum by (key) (increase(F[1h]))`` for counters, ``avg_over_time``
   times 3600 s for sizes and states (what other tools do); in a subprocess like ours;
 * the increase() queries alone (one query_range per family over the whole range, nothing
   parsed into records or written);
-* raw floor: every raw sample of the same families, range selectors per day, parsed;
+* raw floor: every raw sample of the same families, range selectors of at most a day,
+  parsed;
 * the billing error of increase() against our exact bytes per vNIC.
 """
 
@@ -43,6 +47,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lab.prometheus import PrometheusServer
 from lab.victoriametrics import VictoriaMetricsServer
 from metering.job import Job, Options, owners_in
 from metering.meters import enabled
@@ -65,12 +70,12 @@ CHUNK_HOURS = 24
 MARGIN_S = 3600
 
 
-def lines(vms: int, days: int, step: int) -> Iterator[str]:
+def lines(vms: int, hours: int, step: int) -> Iterator[str]:
     """The history as import lines, series by series (nothing held in memory)."""
     # an hour of history on either side of the metered range, as in production (a run meters
     # settled hours inside the store's data; the range's first hour needs the sample before)
     t0 = int(START.timestamp() * 1000) - MARGIN_S * 1000
-    n = (days * 86_400 + 2 * MARGIN_S) // step
+    n = (hours * 3600 + 2 * MARGIN_S) // step
     times = [str(t0 + k * step * 1000) for k in range(n)]
     for v in range(vms):
         vm = f"vm-{v:05d}"
@@ -105,11 +110,11 @@ def lines(vms: int, days: int, step: int) -> Iterator[str]:
                       f'account_id="{acct}"}} 1 {t}\n' for t in times)
 
 
-def load(vm: VictoriaMetricsServer, vms: int, days: int, step: int) -> int:
+def load(vm: VictoriaMetricsServer, vms: int, hours: int, step: int) -> int:
     total = 0
     batch: list[str] = []
     size = 0
-    for chunk in lines(vms, days, step):
+    for chunk in lines(vms, hours, step):
         batch.append(chunk)
         size += len(chunk)
         total += chunk.count("\n")
@@ -126,14 +131,57 @@ def load(vm: VictoriaMetricsServer, vms: int, days: int, step: int) -> int:
     return total
 
 
-def ours(url: str, workdir: Path, days: int, tag: str) -> tuple[float, float, Path]:
+def openmetrics(vms: int, hours: int, step: int, workdir: Path) -> tuple[Path, int]:
+    """The same history as OpenMetrics for promtool: families grouped (one temporary file per
+    family, then joined), seconds timestamps, ``# EOF``; nothing held in memory."""
+    parts: dict[str, Path] = {}
+    files = {}
+    total = 0
+    for chunk in lines(vms, hours, step):
+        name = chunk[:chunk.index("{")]
+        if name not in files:
+            parts[name] = workdir / f"{name}.part"
+            files[name] = open(parts[name], "w")  # noqa: SIM115 (closed below)
+        out = files[name]
+        for line in chunk.splitlines():
+            head, t = line.rsplit(" ", 1)
+            out.write(f"{head} {t[:-3]}.{t[-3:]}\n")
+            total += 1
+    for f in files.values():
+        f.close()
+    path = workdir / "history.om"
+    with open(path, "w") as om:
+        for name, part in parts.items():
+            kind = "counter" if name.endswith("_total") else "gauge"
+            om.write(f"# TYPE {name.removesuffix('_total')} {kind}\n")
+            with open(part) as f:
+                for line in f:
+                    om.write(line)
+            part.unlink()
+        om.write("# EOF\n")
+    return path, total
+
+
+def prometheus_from(path: Path, workdir: Path) -> PrometheusServer:
+    """A Prometheus 2.42 over the TSDB promtool builds from ``path``."""
+    promtool = "/usr/bin/promtool"
+    subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(path),
+                    str(workdir / "data")], check=True, stdout=subprocess.DEVNULL)
+    server = PrometheusServer(workdir, {"global": {"scrape_interval": "1m"},
+                                        "scrape_configs": []},
+                              extra_args=("--storage.tsdb.retention.time=100y",))
+    server.start()
+    return server
+
+
+def ours(url: str, workdir: Path, hours: int, tag: str) -> tuple[float, float, Path]:
     """``zcp-obs metering run`` in a subprocess: wall seconds, peak RSS MiB, its database."""
     db = workdir / f"{tag}.db"
     cfg = workdir / f"{tag}.yaml"
     cfg.write_text(yaml.safe_dump({"metering": {
         "query_url": url, "database_url": f"sqlite:///{db}", "settle_seconds": 0,
         "chunk_hours": CHUNK_HOURS}, "logging": {"level": "WARNING"}}))
-    end = START + timedelta(days=days)
+    end = START + timedelta(hours=hours)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "zcp_obs", "--config", str(cfg), "metering", "run",
@@ -198,19 +246,19 @@ def rival_job(url: str, db: str, start: datetime, end: datetime) -> None:
     job.run(start, end)
 
 
-def rival(url: str, workdir: Path, days: int) -> tuple[float, Path]:
+def rival(url: str, workdir: Path, hours: int, tag: str) -> tuple[float, Path]:
     """:class:`IncreaseJob` in a subprocess, as ours runs: wall seconds, its database."""
-    db = workdir / "increase.db"
-    end = START + timedelta(days=days)
+    db = workdir / f"increase-{tag}.db"
+    end = START + timedelta(hours=hours)
     t = time.perf_counter()
     subprocess.run([sys.executable, __file__, "--rival-job", url, str(db), START.isoformat(),
                     end.isoformat()], check=True)
     return time.perf_counter() - t, db
 
 
-def increase_approach(url: str, days: int) -> tuple[float, dict[str, Decimal]]:
+def increase_approach(url: str, hours: int) -> tuple[float, dict[str, Decimal]]:
     """One query_range per family, step 1h: increase() for counters, avg_over_time else."""
-    end = START + timedelta(days=days)
+    end = START + timedelta(hours=hours)
     sent: dict[str, Decimal] = {}
     t = time.perf_counter()
     for family in FAMILIES[:7]:
@@ -230,16 +278,17 @@ def increase_approach(url: str, days: int) -> tuple[float, dict[str, Decimal]]:
     return time.perf_counter() - t, sent
 
 
-def raw_floor(url: str, days: int) -> tuple[float, int]:
-    """Every raw sample of the families, a day per query, parsed."""
+def raw_floor(url: str, hours: int) -> tuple[float, int]:
+    """Every raw sample of the families, at most a day per query, parsed."""
     n = 0
     t = time.perf_counter()
     for family in FAMILIES:
-        for d in range(days):
-            at = START + timedelta(days=d + 1)
+        for h in range(0, hours, 24):
+            span = min(24, hours - h)
+            at = START + timedelta(hours=h + span)
             resp = requests.get(f"{url}/api/v1/query", params={
-                "query": f"{family}[86400s]", "time": f"{at.timestamp() - 0.001:.3f}"},
-                timeout=600)
+                "query": f"{family}[{span * 3600}s]",
+                "time": f"{at.timestamp() - 0.001:.3f}"}, timeout=600)
             resp.raise_for_status()
             for item in resp.json()["data"]["result"]:
                 n += len(item["values"])
@@ -267,11 +316,40 @@ def gaps_of(db: Path) -> tuple[int, Decimal]:
     return n, unbilled
 
 
+def compare(url: str, workdir: Path, hours: int, tag: str) -> dict[str, object]:
+    """Ours, the increase() job, the increase() queries and the raw floor on one store."""
+    ours_s, ours_rss, db = ours(url, workdir, hours, tag)
+    job_s, job_db = rival(url, workdir, hours, tag)
+    inc_s, inc_sent = increase_approach(url, hours)
+    raw_s, raw_n = raw_floor(url, hours)
+    exact = sent_of(db)
+    job_sent = sent_of(job_db)
+    job_err = sum((abs(job_sent.get(k, Decimal(0)) - v) for k, v in exact.items()), Decimal(0))
+    err = sum((abs(inc_sent.get(k, Decimal(0)) - v) for k, v in exact.items()), Decimal(0))
+    total = sum(exact.values(), Decimal(0))
+    flagged, unbilled = gaps_of(db)
+    return {
+        "hours": hours, "ours_s": round(ours_s, 1), "ours_peak_rss_mib": round(ours_rss),
+        "increase_job_s": round(job_s, 1), "increase_queries_s": round(inc_s, 1),
+        "raw_floor_s": round(raw_s, 1), "raw_floor_samples": raw_n,
+        "ratio_ours_increase_job": round(ours_s / job_s, 2),
+        "ratio_ours_increase_queries": round(ours_s / inc_s, 2),
+        "ratio_ours_raw_floor": round(ours_s / raw_s, 2),
+        "bytes_sent_exact": str(total),
+        "bytes_sent_increase": str(sum(inc_sent.values(), Decimal(0))),
+        "increase_abs_error_bytes": str(err), "increase_job_abs_error_bytes": str(job_err),
+        "increase_rel_error": f"{float(err / total):.2e}" if total else "n/a",
+        "ours_gap_records": flagged, "ours_unbilled_s": str(unbilled),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vms", type=int, default=500)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--step", type=int, default=60)
+    parser.add_argument("--prometheus-hours", type=int, default=6,
+                        help="the window loaded into Prometheus (0: none)")
     parser.add_argument("--rival-job", nargs=4, metavar=("URL", "DB", "FROM", "TO"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -280,48 +358,39 @@ def main() -> None:
         rival_job(url, db, datetime.fromisoformat(lo), datetime.fromisoformat(hi))
         return
     workdir = Path(tempfile.mkdtemp(prefix="zcp-bench-metering-"))
-    vm = VictoriaMetricsServer(workdir / "vm")
-    vm.start()
+    out: dict[str, object] = {"vms": args.vms, "days": args.days, "step_s": args.step}
     try:
-        t = time.perf_counter()
-        samples = load(vm, args.vms, args.days, args.step)
-        loaded = time.perf_counter() - t
-        # the short run first: RUSAGE_CHILDREN's peak only grows, so the full run's peak is
-        # read after it
-        quarter_days = max(1, args.days // 4)
-        q_s, q_rss, _ = ours(vm.url, workdir, quarter_days, "quarter")
-        ours_s, ours_rss, db = ours(vm.url, workdir, args.days, "full")
-        job_s, job_db = rival(vm.url, workdir, args.days)
-        inc_s, inc_sent = increase_approach(vm.url, args.days)
-        raw_s, raw_n = raw_floor(vm.url, args.days)
-        exact = sent_of(db)
-        job_sent = sent_of(job_db)
-        job_err = sum((abs(job_sent.get(k, Decimal(0)) - v) for k, v in exact.items()),
-                      Decimal(0))
-        err = sum((abs(inc_sent.get(k, Decimal(0)) - v) for k, v in exact.items()),
-                  Decimal(0))
-        total = sum(exact.values(), Decimal(0))
-        flagged, unbilled = gaps_of(db)
-        inc_total = sum(inc_sent.values(), Decimal(0))
-        out = {
-            "vms": args.vms, "days": args.days, "step_s": args.step, "samples": samples,
-            "load_s": round(loaded, 1), "ours_s": round(ours_s, 1),
-            "ours_peak_rss_mib": round(ours_rss), f"ours_{quarter_days}d_s": round(q_s, 1),
-            f"ours_{quarter_days}d_peak_rss_mib": round(q_rss),
-            "increase_job_s": round(job_s, 1), "increase_queries_s": round(inc_s, 1),
-            "raw_floor_s": round(raw_s, 1), "raw_floor_samples": raw_n,
-            "ratio_ours_increase_job": round(ours_s / job_s, 2),
-            "ratio_ours_increase_queries": round(ours_s / inc_s, 2),
-            "ratio_ours_raw_floor": round(ours_s / raw_s, 2),
-            "bytes_sent_exact": str(total), "bytes_sent_increase": str(inc_total),
-            "increase_abs_error_bytes": str(err),
-            "increase_job_abs_error_bytes": str(job_err),
-            "increase_rel_error": f"{float(err / total):.2e}" if total else "n/a",
-            "ours_gap_records": flagged, "ours_unbilled_s": str(unbilled),
-        }
+        vm = VictoriaMetricsServer(workdir / "vm")
+        vm.start()
+        try:
+            t = time.perf_counter()
+            out["samples"] = load(vm, args.vms, args.days * 24, args.step)
+            out["load_s"] = round(time.perf_counter() - t, 1)
+            # the short run first: RUSAGE_CHILDREN's peak only grows, so the full run's peak
+            # is read after it
+            quarter_days = max(1, args.days // 4)
+            q_s, q_rss, _ = ours(vm.url, workdir, quarter_days * 24, "quarter")
+            out[f"ours_{quarter_days}d_s"] = round(q_s, 1)
+            out[f"ours_{quarter_days}d_peak_rss_mib"] = round(q_rss)
+            out["victoriametrics"] = compare(vm.url, workdir, args.days * 24, "victoria")
+        finally:
+            vm.stop()
+        if args.prometheus_hours:
+            pdir = workdir / "prometheus"
+            pdir.mkdir()
+            t = time.perf_counter()
+            path, n = openmetrics(args.vms, args.prometheus_hours, args.step, pdir)
+            prom = prometheus_from(path, pdir)
+            path.unlink()
+            try:
+                out["prometheus"] = {"samples": n,
+                                     "load_s": round(time.perf_counter() - t, 1),
+                                     **compare(prom.url, workdir, args.prometheus_hours,
+                                               "prometheus")}
+            finally:
+                prom.stop()
         print(json.dumps(out, indent=2))
     finally:
-        vm.stop()
         if not os.environ.get("KEEP"):
             import shutil
 

@@ -118,8 +118,12 @@ class AlertLab:
 
     def __init__(self, lab: LibvirtLab, workdir: Path, hold: str = "3s",
                  scrape_interval: str = "1s", group_wait: float = 1.0,
-                 ovs: OvsLab | None = None, ceph: CephLab | None = None) -> None:
+                 ovs: OvsLab | None = None, ceph: CephLab | None = None,
+                 node: bool = False, pushgateway: bool = False) -> None:
         self.lab = lab
+        self.node = node
+        self.with_pushgateway = pushgateway
+        self.pushgateway_url = ""
         self.ovs = ovs
         self.ceph = ceph
         self.workdir = workdir
@@ -159,6 +163,10 @@ class AlertLab:
         if self.ceph is not None:
             self.stack.ceph(self.ceph, ZONE, rbd_interval_seconds=2, rgw_interval_seconds=2,
                             df_interval_seconds=2, command_timeout_seconds=5)
+        if self.node:
+            self.stack.node_exporter(HOST, ZONE)
+        if self.with_pushgateway:
+            self.pushgateway_url = self.stack.pushgateway()
         self.alertmanager = self.stack.alertmanager(
             yaml.safe_load(self.built.alertmanager.read_text()))
         self.prometheus = self.stack.prometheus([self.built.rules], self.scrape_interval,

@@ -25,6 +25,7 @@ from lab.libvirt import LibvirtLab
 from lab.ovs import OvsLab
 from lab.procs import Daemon, free_port
 from lab.prometheus import AlertmanagerServer, PrometheusServer
+from zcp.binaries import require
 from zcp.errors import DaemonError
 from zcp.wait import wait_until
 
@@ -83,7 +84,7 @@ class Stack:
         static: dict[str, Any] = {"targets": [target]}
         if labels:
             static["labels"] = labels
-        self.jobs.append({"job_name": job, "honor_labels": job == "ceph",
+        self.jobs.append({"job_name": job, "honor_labels": job in ("ceph", "pushgateway"),
                           "static_configs": [static]})
 
     # -- the zcp-obs processes -------------------------------------------------------------------
@@ -161,6 +162,34 @@ class Stack:
         mgr = lab.mgr_prometheus_url.removeprefix("http://").removesuffix("/metrics")
         self.add_job("ceph", mgr, **labels)
         return daemon
+
+    def node_exporter(self, host: str, zone: str = "") -> Daemon:
+        """Debian's node_exporter for this machine as hypervisor ``host`` (job ``node``)."""
+        binary = require("prometheus-node-exporter", "prometheus-node-exporter")
+        port = free_port()
+        daemon = Daemon("node-exporter", [binary, f"--web.listen-address=127.0.0.1:{port}",
+                                          "--collector.disable-defaults", "--collector.cpu",
+                                          "--collector.meminfo", "--collector.diskstats",
+                                          "--collector.netdev", "--collector.loadavg",
+                                          "--collector.uname", "--collector.filesystem"],
+                        self.workdir / "node-exporter", f"http://127.0.0.1:{port}/metrics")
+        daemon.start(30)
+        self.daemons.append(daemon)
+        self.on_close("node-exporter", daemon.stop)
+        self.add_job("node", f"127.0.0.1:{port}", host=host, **({"zone": zone} if zone else {}))
+        return daemon
+
+    def pushgateway(self) -> str:
+        """Debian's Pushgateway (job ``pushgateway``, honouring the pushed job label); its URL."""
+        binary = require("prometheus-pushgateway", "prometheus-pushgateway")
+        port = free_port()
+        daemon = Daemon("pushgateway", [binary, f"--web.listen-address=127.0.0.1:{port}"],
+                        self.workdir / "pushgateway", f"http://127.0.0.1:{port}/-/ready")
+        daemon.start(30)
+        self.daemons.append(daemon)
+        self.on_close("pushgateway", daemon.stop)
+        self.add_job("pushgateway", f"127.0.0.1:{port}")
+        return f"http://127.0.0.1:{port}"
 
     # -- Prometheus and Alertmanager -------------------------------------------------------------
     def alertmanager(self, config: dict[str, Any]) -> AlertmanagerServer:

@@ -97,7 +97,8 @@ def metering_run(ctx: click.Context, start: str | None, end: str | None,
     except Exception as exc:
         push_result(section.pushgateway_url, None, str(exc), time.monotonic() - began)
         raise
-    push_result(section.pushgateway_url, result, "", time.monotonic() - began)
+    push_result(section.pushgateway_url, result, "", time.monotonic() - began, engine,
+                book.currency)
     click.echo(f"run {result.run_id}: {result.hours} hours, {result.records} records, "
                f"{result.adjustments} adjustments, {result.coverage_warnings} with coverage "
                f"warnings ({result.samples} samples in {result.queries} queries)")

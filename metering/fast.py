@@ -258,8 +258,8 @@ def fast_records(meter: Meter, family: FamilyAggregates, weights: FamilyAggregat
             ).hexdigest()[:32]
             start = starts[i]
             records.append(Record(
-                key_of(meter.name, resource, cls, isos[i]), meter.name, start, ends[i],
-                resource, cls, account, quantity, meter.base_unit,
+                key_of(meter.name, resource, cls, isos[i], hours[i]), meter.name, start,
+                ends[i], resource, cls, account, quantity, meter.base_unit,
                 sum(a.samples for a in aggs), bound, Decimal(0), 0,
                 "" if account else "unowned", query, evaluated, digest))
     return FastResult(records, raw)

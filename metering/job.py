@@ -371,7 +371,10 @@ class Job:
             s.expunge_all()  # the rows are compared; the writes below go straight to SQL
             if dropped:
                 s.execute(delete(Charge).where(Charge.record_key.in_(dropped)))
-            # the records before their charges (the foreign key)
+            # the records before their charges (the foreign key), each in key order (keys
+            # start with their hour: the chunk's rows then append to the key index in order)
+            new_records.sort(key=_by_key)
+            new_charges.sort(key=_by_record_key)
             bulk_insert(s, RECORDS, new_records)
             if changed_records:
                 s.execute(update(UsageRecord), changed_records)
@@ -411,6 +414,14 @@ class Job:
         s.add(adjustment)
         earlier.append(adjustment)
         return 1
+
+
+def _by_key(values: dict[str, object]) -> str:
+    return str(values["key"])
+
+
+def _by_record_key(values: dict[str, object]) -> str:
+    return str(values["record_key"])
 
 
 def _record_values(rec: Record, run_id: str) -> dict[str, object]:

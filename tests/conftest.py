@@ -6,7 +6,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -19,6 +19,7 @@ from zcp.inventory.yamlfile import load_inventory_file
 
 ADMIN_KEY, ADMIN_SECRET = "admin-api-key", "admin-secret-key"
 FAILED_LOGS = Path(os.environ.get("ZCP_TEST_LOGS", "/tmp/zcp-test-logs"))
+MIB = 1024 * 1024
 
 
 def unavailable(message: str) -> NoReturn:
@@ -137,3 +138,62 @@ def ceph_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     lab.start()
     yield lab
     lab.stop()
+
+
+@pytest.fixture(scope="session")
+def ceph_cloud(ceph_lab: Any, default_inventory: Inventory) -> dict[str, Any]:
+    """Tenant data in the session's Ceph, created once: the demo inventory's volumes as RBD
+    images in rbd-fast/flow/bulk (some written to), an unmapped pool with an image, acme's RGW
+    user with two buckets filled over S3, and a CephFS subvolume of globex's."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    for pool in ("rbd-fast", "rbd-flow", "rbd-bulk", "odd-pool"):
+        ceph_lab.create_pool(pool)
+    written: dict[str, int] = {}
+    for n, vol in enumerate(v for v in default_inventory.volumes if v.rbd_image):
+        pool, image = vol.rbd_image.split("/")
+        size = (n % 3) * 4 * MIB  # 0, 4 or 8 MiB written
+        ceph_lab.create_image(pool, image, "32M", write_bytes=size)
+        written[vol.rbd_image] = size
+    ceph_lab.create_image("odd-pool", "scratch", "16M", write_bytes=4 * MIB)
+    acme = next(t for t in default_inventory.tenants if t.name == "acme")
+    keys = ceph_lab.rgw_user(acme.account_id)
+    s3 = boto3.client("s3", endpoint_url=ceph_lab.rgw_url, region_name="default",
+                      aws_access_key_id=keys["access_key"],
+                      aws_secret_access_key=keys["secret_key"],
+                      config=BotoConfig(s3={"addressing_style": "path"}))
+    objects = {"site": [50_000, 70_000], "logs": [1_000]}
+    for bucket, sizes in objects.items():
+        s3.create_bucket(Bucket=bucket)
+        for k, size in enumerate(sizes):
+            s3.put_object(Bucket=bucket, Key=f"o{k}", Body=b"z" * size)
+    s3.get_object(Bucket="site", Key="o0")["Body"].read()
+    globex = next(t for t in default_inventory.tenants if t.name == "globex")
+    ceph_lab.run("ceph", "fs", "subvolumegroup", "create", "cephfs", globex.account_id)
+    ceph_lab.run("ceph", "fs", "subvolume", "create", "cephfs", "data", "--group_name",
+                 globex.account_id, "--size", str(32 * MIB))
+    return {"written": written, "account": acme.account_id, "objects": objects, "s3": s3}
+
+
+@pytest.fixture(scope="session")
+def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One VictoriaMetrics for the session (tests load what they need)."""
+    need_binary("victoria-metrics", "victoria-metrics")
+    from lab.victoriametrics import VictoriaMetricsServer
+
+    server = VictoriaMetricsServer(tmp_path_factory.mktemp("victoria"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def history_victoria(victoria: object) -> str:
+    """The metering scenario's history in VictoriaMetrics."""
+    from lab.victoriametrics import VictoriaMetricsServer
+    from tests.metering import scenario
+
+    assert isinstance(victoria, VictoriaMetricsServer)
+    victoria.load(scenario.history())
+    return victoria.url

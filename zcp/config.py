@@ -364,6 +364,29 @@ class MeteringConfig(_Model):
         return self
 
 
+class GrafanaConfig(_Model):
+    """A Grafana to upload the dashboards to (``zcp-obs dashboards upload``)."""
+
+    url: str = Field(description="Grafana's base URL, e.g. https://grafana.example.com")
+    token: Secret = Field(description="a service-account token (Editor in the target org)")
+    org_id: int | None = Field(None, ge=1, description="X-Grafana-Org-Id (a tenant's org); "
+                                                       "default: the token's org")
+    folder_uid: str = Field("zcp", min_length=1, max_length=40)
+    folder_title: str = Field("ZCP", min_length=1)
+    timeout_seconds: float = Field(10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _require_http(value).rstrip("/")
+
+
+class DashboardsConfig(_Model):
+    """The dashboards (``zcp-obs dashboards``)."""
+
+    grafana: GrafanaConfig | None = None
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -373,6 +396,7 @@ class Config(_Model):
     alerting: AlertingConfig = Field(default_factory=lambda: AlertingConfig())
     exporters: ExportersConfig = Field(default_factory=lambda: ExportersConfig())
     metering: MeteringConfig = Field(default_factory=lambda: MeteringConfig())
+    dashboards: DashboardsConfig = Field(default_factory=lambda: DashboardsConfig())
 
 
 M = TypeVar("M", bound=BaseModel)

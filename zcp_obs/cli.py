@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from alerts.cli import alerts
+from dashboards.cli import dashboards
 from exporters.cli import exporter
 from metering.cli import metering
 from zcp.cliutil import CONTEXT, ZcpGroup
@@ -48,6 +49,7 @@ def cli(ctx: click.Context, config_path: Path | None, log_format: str | None) ->
 cli.add_command(inventory)
 cli.add_command(exporter)
 cli.add_command(alerts)
+cli.add_command(dashboards)
 cli.add_command(metering)
 
 try:  # the lab is not in the production wheel

@@ -8,54 +8,25 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import requests
-from botocore.config import Config as BotoConfig
 
 from exporters.ceph import CephCollector, CephSources
 from exporters.http import ExporterServer
 from lab.ceph import CephLab
-from tests.conftest import need_binary
+from tests.conftest import MIB, need_binary
 from tests.samples import Samples, parse, series, value, wait_until
 from zcp.config import CephConfig
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.model import Inventory
 
 pytestmark = pytest.mark.integration
-MIB = 1024 * 1024
-
-
-
-
 
 
 @pytest.fixture(scope="module")
-def cloud(ceph_lab: CephLab, default_inventory: Inventory) -> dict[str, Any]:
-    """The demo inventory's volumes as RBD images in rbd-fast/flow/bulk (some written to), an
-    unmapped pool, and acme's RGW user with two buckets."""
-    for pool in ("rbd-fast", "rbd-flow", "rbd-bulk", "odd-pool"):
-        ceph_lab.create_pool(pool)
-    written: dict[str, int] = {}
-    for n, vol in enumerate(v for v in default_inventory.volumes if v.rbd_image):
-        pool, image = vol.rbd_image.split("/")
-        size = (n % 3) * 4 * MIB  # 0, 4 or 8 MiB written
-        ceph_lab.create_image(pool, image, "32M", write_bytes=size)
-        written[vol.rbd_image] = size
-    ceph_lab.create_image("odd-pool", "scratch", "16M", write_bytes=4 * MIB)
-    acme = next(t for t in default_inventory.tenants if t.name == "acme")
-    keys = ceph_lab.rgw_user(acme.account_id)
-    s3 = boto3.client("s3", endpoint_url=ceph_lab.rgw_url, region_name="default",
-                      aws_access_key_id=keys["access_key"],
-                      aws_secret_access_key=keys["secret_key"],
-                      config=BotoConfig(s3={"addressing_style": "path"}))
-    objects = {"site": [50_000, 70_000], "logs": [1_000]}
-    for bucket, sizes in objects.items():
-        s3.create_bucket(Bucket=bucket)
-        for k, size in enumerate(sizes):
-            s3.put_object(Bucket=bucket, Key=f"o{k}", Body=b"z" * size)
-    s3.get_object(Bucket="site", Key="o0")["Body"].read()
-    return {"written": written, "account": acme.account_id, "objects": objects, "s3": s3}
+def cloud(ceph_cloud: dict[str, Any]) -> dict[str, Any]:
+    """The session's tenant data in Ceph (tests/conftest.py: ``ceph_cloud``)."""
+    return ceph_cloud
 
 
 @pytest.fixture

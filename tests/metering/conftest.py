@@ -31,28 +31,6 @@ def history_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
 
 @pytest.fixture(scope="session")
-def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """One VictoriaMetrics for the session (tests load what they need)."""
-    need_binary("victoria-metrics", "victoria-metrics")
-    from lab.victoriametrics import VictoriaMetricsServer
-
-    server = VictoriaMetricsServer(tmp_path_factory.mktemp("victoria"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def history_victoria(victoria: object) -> str:
-    """The scenario's history in VictoriaMetrics."""
-    from lab.victoriametrics import VictoriaMetricsServer
-
-    assert isinstance(victoria, VictoriaMetricsServer)
-    victoria.load(scenario.history())
-    return victoria.url
-
-
-@pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A real PostgreSQL 15 (initdb in a temp dir, 127.0.0.1)."""
     need_binary("pg_ctl", "postgresql")

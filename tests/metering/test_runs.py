@@ -338,6 +338,16 @@ def test_the_job_pushes_its_metrics(history_victoria: str, tmp_path: Path,
         assert first["zcp_metering_last_run_success"] == 1
         assert first["zcp_metering_records_written"] == len(scenario.expected())
         assert first["zcp_metering_coverage_warnings"] == len(scenario.FLAGGED)
+        # the month-to-date usage per tenant and meter, in billing units, for the dashboards
+        from prometheus_client.parser import text_string_to_metric_families
+
+        usage = {(m.labels["account_id"], m.labels["meter"], m.labels["month"]): m.value
+                 for f in text_string_to_metric_families(
+                     requests.get(f"{url}/metrics", timeout=10).text)
+                 if f.name == "zcp_metering_usage" for m in f.samples}
+        assert usage[(scenario.A, "vm.running_hours", "2026-11")] == 6  # vm1, six hours
+        assert usage[(scenario.A, "ip.hours", "2026-11")] == 6
+        assert all(month == "2026-11" for _a, _m, month in usage)
         fail = metering(config(tmp_path, "http://127.0.0.1:9", sqlite_url,
                                pushgateway_url=url), "run", *RANGE)
         assert fail.returncode == 1

@@ -38,6 +38,7 @@ TEXT = "#ccccdc"
 PALETTE = ["#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9",
            "#ff9830", "#fade2a", "#37872d"]
 BINARY = ("bytes", "Bps")
+NAMED = {"green": "#73bf69", "red": "#f2495c", "yellow": "#f2cc0c", "blue": "#5794f2"}
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,7 @@ def _color(value: float, steps: Sequence[dict[str, Any]], fallback: str) -> str:
     for step in steps:
         if step.get("value") is None or value >= float(step["value"]):
             color = str(step.get("color", fallback))
-    return {"green": "#73bf69", "red": "#f2495c", "yellow": "#f2cc0c",
-            "blue": "#5794f2"}.get(color, color)
+    return NAMED.get(color, color)
 
 
 def _style(ax: Axes) -> None:
@@ -152,8 +152,10 @@ class Renderer:
                          fontsize=10, va="center", weight="bold")
                 continue
             # the panel's box below its title line (0.3 in), a little apart from the next
-            ax = fig.add_axes((left, 1 - top - h + 0.08 / height, width,
-                               h - 0.38 / height))
+            kind_has_axis = kind in ("timeseries", "state-timeline")
+            gutter = 0.045 if kind_has_axis else 0.0  # room for the y tick labels
+            ax = fig.add_axes((left + gutter * width, 1 - top - h + 0.08 / height,
+                               width * (1 - gutter), h - 0.38 / height))
             _style(ax)
             ax.set_title(panel.get("title", ""), color=TEXT, fontsize=8, loc="left")
             unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "none")
@@ -161,7 +163,8 @@ class Renderer:
                 "thresholds", {}).get("steps", [])
             instant = kind in ("stat", "gauge", "bargauge", "table")
             series = self._results(panel, values, instant)
-            self._panel(ax, kind, series, unit, steps)
+            mappings = panel.get("fieldConfig", {}).get("defaults", {}).get("mappings", [])
+            self._panel(ax, kind, series, unit, steps, mappings)
             bbox = ax.get_window_extent()
             x0, x1 = bbox.x0, bbox.x1
             y0, y1 = fig.bbox.height - bbox.y1, fig.bbox.height - bbox.y0
@@ -179,7 +182,8 @@ class Renderer:
         return drawn
 
     def _panel(self, ax: Axes, kind: str, series: list[tuple[str, list[tuple[float, float]]]],
-               unit: str, steps: Sequence[dict[str, Any]]) -> None:
+               unit: str, steps: Sequence[dict[str, Any]],
+               mappings: Sequence[dict[str, Any]] = ()) -> None:
         if not series:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -190,9 +194,11 @@ class Renderer:
             for i, (name, points) in enumerate(series[:10]):
                 xs: Any = [datetime.fromtimestamp(t, UTC) for t, _v in points]
                 ys = [v for _t, v in points]
-                ax.plot(xs, ys, color=PALETTE[i % len(PALETTE)], linewidth=1.2,
+                ax.plot(xs, ys, color=PALETTE[i % len(PALETTE)], linewidth=1.4,
                         label=name[:40], drawstyle="steps-post" if kind != "timeseries"
-                        else "default")
+                        else "default", marker="o" if len(points) < 20 else None,
+                        markersize=2.5)
+            ax.set_xlim(mdates.date2num(self.window.start), mdates.date2num(self.window.end))
             ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
             ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
                 lambda v, _p: fmt(v, unit)))
@@ -206,7 +212,16 @@ class Renderer:
         if kind in ("stat", "gauge"):
             name, value = last[0]
             color = _color(value, steps, PALETTE[0])
-            ax.text(0.5, 0.45, fmt(value, unit), color=color, ha="center", va="center",
+            shown = fmt(value, unit)
+            for mapping in mappings:  # value mappings, as Grafana applies them
+                hit = mapping.get("options", {}).get(shown if mapping.get("type") == "value"
+                                                     else "", None)
+                if hit is None and not math.isnan(value) and value == int(value):
+                    hit = mapping.get("options", {}).get(str(int(value)))
+                if hit:
+                    shown = str(hit.get("text", shown))
+                    color = NAMED.get(str(hit.get("color", "")), hit.get("color", color))
+            ax.text(0.5, 0.45, shown, color=color, ha="center", va="center",
                     transform=ax.transAxes, fontsize=18, weight="bold")
             if kind == "gauge":
                 ax.barh([0.1], [min(max(value, 0), 100) / 100], height=0.08, color=color,
@@ -217,13 +232,16 @@ class Renderer:
             peak = max((v for _n, v in top if not math.isnan(v)), default=1) or 1
             for i, (name, value) in enumerate(top):
                 y = 1 - (i + 1) / (len(top) + 1)
-                ax.barh([y], [max(value, 0) / peak * 0.6], height=0.6 / (len(top) + 1),
-                        left=0.35, color=_color(value, steps, PALETTE[0]),
-                        transform=ax.transAxes)
+                color = _color(value, steps, PALETTE[0])
+                bar = 0.6 / (len(top) + 1)
+                ax.barh([y], [0.5], height=bar, left=0.35, color="#2c3235",
+                        transform=ax.transAxes)  # the unfilled track
+                ax.barh([y], [max(value, 0) / peak * 0.5], height=bar, left=0.35,
+                        color=color, transform=ax.transAxes)
                 ax.text(0.01, y, name[:28], color=TEXT, fontsize=7, va="center",
                         transform=ax.transAxes)
-                ax.text(0.97, y, fmt(value, unit), color=TEXT, fontsize=7, va="center",
-                        ha="right", transform=ax.transAxes)
+                ax.text(0.97, y, fmt(value, unit), color=color, fontsize=8, va="center",
+                        ha="right", transform=ax.transAxes, weight="bold")
             return
         # table: one line per series, its labels and value
         for i, (name, value) in enumerate(last[:12]):

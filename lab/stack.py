@@ -203,14 +203,18 @@ class Stack:
 
     def prometheus(self, rule_files: list[Path], interval: str = "5s",
                    alertmanager: AlertmanagerServer | None = None) -> PrometheusServer:
-        """Prometheus scraping every job added so far, with ``rule_files``."""
+        """Prometheus scraping every job added so far and itself (job ``prometheus``), with
+        ``rule_files``."""
+        port = free_port()
+        self.add_job("prometheus", f"127.0.0.1:{port}")
         config: dict[str, Any] = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval},
             "scrape_configs": self.jobs}
         if alertmanager is not None:
             config["alerting"] = {"alertmanagers": [{"static_configs": [
                 {"targets": [alertmanager.url.removeprefix("http://")]}]}]}
-        prom = PrometheusServer(self.workdir / "prometheus", config, rule_files=rule_files)
+        prom = PrometheusServer(self.workdir / "prometheus", config, rule_files=rule_files,
+                                port=port)
         prom.start()
         self.daemons.append(prom)
         self.on_close("prometheus", prom.stop)

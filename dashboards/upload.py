@@ -103,8 +103,14 @@ def ensure_folder(api: GrafanaApi, cfg: GrafanaConfig) -> None:
         _call(what, lambda: api.folder.create_folder(cfg.folder_title, uid=cfg.folder_uid),
               cfg)
     except DashboardError as exc:
-        if "HTTP 409" not in str(exc):  # created meanwhile by another upload: fine
+        if "HTTP 409" not in str(exc):
             raise
+        # 409: created meanwhile by another upload (fine), or the title is another folder's
+        if not _call(what, exists, cfg):
+            raise DashboardError(
+                f"{what}: Grafana refused: a folder titled {cfg.folder_title!r} exists with "
+                "another uid (set dashboards.grafana.folder_uid to it, or another "
+                "folder_title)") from None
 
 
 def upload(built: Sequence[Built], cfg: GrafanaConfig, message: str, overwrite: bool = True,

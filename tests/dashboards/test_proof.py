@@ -20,8 +20,8 @@ import yaml
 from dashboards.build import build_all
 from dashboards.proof import Window, prove_all
 from lab.alerting import HOST, AlertLab
-from lab.history import HistorySeries
 from lab.ceph import CephLab
+from lab.history import HistorySeries
 from lab.libvirt import LibvirtLab
 from lab.ovs import OvsLab
 from lab.procs import copy_logs

@@ -123,3 +123,27 @@ def test_no_grafana_configured_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "Error: no Grafana configured: set dashboards.grafana (url, token) in the config"]
+
+
+def test_name_and_folder_conflicts_are_named(grafana: GrafanaSim, tmp_path: Path) -> None:
+    # another dashboard already has the title in the folder: 412 name-exists without overwrite
+    assert upload(tmp_path, grafana.url, "editor-1").returncode == 0
+    org = grafana.state.orgs[1]
+    taken = org.dashboards.pop("zcp-network")
+    org.dashboards["hand-made"] = {**taken, "dashboard": {**taken["dashboard"],
+                                                           "uid": "hand-made"}}
+    refused = upload(tmp_path, grafana.url, "editor-1", "--no-overwrite")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "Error: zcp-network: Grafana refused: HTTP 412 name-exists: A dashboard with the same "
+        "name in the folder already exists (changed in Grafana since: upload with overwrite "
+        "to replace it, or rename the other dashboard)"]
+    # the folder title belongs to a folder with another uid: 409, then named
+    grafana.state.orgs[2] = type(org)(folders={"other": {"uid": "other",
+                                                         "title": "ZCP operations"}})
+    grafana.state.tokens["org-2"] = (2, "Editor")
+    clash = upload(tmp_path, grafana.url, "org-2")
+    assert clash.returncode == 1
+    assert clash.stderr.strip().splitlines() == [
+        "Error: folder zcp-ops: Grafana refused: a folder titled 'ZCP operations' exists with "
+        "another uid (set dashboards.grafana.folder_uid to it, or another folder_title)"]

@@ -40,7 +40,12 @@ INHIBIT = [
 
 
 def _seconds(value: float) -> str:
-    return f"{int(value)}s" if value >= 1 else f"{int(value * 1000)}ms"
+    """A duration in Alertmanager's format, exact to the millisecond (1.5 -> ``1s500ms``;
+    truncating to whole seconds would turn 1.5 s into 1 s)."""
+    ms = round(value * 1000)
+    s, ms = divmod(ms, 1000)
+    text = (f"{s}s" if s else "") + (f"{ms}ms" if ms else "")
+    return text or "0s"
 
 
 def _receiver(area: str, severity: str, cfg: AlertingConfig) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from alerts.rules import groups as all_groups
 from zcp.binaries import require
 from zcp.config import AlertingConfig
 from zcp.errors import ZcpError
+from zcp.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -141,20 +141,22 @@ def build(out: Path, cfg: AlertingConfig, groups: Sequence[Group] | None = None,
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ZcpError(f"duplicate alert names: {', '.join(duplicates)}")
-    (out / "rules").mkdir(parents=True, exist_ok=True)
     built = Built(out / RULES, out / TESTS, out / ALERTMANAGER, out / ROUTE_TESTS)
-    built.rules.write_text(_yaml(rule_file(groups, cfg.runbook_base_url, for_override)))
-    if for_override is None:
-        tests = promtool_tests(groups, [Path(RULES).name], cfg.runbook_base_url)
-        tests["tests"] += RECORDING_TESTS
-        built.tests.write_text(_yaml(tests))
-    fd = os.open(built.alertmanager, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(_yaml(alertmanager_config(cfg)))
-    os.chmod(built.alertmanager, 0o600)
-    built.route_tests.write_text(json.dumps(
-        [{"labels": labels, "receiver": receiver} for labels, receiver in route_tests()],
-        indent=1) + "\n")
+    try:
+        (out / "rules").mkdir(parents=True, exist_ok=True)
+        write_atomic(built.rules, _yaml(rule_file(groups, cfg.runbook_base_url, for_override)))
+        if for_override is None:
+            tests = promtool_tests(groups, [Path(RULES).name], cfg.runbook_base_url)
+            tests["tests"] += RECORDING_TESTS
+            write_atomic(built.tests, _yaml(tests))
+        # the receivers' secrets: a new file, 0600 from its creation, renamed over the old one (an
+        # existing file's wider mode never applies to them)
+        write_atomic(built.alertmanager, _yaml(alertmanager_config(cfg)), 0o600)
+        write_atomic(built.route_tests, json.dumps(
+            [{"labels": labels, "receiver": receiver} for labels, receiver in route_tests()],
+            indent=1) + "\n")
+    except OSError as exc:
+        raise ZcpError(f"cannot write {exc.filename or out}: {exc.strerror}") from None
     log.info("alerts built", extra={"out": str(out), "alerts": len(names),
                                      "groups": len(groups)})
     return built

@@ -197,7 +197,7 @@ class Renderer:
                 ax.plot(xs, ys, color=PALETTE[i % len(PALETTE)], linewidth=1.4,
                         label=name[:40], drawstyle="steps-post" if kind != "timeseries"
                         else "default", marker="o" if len(points) < 20 else None,
-                        markersize=2.5)
+                        markersize=4)
             ax.set_xlim(mdates.date2num(self.window.start), mdates.date2num(self.window.end))
             ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
             ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(

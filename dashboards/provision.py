@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from dashboards.build import Built, DashboardError, encode, write_atomic
+from dashboards.build import Built, DashboardError, encode
+from zcp.files import write_atomic
 
 
 def provision(built: list[Built], out: Path, json_dir: Path, folder: str, folder_uid: str,

@@ -34,6 +34,7 @@ from lab.stack import Stack
 from zcp.binaries import missing
 from zcp.config import Config
 from zcp.errors import DaemonError
+from zcp.files import private_dir
 from zcp.inventory import make_cache
 from zcp.inventory.model import Inventory
 from zcp.wait import wait_until
@@ -79,8 +80,8 @@ def run_demo(cfg: Config, config_path: Path | None, workdir: Path | None,
              duration: float | None, with_libvirt: bool = True, with_ovs: bool = True,
              with_ceph: bool = True) -> None:
     """Start everything, show what Prometheus sees, run until Ctrl-C or ``duration``."""
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="zcp-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    # 0700: the work dir holds configs with the operator's receivers and secrets
+    workdir = private_dir(workdir or Path(tempfile.mkdtemp(prefix="zcp-demo-")))
     stack = Stack(workdir, config_path, log_format=cfg.logging.format)
     try:
         _run_demo(stack, cfg, workdir, duration, with_libvirt, with_ovs, with_ceph)

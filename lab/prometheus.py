@@ -11,6 +11,7 @@ import yaml
 from lab.procs import Daemon, free_port
 from zcp.binaries import require
 from zcp.errors import DaemonError
+from zcp.files import private_dir, write_atomic
 
 
 class PrometheusServer(Daemon):
@@ -26,8 +27,8 @@ class PrometheusServer(Daemon):
         config = dict(config)
         if rule_files:
             config["rule_files"] = [str(p) for p in rule_files]
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        private_dir(workdir)
+        write_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False), 0o600)
         super().__init__("prometheus", [
             binary, f"--config.file={self.config_path}",
             f"--storage.tsdb.path={workdir / 'data'}",
@@ -37,7 +38,7 @@ class PrometheusServer(Daemon):
 
     def write_config(self, config: dict[str, Any]) -> None:
         """Replace the config and reload it through the lifecycle API."""
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        write_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False), 0o600)
         resp = requests.post(f"{self.url}/-/reload", timeout=10)
         if resp.status_code != 200:
             raise DaemonError(f"prometheus reload failed: {resp.text.strip()}")
@@ -64,8 +65,8 @@ class AlertmanagerServer(Daemon):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "alertmanager.yml"
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        private_dir(workdir)
+        write_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False), 0o600)
         super().__init__("alertmanager", [
             binary, f"--config.file={self.config_path}",
             f"--storage.path={workdir / 'am-data'}",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from lab.procs import Daemon, free_port
 from lab.prometheus import AlertmanagerServer, PrometheusServer
 from zcp.binaries import require
 from zcp.errors import DaemonError
+from zcp.files import write_atomic
 from zcp.wait import wait_until
 
 log = logging.getLogger(__name__)
@@ -35,12 +35,7 @@ ZCP_OBS = [sys.executable, "-m", "zcp_obs"]
 
 def write_private(path: Path, doc: dict[str, Any]) -> Path:
     """Write a YAML config atomically, readable by its owner only (it may hold secrets)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(yaml.safe_dump(doc, sort_keys=False))
-    os.replace(tmp, path)
+    write_atomic(path, yaml.safe_dump(doc, sort_keys=False), 0o600)
     return path
 
 

@@ -149,7 +149,7 @@ def metering_report(ctx: click.Context, month: str, account: str | None, granula
     if out is None:
         click.echo(text, nl=False)
         return
-    from metering.report import write_atomic
+    from zcp.files import write_atomic
 
     write_atomic(out, text)
     click.echo(str(out), err=True)

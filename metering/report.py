@@ -15,13 +15,11 @@ import hashlib
 import html
 import io
 import json
-import os
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from pathlib import Path
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -284,13 +282,3 @@ def _chart(rep: AccountReport) -> Iterator[str]:
                    f"<title>{e(day)}: {e(str(per.get(day, Decimal(0))))} {e(unit)}</title>"
                    "</rect>")
     yield "</svg>"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

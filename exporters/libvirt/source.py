@@ -89,6 +89,14 @@ class Collection:
     procfs_domains: int = 0
 
 
+def _close_all(conns: Any) -> None:
+    for conn in conns:
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+
 class LibvirtSource:
     """Connection, XML cache and single-flight collection against one libvirtd."""
 
@@ -124,9 +132,12 @@ class LibvirtSource:
         self._pool = ThreadPoolExecutor(max_workers=self.chunks,
                                         thread_name_prefix="libvirt-stats") \
             if self.chunks > 1 else None
-        self._open = open_conn or libvirt.open
+        # read-only is enough for stats, events and XML (and cannot change a domain)
+        self._open = open_conn or libvirt.openReadOnly
         self._conn: Any = None
         self._conn_lock = threading.Lock()
+        self._open_lock = threading.Lock()
+        self._closed = False
         self._xml: dict[str, DomainXml] = {}
         self._xml_ids: dict[str, int] = {}
         self._dirty: set[str] = set()
@@ -143,6 +154,12 @@ class LibvirtSource:
 
     # -- connection ----------------------------------------------------------------------------
     def _connection(self) -> Any:
+        """The primary connection, opening all of them first if there is none.
+
+        Opening happens outside ``_conn_lock`` (under ``_open_lock``, one opener at a time):
+        a hung libvirtd then blocks only the opener, never :meth:`close` (SIGTERM). And the
+        connections are installed only once every one of them is open, so a failure on the
+        second leaves nothing half-made for the next scrape to trip on."""
         with self._conn_lock:
             if self._conn is not None:
                 try:
@@ -151,47 +168,53 @@ class LibvirtSource:
                 except libvirt.libvirtError:
                     pass
                 self._drop_connection_locked()
+        with self._open_lock:
+            with self._conn_lock:  # another opener may have finished meanwhile
+                if self._conn is not None:
+                    return self._conn
+                if self._closed:
+                    raise libvirt.libvirtError("the libvirt source is closed")
             start_event_loop()
-            conn = self._open(self.uri)
-            if conn is None:
-                raise libvirt.libvirtError(f"cannot open {self.uri}")
+            opened: list[Any] = []
             try:
-                conn.setKeepAlive(*self.keepalive)
-            except libvirt.libvirtError:
-                pass  # e.g. test:/// drivers have no keepalive
-            for event in ("LIFECYCLE", "DEVICE_ADDED", "DEVICE_REMOVED", "METADATA_CHANGE",
-                          "BALLOON_CHANGE"):
-                event_id = getattr(libvirt, f"VIR_DOMAIN_EVENT_ID_{event}", None)
-                if event_id is not None:
+                for _ in range(self.n_connections):
+                    conn = self._open(self.uri)
+                    if conn is None:
+                        raise libvirt.libvirtError(f"cannot open {self.uri}")
+                    opened.append(conn)
                     try:
-                        conn.domainEventRegisterAny(None, event_id, self._on_event, None)
+                        conn.setKeepAlive(*self.keepalive)
                     except libvirt.libvirtError:
-                        pass
-            self.reconnects += 1
-            with self._dirty_lock:
-                self._xml_ids.clear()  # events were missed while disconnected: re-check all
+                        pass  # e.g. test:/// drivers have no keepalive
+                primary = opened[0]
+                for event in ("LIFECYCLE", "DEVICE_ADDED", "DEVICE_REMOVED", "METADATA_CHANGE",
+                              "BALLOON_CHANGE"):
+                    event_id = getattr(libvirt, f"VIR_DOMAIN_EVENT_ID_{event}", None)
+                    if event_id is not None:
+                        try:
+                            primary.domainEventRegisterAny(None, event_id, self._on_event,
+                                                           None)
+                        except libvirt.libvirtError:
+                            pass
+            except BaseException:
+                _close_all(opened)
+                raise
+            with self._conn_lock:
+                if self._closed:  # closed while we were opening: do not keep them
+                    _close_all(opened)
+                    raise libvirt.libvirtError("the libvirt source is closed")
+                self.reconnects += 1
+                with self._dirty_lock:
+                    self._xml_ids.clear()  # events were missed while disconnected
+                self._conn, self._extra = primary, opened[1:]
+                self._handles = [{} for _ in opened]
             log.info("connected to libvirt", extra={"uri": self.uri})
-            self._conn = conn
-            self._extra, self._handles = [], [{}]
-            for _ in range(self.n_connections - 1):
-                extra = self._open(self.uri)
-                try:
-                    extra.setKeepAlive(*self.keepalive)
-                except libvirt.libvirtError:
-                    pass
-                self._extra.append(extra)
-                self._handles.append({})
-            return conn
+            return primary
 
     def _drop_connection_locked(self) -> None:
         conns = [self._conn, *self._extra]
         self._conn, self._extra, self._handles = None, [], []
-        for conn in conns:
-            if conn is not None:
-                try:
-                    conn.close()
-                except libvirt.libvirtError:
-                    pass
+        _close_all(c for c in conns if c is not None)
 
     def _on_event(self, conn: Any, dom: Any, *args: Any) -> None:
         """Any lifecycle/device/metadata event: re-read that domain's XML next time."""
@@ -203,8 +226,10 @@ class LibvirtSource:
             self._dirty.add(uuid)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connections (never waits for an open in progress: that one is closed
+        when it completes)."""
         with self._conn_lock:
+            self._closed = True
             self._drop_connection_locked()
 
     # -- collection ----------------------------------------------------------------------------

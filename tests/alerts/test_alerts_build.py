@@ -237,3 +237,42 @@ def test_inhibition_on_a_real_alertmanager(
     receivers = {n.payload["receiver"] for n in receiver.snapshot()}
     assert receivers == {"compute-critical", "storage-critical", "network-critical",
                          "platform-warning"}
+
+
+def test_secrets_never_land_in_an_existing_wider_file(tmp_path: Path) -> None:
+    """An alertmanager.yml left 0644 by someone is replaced by a new 0600 file (another inode),
+    never rewritten in place while still readable by others."""
+    out = tmp_path / "out"
+    (out / "rules").mkdir(parents=True)
+    old = out / "alertmanager.yml"
+    old.write_text("old: config\n")
+    old.chmod(0o644)
+    before = old.stat().st_ino
+    cfg = parse_config({"alerting": {"webhook": {"url": "https://chat.example/hook/t"}}},
+                       "test").alerting
+    built = build(out, cfg)
+    assert built.alertmanager.stat().st_ino != before
+    assert stat.S_IMODE(built.alertmanager.stat().st_mode) == 0o600
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_an_unwritable_out_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = subprocess.run([sys.executable, "-m", "zcp_obs", "alerts", "build", "--out",
+                           str(blocker / "out")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"Error: cannot write {blocker / 'out' / 'rules'}: Not a directory"]
+
+
+def test_durations_are_not_truncated(tmp_path: Path) -> None:
+    from alerts.alertmanager import _seconds
+
+    assert [_seconds(v) for v in (1.5, 0.25, 30, 3600, 0.0004)] == \
+        ["1s500ms", "250ms", "30s", "3600s", "0s"]
+    cfg = parse_config({"alerting": {"group_wait_seconds": 1.5,
+                                     "group_interval_seconds": 2.25}}, "test").alerting
+    am = yaml.safe_load(build(tmp_path / "out", cfg).alertmanager.read_text())
+    assert am["route"]["group_wait"] == "1s500ms"
+    assert am["route"]["group_interval"] == "2s250ms"

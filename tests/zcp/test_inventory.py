@@ -216,3 +216,18 @@ def test_a_copy_is_validated_and_reindexed(default_inventory: Inventory) -> None
     with pytest.raises(ValueError, match="names unknown account"):
         default_inventory.model_copy(update={"volumes": (
             vol.model_copy(update={"account_id": "nobody"}),)})
+
+
+def test_the_cache_file_temp_name_is_never_shared(default_inventory: Inventory,
+                                                   tmp_path: Path) -> None:
+    """Another writer's temporary file (here: a directory in its place, as a root exporter's
+    file would be to a non-root one) does not stop the cache from being written."""
+    path = tmp_path / "inv.json"
+    (tmp_path / "inv.json.tmp").mkdir()
+    cache = InventoryCache(lambda: default_inventory, refresh_interval=3600, cache_file=path)
+    cache.refresh()
+    assert path.exists()
+    restarted = InventoryCache(lambda: default_inventory, refresh_interval=3600,
+                               cache_file=path)
+    assert restarted.current() == cache.current()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inv.json", "inv.json.tmp"]

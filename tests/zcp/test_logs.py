@@ -144,3 +144,19 @@ def test_text_format_for_humans(capsys: pytest.CaptureFixture[str]) -> None:
     logging.getLogger("zcp.test").info("hello", extra={"vm_id": "v-1"})
     err = capsys.readouterr().err.strip()
     assert err.endswith("INFO    zcp.test: hello vm_id=v-1")
+
+
+def test_records_left_at_close_are_counted_as_dropped(loki: LokiReceiver) -> None:
+    loki.hold.clear()  # Loki hangs
+    cfg = parse_config({"logging": {"loki": {"url": loki.url, "queue_size": 100,
+                                             "timeout_seconds": 30}}})
+    logs.setup_logging("zcp-test", cfg.logging)
+    log = logging.getLogger("zcp.test")
+    log.info("event 0")
+    assert loki.arrived.wait(10)  # the sender is stuck inside its first push
+    for i in range(1, 11):
+        log.info("event %d", i)
+    before = logs.loki_stats.dropped
+    loki_handler().close()  # shutting down while Loki still hangs
+    assert logs.loki_stats.dropped - before == 10  # the ten queued, none lost silently
+    loki.hold.set()

@@ -7,7 +7,6 @@ kept on disk when ``cache_file`` is set, so a restart during a CloudStack outage
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from pydantic import ValidationError
 
 from zcp.errors import InventoryError, ZcpError
+from zcp.files import write_atomic
 from zcp.inventory.model import Inventory
 
 log = logging.getLogger(__name__)
@@ -157,14 +157,8 @@ class InventoryCache:
 
     @staticmethod
     def _write_cache_file(path: Path, inventory: Inventory) -> None:
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w") as f:
-                f.write(inventory.model_dump_json())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_atomic(path, inventory.model_dump_json())
         except OSError as exc:
             log.warning("cannot write inventory cache", extra={"path": str(path),
                                                                "error": str(exc)})

@@ -131,6 +131,18 @@ OURS = (
                  "0x10"}, ({**RGW},)),
            Case({'ceph_exporter_source_up{job="zcp-ceph",instance="stor1:9284",source="rgw"}':
                  "1x10"}))),
+    Alert("CephExporterSourceFailing",
+          'ceph_exporter_source_up{source=~"rbd|df|cephfs"} == 0', "10m", "warning", "storage",
+          "The Ceph exporter's {{ $labels.source }} source fails",
+          "The Ceph exporter at {{ $labels.instance }} has not refreshed its {{ $labels.source }} "
+          "source for 10 minutes: per-volume and per-tenant storage figures are stale (RBD "
+          "bytes feed billing).",
+          (Case({'ceph_exporter_source_up{job="zcp-ceph",instance="stor1:9284",source="rbd"}':
+                 "0x20"}, ({**RGW, "source": "rbd"},)),
+           Case({'ceph_exporter_source_up{job="zcp-ceph",instance="stor1:9284",source="rbd"}':
+                 "1x20"}),
+           Case({'ceph_exporter_source_up{job="zcp-ceph",instance="stor1:9284",source="rgw"}':
+                 "0x20"}))),
 )
 
 

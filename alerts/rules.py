@@ -307,6 +307,13 @@ NETWORK = Group("network", (
           "The OVS exporter on {{ $labels.host }} cannot read ovsdb-server/ovs-vswitchd: tenant "
           "networks on this host may be down.",
           (Case({sel("ovs_up", **OV): "0x10"}, ({**OV},)), Case({sel("ovs_up", **OV): "1x10"}))),
+    Alert("OVSReplicaStuck", "ovs_exporter_replica_up == 0", "2m", "warning", "network",
+          "The OVS exporter's OVSDB replica on {{ $labels.host }} is dead or stuck",
+          "The OVS exporter on {{ $labels.host }} keeps a replica of OVSDB in a thread that has "
+          "not turned for 2 minutes: its port and tunnel data is not served (OVSDown fires "
+          "too), although ovsdb-server may be fine.",
+          (Case({sel("ovs_exporter_replica_up", **OV): "0x10"}, ({**OV},)),
+           Case({sel("ovs_exporter_replica_up", **OV): "1x10"}))),
     Alert("VXLANTunnelDown",
           '(ovs_interface_link_up{type=~"vxlan|geneve|gre"} == 0 '
           'or ovs_interface_bfd_up{type=~"vxlan|geneve|gre"} == 0) '

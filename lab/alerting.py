@@ -119,8 +119,11 @@ class AlertLab:
     def __init__(self, lab: LibvirtLab, workdir: Path, hold: str = "3s",
                  scrape_interval: str = "1s", group_wait: float = 1.0,
                  ovs: OvsLab | None = None, ceph: CephLab | None = None,
-                 node: bool = False, pushgateway: bool = False) -> None:
+                 node: bool = False, pushgateway: bool = False,
+                 ovs_ports: tuple[str, str] = ("alvm", "10.201")) -> None:
         self.lab = lab
+        # the OVS lab is shared by the session: each AlertLab plugs its own ports
+        self.ovs_ports = ovs_ports
         self.node = node
         self.with_pushgateway = pushgateway
         self.pushgateway_url = ""
@@ -158,7 +161,8 @@ class AlertLab:
         self.inventory_service = self.stack.inventory_service()
         self.exporter = self.stack.libvirt(self.lab, HOST, ZONE)
         if self.ovs is not None:
-            self.ovs.plug_nics(self.inventory.nics, prefix="alvm", net="10.201")
+            prefix, net = self.ovs_ports
+            self.ovs.plug_nics(self.inventory.nics, prefix=prefix, net=net)
             self.stack.ovs(self.ovs, HOST, ZONE, call_timeout_seconds=1.0)
         if self.ceph is not None:
             self.stack.ceph(self.ceph, ZONE, rbd_interval_seconds=2, rgw_interval_seconds=2,

@@ -20,7 +20,8 @@ from zcp_obs.cli import cli
 # each group the application mounts, with the commands its part really has
 GROUPS = {"inventory": {"show"}, "exporter": {"libvirt", "ovs", "ceph", "inventory"},
           "alerts": {"build", "check"},
-          "metering": {"run", "close", "report", "reconcile", "db"}}
+          "metering": {"run", "close", "report", "reconcile", "db"},
+          "dashboards": {"build", "check", "upload", "provision", "preview"}}
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -205,7 +206,8 @@ def test_the_application_runs_without_the_lab() -> None:
             "from zcp_obs.cli import cli\n"
             "out = CliRunner().invoke(cli, ['--help']).output\n"
             "commands = {l.split()[0] for l in out.split('Commands:')[1].splitlines()[1:]}\n"
-            "assert commands == {'alerts', 'exporter', 'inventory', 'metering'}, out\n")
+            "parts = {'alerts', 'dashboards', 'exporter', 'inventory', 'metering'}\n"
+            "assert commands == parts, out\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr

@@ -224,3 +224,43 @@ def collect_log_metrics() -> Iterator[Metric]:
     depth = sum(h.records.qsize() for h in _installed if isinstance(h, LokiQueueHandler))
     yield GaugeMetricFamily("zcp_log_loki_queue_depth", "Log records waiting for Loki.",
                             value=depth)
+
+
+class FailureLog:
+    """Logs a failing source on change, not on every scrape: its first failure and every new
+    error message (warning), a reminder with the count while it stays failed (every
+    ``every`` seconds), and its recovery (info)."""
+
+    def __init__(self, logger: logging.Logger, message: str, every: float = 300.0,
+                 clock: Any = None) -> None:
+        import time
+
+        self.logger = logger
+        self.message = message
+        self.every = every
+        self.clock = clock or time.monotonic
+        self._state: dict[str, tuple[str, float, int]] = {}  # key -> (error, logged at, n)
+        self._lock = threading.Lock()
+
+    def failed(self, key: str, error: str, **fields: Any) -> None:
+        """One failure of ``key`` with ``error``."""
+        now = self.clock()
+        with self._lock:
+            last = self._state.get(key)
+            if last is not None and last[0] == error and now - last[1] < self.every:
+                self._state[key] = (error, last[1], last[2] + 1)
+                return
+            repeats = last[2] if last is not None and last[0] == error else 0
+            self._state[key] = (error, now, 1)
+        extra = {"source": key, "error": error, **fields}
+        if repeats:
+            extra["failures_since_last_log"] = repeats
+        self.logger.warning(self.message, extra=extra)
+
+    def ok(self, key: str, **fields: Any) -> None:
+        """``key`` answered: log its recovery if it was failing."""
+        with self._lock:
+            last = self._state.pop(key, None)
+        if last is not None:
+            self.logger.info(f"{self.message}: recovered", extra={
+                "source": key, "failures": last[2], **fields})

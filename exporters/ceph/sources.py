@@ -50,6 +50,7 @@ from exporters.ceph.parse import (
 )
 from zcp.config import CephConfig
 from zcp.errors import ZcpError
+from zcp.logs import FailureLog
 
 log = logging.getLogger(__name__)
 SOURCES = ("df", "rbd", "rgw", "cephfs")
@@ -119,6 +120,7 @@ class CephSources:
         self.cfg = cfg
         self.run = runner or cli_runner(cfg)
         self._lock = threading.Lock()
+        self._failures = FailureLog(log, "ceph source refresh failed")
         self.sources = tuple(n for n in SOURCES if n != "rgw" or cfg.rgw_enabled)
         self._data = Snapshot(states={n: SourceState(n) for n in self.sources})
         self._stop = threading.Event()
@@ -179,8 +181,9 @@ class CephSources:
             else:
                 st.last_success = st.last_attempt
         if error:
-            log.warning("ceph source refresh failed", extra={"source": name, "error": error})
+            self._failures.failed(name, error)
         else:
+            self._failures.ok(name)
             log.debug("ceph source refreshed", extra={"source": name,
                                                       "seconds": round(time.monotonic()
                                                                        - started, 3)})

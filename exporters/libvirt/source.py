@@ -31,6 +31,7 @@ from exporters.libvirt.parse import (
 )
 from exporters.libvirt.procfs import ProcReader, QemuProcess
 from zcp.inventory.cache import InventoryCache
+from zcp.logs import FailureLog
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ class LibvirtSource:
         self._conn_lock = threading.Lock()
         self._open_lock = threading.Lock()
         self._closed = False
+        self._failures = FailureLog(log, "libvirt collection failed")
         self._xml: dict[str, DomainXml] = {}
         self._xml_ids: dict[str, int] = {}
         self._dirty: set[str] = set()
@@ -274,8 +276,9 @@ class LibvirtSource:
                     if not alive:
                         self._drop_connection_locked()
             result.duration = time.monotonic() - start
-            log.warning("libvirt collection failed", extra={"error": result.error})
+            self._failures.failed("libvirt", result.error, uri=self.uri)
             return result
+        self._failures.ok("libvirt", uri=self.uri)
         ok = dict.fromkeys(self.groups, True)
         for uuid, name, stats in records:
             rec = group_stats(uuid, name, stats)

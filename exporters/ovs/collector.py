@@ -6,8 +6,11 @@ its own; a failed one costs only its own families."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from exporters.ovs.unixctl import UnixctlError, UnixctlTimeout, call
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.metrics import inventory_info_metrics
 from zcp.inventory.model import Nic
+from zcp.logs import FailureLog
 
 log = logging.getLogger(__name__)
 IFACE = ["interface", "bridge", "type", "vm_id", "iface_id", "attached_mac", "nic_id"]
@@ -80,16 +84,59 @@ class OvsCollector:
         self.call_timeout = call_timeout
         self.failures = dict.fromkeys(SOURCES, 0)
         self.last_success = dict.fromkeys(SOURCES, 0.0)
+        self._failure_log = FailureLog(log, "ovs source failed")
+        self._inflight: Future[Collection] | None = None
+        self._inflight_lock = threading.Lock()
+        self.collections = 0  # collections run
+        self.shared_scrapes = 0  # scrapes that joined one in flight
 
     def gather(self, timeout: float | None = None) -> Collection:
-        """Read every source; none waits past its own deadline (nor the scrape's)."""
+        """Read every source; none waits past its own deadline (nor the scrape's).
+
+        Concurrent scrapes share the collection in flight (as the libvirt exporter does):
+        ovs-vswitchd answers one set of unixctl calls however many scrapers there are. A
+        scrape that joins one waits at most its own deadline."""
+        wait = timeout if timeout is not None else 8.0
+        with self._inflight_lock:
+            shared = self._inflight
+            if shared is None:
+                shared = self._inflight = Future()
+                owner = True
+            else:
+                owner = False
+                self.shared_scrapes += 1
+        if not owner:
+            try:
+                return shared.result(timeout=wait)
+            except FutureTimeout:
+                out = Collection()
+                out.results = {s: SourceResult(False, wait, "the shared collection did not "
+                                                            "finish in time")
+                               for s in SOURCES}
+                return out
+        try:
+            result = self._gather(timeout)
+        except BaseException as exc:
+            shared.set_exception(exc)
+            raise
+        finally:
+            with self._inflight_lock:
+                self._inflight = None
+        shared.set_result(result)
+        return result
+
+    def _gather(self, timeout: float | None) -> Collection:
+        self.collections += 1
         budget_end = time.monotonic() + (timeout if timeout is not None else 8.0)
         out = Collection()
         start = time.monotonic()
         out.snapshot = self.replica.snapshot()
-        out.results["ovsdb"] = SourceResult(
-            out.snapshot is not None, time.monotonic() - start,
-            "" if out.snapshot is not None else f"not connected to {self.replica.remote}")
+        error = ""
+        if out.snapshot is None:
+            error = (f"not connected to {self.replica.remote}" if self.replica.healthy else
+                     "the OVSDB replica's thread is dead or stuck (its data is not served)")
+        out.results["ovsdb"] = SourceResult(out.snapshot is not None,
+                                            time.monotonic() - start, error)
         pid = vswitchd_pid(self.rundir)
         ctl = self.ctl or (str(self.rundir / f"ovs-vswitchd.{pid}.ctl") if pid else "")
         hung = ""
@@ -124,9 +171,10 @@ class OvsCollector:
         for source, res in out.results.items():
             if res.ok:
                 self.last_success[source] = time.time()
+                self._failure_log.ok(source)
             else:
                 self.failures[source] += 1
-                log.warning("ovs source failed", extra={"source": source, "error": res.error})
+                self._failure_log.failed(source, res.error)
         return out
 
     def collect(self, timeout: float | None = None) -> Iterator[Metric]:
@@ -181,6 +229,15 @@ class OvsCollector:
         yield CounterMetricFamily("ovs_exporter_ovsdb_connects",
                                   "Connections made to ovsdb-server.",
                                   value=self.replica.connects)
+        yield GaugeMetricFamily(
+            "ovs_exporter_replica_up", "1 while the OVSDB replica's thread runs and its loop "
+            "turned within the last few seconds (0: dead or stuck; its data is not served).",
+            value=1 if self.replica.healthy else 0)
+        yield CounterMetricFamily("ovs_exporter_replica_errors",
+                                  "Errors that made the OVSDB replica start over.",
+                                  value=self.replica.errors)
+        yield CounterMetricFamily("ovs_exporter_collections", "Collections run (concurrent "
+                                  "scrapes share one).", value=self.collections)
         yield GaugeMetricFamily(
             "ovs_exporter_ovsdb_last_change_timestamp_seconds",
             "Unix time the OVSDB replica last changed (statistics change every 5 s while "

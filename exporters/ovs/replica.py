@@ -20,6 +20,7 @@ import ovs.poller
 import ovs.stream
 
 from exporters.ovs.parse import Interface, interface_from_row
+from zcp.logs import FailureLog
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,8 @@ def fetch_schema(remote: str, timeout: float) -> dict[str, Any]:
 class OvsdbReplica:
     """A background thread that keeps the replica; :meth:`snapshot` reads it."""
 
-    def __init__(self, remote: str, probe_interval_ms: int = 5000) -> None:
+    def __init__(self, remote: str, probe_interval_ms: int = 5000,
+                 stuck_after: float = 10.0) -> None:
         self.remote = remote
         self.probe_interval_ms = probe_interval_ms
         self._idl: Any = None
@@ -100,8 +102,14 @@ class OvsdbReplica:
         self.last_change = 0.0
         self._seqno = 0
         self._was_connected = False
+        self._connected = False  # as the loop last saw it (read without the lock)
         self._snapshot: Snapshot | None = None
         self.rebuilds = 0
+        # the loop's heartbeat: it wakes at least every 0.5 s; older than ``stuck_after``
+        # means the thread is dead or stuck (in the IDL, or building a snapshot)
+        self.stuck_after = stuck_after
+        self.heartbeat = time.monotonic()
+        self._failures = FailureLog(log, "ovsdb replica failed")
 
     def start(self) -> OvsdbReplica:
         # the library's own vlog stays uninitialised (silent): connection changes are logged
@@ -114,69 +122,99 @@ class OvsdbReplica:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+            if self._thread.is_alive():  # stuck inside the IDL: it is a daemon thread
+                return
         with self._lock:
-            if self._idl is not None:
-                self._idl.close()
-                self._idl = None
+            self._close_idl_locked()
 
     @property
     def connected(self) -> bool:
-        with self._lock:
-            return self._connected_locked()
+        return self._connected and self.healthy
+
+    @property
+    def healthy(self) -> bool:
+        """The replica's thread runs and its loop turned recently (not dead, not stuck)."""
+        thread = self._thread
+        return bool(thread is not None and thread.is_alive()
+                    and time.monotonic() - self.heartbeat < self.stuck_after)
 
     def _connected_locked(self) -> bool:
         idl = self._idl
         return bool(idl is not None and idl.has_ever_connected()
                     and idl._session.is_connected())
 
-    def _loop(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set() and self._idl is None:
+    def _close_idl_locked(self) -> None:
+        if self._idl is not None:
             try:
-                helper = ovs.db.idl.SchemaHelper(schema_json=fetch_schema(self.remote, 2.0))
-                for table, cols in COLUMNS.items():
-                    helper.register_columns(table, cols)
-                with self._lock:
-                    self._idl = ovs.db.idl.Idl(self.remote, helper,
-                                               probe_interval=self.probe_interval_ms)
+                self._idl.close()
+            except Exception:  # a broken IDL: dropped either way
+                pass
+            self._idl = None
+
+    def _loop(self) -> None:
+        """Connect, then follow the database; any error drops the IDL and starts over (with
+        a backoff), so the thread never dies of one and never serves stale data as fresh."""
+        backoff = 0.5
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            try:
+                if self._idl is None:
+                    self._open()
+                    backoff = 0.5
+                self._turn()
             except Exception as exc:
                 self.errors += 1
-                log.warning("ovsdb not reachable", extra={"remote": self.remote,
-                                                          "error": str(exc)})
+                self._connected = False
+                self._failures.failed(self.remote, f"{type(exc).__name__}: {exc}"[:300])
+                with self._lock:
+                    self._close_idl_locked()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
-        while not self._stop.is_set():
-            with self._lock:
-                self._idl.run()
-                connected = self._connected_locked()
-            if self._idl.change_seqno != self._seqno and connected:
-                # converting IDL rows to Python values is the costly part (~0.1 ms per
-                # interface): done here once per change (statistics change every 5 s), never
-                # in a scrape, and without the lock (only this thread touches the IDL)
-                self._seqno = self._idl.change_seqno
-                snap = self._build()
-                with self._lock:
-                    self._snapshot = snap
-                self.last_change = time.time()
-                self.rebuilds += 1
-            with self._lock:
-                if connected and not self._was_connected:
-                    self.connects += 1
-                    log.info("ovsdb replica connected", extra={"remote": self.remote})
-                elif self._was_connected and not connected:
-                    log.warning("ovsdb connection lost", extra={"remote": self.remote})
-                self._was_connected = connected
-                poller = ovs.poller.Poller()
-                self._idl.wait(poller)
-            poller.timer_wait(500)  # also wake to notice stop()
-            poller.block()
+
+    def _open(self) -> None:
+        helper = ovs.db.idl.SchemaHelper(schema_json=fetch_schema(self.remote, 2.0))
+        for table, cols in COLUMNS.items():
+            helper.register_columns(table, cols)
+        with self._lock:
+            self._idl = ovs.db.idl.Idl(self.remote, helper, probe_interval=self.probe_interval_ms)
+        self._seqno = 0
+
+    def _turn(self) -> None:
+        """One turn of the loop: run the IDL, rebuild the snapshot on a change, then sleep
+        until the IDL has news (or 0.5 s)."""
+        with self._lock:
+            self._idl.run()
+            connected = self._connected_locked()
+        if self._idl.change_seqno != self._seqno and connected:
+            # converting IDL rows to Python values is the costly part (~0.1 ms per
+            # interface): done here once per change (statistics change every 5 s), never
+            # in a scrape, and without the lock (only this thread touches the IDL)
+            self._seqno = self._idl.change_seqno
+            self._snapshot = self._build()
+            self.last_change = time.time()
+            self.rebuilds += 1
+        self._connected = connected
+        if connected:
+            self._failures.ok(self.remote)
+        with self._lock:
+            if connected and not self._was_connected:
+                self.connects += 1
+                log.info("ovsdb replica connected", extra={"remote": self.remote})
+            elif self._was_connected and not connected:
+                log.warning("ovsdb connection lost", extra={"remote": self.remote})
+            self._was_connected = connected
+            poller = ovs.poller.Poller()
+            self._idl.wait(poller)
+        poller.timer_wait(500)  # also wake to notice stop()
+        poller.block()
 
     def snapshot(self) -> Snapshot | None:
-        """The replica as of its last change; None while not connected to ovsdb-server."""
-        with self._lock:
-            if not self._connected_locked():
-                return None
-            return self._snapshot
+        """The replica as of its last change; None while not connected to ovsdb-server, and
+        while the replica's thread is dead or stuck (its data would be stale). Never waits
+        for the replica's lock (the thread may be stuck holding it)."""
+        if not self.connected:
+            return None
+        return self._snapshot
 
     def _build(self) -> Snapshot:
         tables = self._idl.tables

@@ -49,9 +49,10 @@ def live(libvirt_lab: LibvirtLab, ovs_lab: OvsLab, ceph_lab: CephLab,
     need_binary("prometheus-pushgateway", "prometheus-pushgateway")
     workdir = tmp_path_factory.mktemp("dashboard-lab")
     ovs_lab.add_bridge("br-int")
+    ovs_lab.del_port("br-int", "vx-proof")
     ovs_lab.add_tunnel("br-int", "vx-proof", "192.0.2.77", key="7001", bfd=True)
     lab = AlertLab(libvirt_lab, workdir, ovs=ovs_lab, ceph=ceph_lab, node=True,
-                   pushgateway=True)
+                   pushgateway=True, ovs_ports=("dbvm", "10.202"))
     tenant_prom: PrometheusServer | None = None
     try:
         lab.start()

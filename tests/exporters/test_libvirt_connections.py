@@ -86,3 +86,19 @@ def test_close_does_not_wait_for_an_open_stuck_on_libvirtd() -> None:
 
 def test_read_only_by_default() -> None:
     assert LibvirtSource("qemu:///system", procfs=False)._open is libvirt.openReadOnly
+
+
+def test_a_down_libvirtd_is_one_warning_not_one_per_scrape(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    def open_conn(_uri: str) -> FakeConn:
+        raise libvirt.libvirtError("Failed to connect socket: Connection refused")
+
+    source = LibvirtSource("qemu:///fake", open_conn=open_conn, connections=1, procfs=False)
+    with caplog.at_level(logging.WARNING, logger="exporters.libvirt.source"):
+        for _ in range(20):
+            assert source.collect_now().error.startswith("Failed to connect socket")
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [r.getMessage() for r in warnings] == ["libvirt collection failed"]
+    assert source.collection_errors == 20

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,4 +229,59 @@ def test_hung_vswitchd_costs_one_deadline_not_the_scrape(ovs_lab: OvsLab,
         assert value(samples, "ovs_up") == 1
     finally:
         ovs_lab.vswitchd.signal(signal.SIGCONT)
+        exp.close()
+
+
+def test_an_error_in_the_replica_thread_is_survived(exporter: Exporter) -> None:
+    """Before, the replica thread's loop caught nothing: one exception killed it and the
+    exporter served the last data as fresh forever. Now it starts over and counts it."""
+    replica = exporter.replica
+    idl = replica._idl
+    real_run = idl.run
+    calls = [0]
+
+    def broken_run() -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("a bug in the IDL")
+        return real_run()
+
+    idl.run = broken_run
+    assert wait_until(lambda: replica.errors >= 1, 10)
+    assert wait_until(lambda: replica.connected and replica._idl is not idl, 20)
+    got = exporter.scrape()
+    assert value(got, "ovs_up") == 1 and value(got, "ovs_exporter_replica_up") == 1
+    assert value(got, "ovs_exporter_replica_errors_total") >= 1
+    assert series(got, "ovs_interface_link_up")
+
+
+def test_a_stuck_replica_is_not_served_as_fresh(ovs_lab: OvsLab, default_inventory: Inventory,
+                                                topo: dict[str, Any]) -> None:
+    """A replica thread stuck inside the IDL: within its bound the exporter says so (replica
+    down, ovs_up 0, no stale port data) and scrapes still answer; released, it recovers."""
+    exp = Exporter(ovs_lab, default_inventory)
+    try:
+        exp.replica.stuck_after = 2.0
+        release = threading.Event()
+        idl = exp.replica._idl
+        real_run = idl.run
+
+        def stuck_run() -> Any:
+            release.wait(60)
+            return real_run()
+
+        idl.run = stuck_run
+        assert wait_until(lambda: not exp.replica.healthy, 10)
+        t = time.monotonic()
+        got = exp.scrape()
+        assert time.monotonic() - t < 5  # the scrape does not wait for the stuck thread
+        assert value(got, "ovs_exporter_replica_up") == 0 and value(got, "ovs_up") == 0
+        assert value(got, "ovs_collector_success", collector="ovsdb") == 0
+        assert not series(got, "ovs_interface_link_up")  # nothing stale served
+        release.set()
+        idl.run = real_run
+        assert wait_until(lambda: exp.replica.healthy and exp.replica.connected, 10)
+        assert value(exp.scrape(), "ovs_up") == 1
+    finally:
+        release.set()
         exp.close()

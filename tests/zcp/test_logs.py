@@ -160,3 +160,27 @@ def test_records_left_at_close_are_counted_as_dropped(loki: LokiReceiver) -> Non
     loki_handler().close()  # shutting down while Loki still hangs
     assert logs.loki_stats.dropped - before == 10  # the ten queued, none lost silently
     loki.hold.set()
+
+
+def test_a_failing_source_is_logged_on_change_not_on_every_scrape(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    flog = logs.FailureLog(logging.getLogger("zcp.test.src"), "src failed", every=300,
+                           clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="zcp.test.src"):
+        for _ in range(100):  # a hundred scrapes of the same failure: one line
+            flog.failed("rbd", "timed out")
+            now[0] += 1
+        flog.failed("rbd", "permission denied")  # a new error: a new line
+        now[0] += 400
+        for _ in range(3):
+            flog.failed("rbd", "permission denied")  # still failing after `every`: a reminder
+        flog.ok("rbd")
+        flog.ok("rbd")  # healthy again and again: logged once
+    got = [(r.levelname, r.getMessage(), getattr(r, "error", None),
+            getattr(r, "failures_since_last_log", None), getattr(r, "failures", None))
+           for r in caplog.records]
+    assert got == [("WARNING", "src failed", "timed out", None, None),
+                   ("WARNING", "src failed", "permission denied", None, None),
+                   ("WARNING", "src failed", "permission denied", 1, None),
+                   ("INFO", "src failed: recovered", None, None, 3)]

@@ -251,10 +251,14 @@ def _layout(rows: Sequence[Row]) -> list[Any]:
         free = [p for p in row.panels if not p.width]
         fixed = sum(p.width for p in row.panels if p.width)
         share = max(1, (24 - fixed) // len(free)) if free and fixed < 24 else 24
+        extra = (24 - fixed) - share * len(free) if free and fixed < 24 else 0
         x = 0
         line_h = 0
         for p in row.panels:
             w = p.width or share
+            if not p.width and extra > 0:  # the remainder of 24 to the first free panels
+                w += 1
+                extra -= 1
             if x + w > 24:
                 y += line_h
                 x, line_h = 0, 0

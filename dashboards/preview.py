@@ -60,7 +60,7 @@ def fmt(value: float, unit: str) -> str:
         suffix = "/s" if unit == "Bps" else ""
         for name in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
             if abs(value) < 1024 or name == "PiB":
-                return f"{value:.3g} {name}{suffix}"
+                return f"{value:.4g} {name}{suffix}"
             value /= 1024
     if unit == "percent":
         return f"{value:.3g}%"
@@ -112,6 +112,10 @@ class Renderer:
     def _results(self, panel: dict[str, Any], values: dict[str, str], instant: bool
                  ) -> list[tuple[str, list[tuple[float, float]]]]:
         out = []
+        hidden: set[str] = set()
+        for t in panel.get("transformations", []):
+            if t.get("id") == "organize":
+                hidden |= set(t.get("options", {}).get("excludeByName", {}))
         for target in panel.get("targets", []):
             expr = target.get("expr")
             if not expr:
@@ -122,8 +126,12 @@ class Renderer:
                 continue
             for item in result:
                 points = item.get("values") or [item["value"]]
-                out.append((_legend(target.get("legendFormat", ""), item["metric"]),
-                            [(float(t), float(v)) for t, v in points]))
+                if panel.get("type") == "table":  # its columns: the labels not hidden
+                    name = "  ".join(f"{k}={v}" for k, v in sorted(item["metric"].items())
+                                     if k not in hidden and k != "__name__")
+                else:
+                    name = _legend(target.get("legendFormat", ""), item["metric"])
+                out.append((name, [(float(t), float(v)) for t, v in points]))
         return out
 
     def draw(self, built: Built, out: Path) -> list[Drawn]:

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from exporters.exposition import Encoder
+from zcp.errors import ZcpError
 from zcp.logs import collect_log_metrics
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,11 @@ class ExporterServer:
                 pass
 
         ThreadingHTTPServer.allow_reuse_address = True
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:  # taken, not ours, a bad address: one line, no traceback
+            raise ZcpError(f"{name} exporter: cannot listen on {host}:{port}: "
+                           f"{exc.strerror or exc}") from None
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
 

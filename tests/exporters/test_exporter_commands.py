@@ -99,3 +99,26 @@ def test_a_flag_overrides_the_config_and_a_bad_value_is_one_line(tmp_path: Path)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == (f"Error: invalid config {path}: exporters.libvirt.listen: "
                                   "'nowhere' is not HOST:PORT")
+
+
+def test_a_port_in_use_is_one_line() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    taken = socket.socket()
+    taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        done = subprocess.run([sys.executable, "-m", "zcp_obs", "exporter", "inventory",
+                               "--listen", f"127.0.0.1:{port}"], capture_output=True,
+                              text=True, timeout=60)
+    finally:
+        taken.close()
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.strip().splitlines() if not line.startswith("{")]
+    assert lines == [f"Error: inventory exporter: cannot listen on 127.0.0.1:{port}: "
+                     "Address already in use"]
+    assert "Traceback" not in done.stderr

@@ -105,7 +105,7 @@ def to_doc(dashboard: Any) -> dict[str, Any]:
     raw = json.loads(json.dumps(dashboard.to_json_data(), cls=DashboardEncoder,
                                 sort_keys=True))
     doc: dict[str, Any] = _clean(raw)
-    for panel in _panels(doc):
+    for panel in panels(doc):
         field = panel.get("fieldConfig")
         if isinstance(field, dict):  # the gauge's pre-7 keys next to the current ones
             panel["fieldConfig"] = {k: v for k, v in field.items()
@@ -121,15 +121,11 @@ def to_doc(dashboard: Any) -> dict[str, Any]:
     return doc
 
 
-def _panels(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def panels(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel of a dashboard document (rows' nested panels included)."""
     for panel in doc.get("panels", []):
         yield panel
         yield from panel.get("panels", [])
-
-
-def panels(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every panel of a dashboard document (rows' nested panels included)."""
-    return _panels(doc)
 
 
 def build_all(directory: Path = DEFS) -> list[Built]:

@@ -107,17 +107,38 @@ def check_expr(expr: str) -> list[tuple[str, str]]:
     return out
 
 
+@dataclass(frozen=True)
+class VariableQuery:
+    """A query variable's query, parsed: ``kind`` is ``label_values`` (``promql`` the series
+    selector, or None for ``label_values(label)``) or ``query_result`` (``promql`` the query);
+    ``label`` the label whose values are taken."""
+
+    kind: str
+    promql: str | None = None
+    label: str = ""
+
+
+LABEL_VALUES = re.compile(r"\s*label_values\((?:(.*),)?\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*",
+                          re.S)
+QUERY_RESULT = re.compile(r"\s*query_result\((.*)\)\s*", re.S)
+
+
+def parse_variable(query: str) -> VariableQuery | None:
+    """A variable query as Grafana's Prometheus data source reads it; None if unknown."""
+    m = LABEL_VALUES.fullmatch(query)
+    if m:
+        return VariableQuery("label_values", m.group(1), m.group(2))
+    m = QUERY_RESULT.fullmatch(query)
+    if m:
+        return VariableQuery("query_result", m.group(1))
+    return None
+
+
 def variable_query(query: str) -> str | None:
     """The PromQL inside a variable query (``label_values(q, l)``, ``query_result(q)``), or
     None for ``label_values(l)`` / ``label_names()``."""
-    m = re.fullmatch(r"\s*label_values\((.*),\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*", query,
-                     re.S)
-    if m:
-        return m.group(1)
-    m = re.fullmatch(r"\s*query_result\((.*)\)\s*", query, re.S)
-    if m:
-        return m.group(1)
-    return None
+    parsed = parse_variable(query)
+    return parsed.promql if parsed is not None else None
 
 
 def _targets(panel: dict[str, Any]) -> list[dict[str, Any]]:

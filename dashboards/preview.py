@@ -121,7 +121,7 @@ class Renderer:
             if not expr:
                 continue
             try:
-                result = self.prover._run(substitute(expr, values), instant)
+                result = self.prover.run(substitute(expr, values), instant)
             except Exception:  # drawn as "query error"; the proof is the check for that
                 continue
             for item in result:

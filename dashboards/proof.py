@@ -26,7 +26,7 @@ from typing import Any
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 
 from dashboards.build import Built, panels
-from dashboards.lint import Problem, variable_query
+from dashboards.lint import Problem, parse_variable
 
 TRIES = 3  # answers tried per query variable
 COMBINATIONS = 10  # combinations of answers tried per dashboard, at most
@@ -86,28 +86,23 @@ class Prover:
 
     # -- the source ------------------------------------------------------------------------
     def _values(self, query: str, values: dict[str, str]) -> list[str]:
-        query = substitute(query, values)
-        inner = variable_query(query)
-        m = re.fullmatch(r"\s*label_values\((.*),\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*", query,
-                         re.S)
+        parsed = parse_variable(substitute(query, values))
         params = {"start": f"{self.window.start.timestamp():.3f}",
                   "end": f"{self.window.end.timestamp():.3f}"}
-        if m:
-            return sorted(self.api.get_label_values(m.group(2),
-                                                    {**params, "match[]": m.group(1)}))
-        m = re.fullmatch(r"\s*label_values\(\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*", query)
-        if m:
-            return sorted(self.api.get_label_values(m.group(1), params))
-        if inner is not None:  # query_result: the series as Grafana prints them
-            out = []
-            for item in self.api.custom_query(inner, {"time": params["end"]}):
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(item["metric"].items())
-                                  if k != "__name__")
-                out.append(f"{item['metric'].get('__name__', '')}{{{labels}}}")
-            return out
-        return []
+        if parsed is None:
+            return []
+        if parsed.kind == "label_values":
+            if parsed.promql is not None:
+                params["match[]"] = parsed.promql
+            return sorted(self.api.get_label_values(parsed.label, params))
+        out = []  # query_result: the series as Grafana prints them
+        for item in self.api.custom_query(str(parsed.promql), {"time": params["end"]}):
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(item["metric"].items())
+                              if k != "__name__")
+            out.append(f"{item['metric'].get('__name__', '')}{{{labels}}}")
+        return out
 
-    def _run(self, expr: str, instant: bool) -> list[dict[str, Any]]:
+    def run(self, expr: str, instant: bool) -> list[dict[str, Any]]:
         if instant:
             return list(self.api.custom_query(expr, {
                 "time": f"{self.window.end.timestamp():.3f}"}))
@@ -183,7 +178,7 @@ class Prover:
                 proof.queries += 1
                 ref = target.get("refId", "")
                 try:
-                    result = self._run(query, bool(target.get("instant")))
+                    result = self.run(query, bool(target.get("instant")))
                 except PrometheusApiClientException as exc:
                     proof.problems.append(Problem("panel-query-error", built.uid, title,
                                                   f"{ref}: {str(exc)[:200]}: {query}"))

@@ -13,6 +13,7 @@ import queue
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from logging.handlers import QueueHandler
@@ -233,8 +234,6 @@ class FailureLog:
 
     def __init__(self, logger: logging.Logger, message: str, every: float = 300.0,
                  clock: Any = None) -> None:
-        import time
-
         self.logger = logger
         self.message = message
         self.every = every

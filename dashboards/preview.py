@@ -25,9 +25,11 @@ matplotlib.use("Agg")
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from prometheus_api_client import PrometheusApiClientException
 
-from dashboards.build import Built, panels, write_atomic
+from dashboards.build import Built, panels
 from dashboards.proof import Prover, Window, substitute
+from zcp.files import write_atomic
 
 WIDTH_IN = 16.0  # the figure's width: 24 grid columns
 ROW_IN = 0.34  # one grid row (Grafana: 30 px)
@@ -122,7 +124,7 @@ class Renderer:
                 continue
             try:
                 result = self.prover.run(substitute(expr, values), instant)
-            except Exception:  # drawn as "query error"; the proof is the check for that
+            except PrometheusApiClientException:  # drawn as "No data"; the proof checks it
                 continue
             for item in result:
                 points = item.get("values") or [item["value"]]

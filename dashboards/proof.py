@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 
-from dashboards.build import Built, panels
+from dashboards.build import Built, DashboardError, panels
 from dashboards.lint import Problem, parse_variable
 
 TRIES = 3  # answers tried per query variable
@@ -85,7 +86,19 @@ class Prover:
         self.tenant = tenant
 
     # -- the source ------------------------------------------------------------------------
+    def _reach(self, call: Callable[[], Any]) -> Any:
+        """``call`` against the source; not reaching it at all is one line (DashboardError),
+        a query the source refuses stays a PrometheusApiClientException (a problem)."""
+        try:
+            return call()
+        except requests.RequestException as exc:
+            raise DashboardError(f"cannot reach Prometheus at {self.url}: "
+                                 f"{type(exc).__name__}") from None
+
     def _values(self, query: str, values: dict[str, str]) -> list[str]:
+        return list(self._reach(lambda: self._ask_values(query, values)))
+
+    def _ask_values(self, query: str, values: dict[str, str]) -> list[str]:
         parsed = parse_variable(substitute(query, values))
         params = {"start": f"{self.window.start.timestamp():.3f}",
                   "end": f"{self.window.end.timestamp():.3f}"}
@@ -103,6 +116,10 @@ class Prover:
         return out
 
     def run(self, expr: str, instant: bool) -> list[dict[str, Any]]:
+        """One panel query, instant or over the window."""
+        return list(self._reach(lambda: self._ask(expr, instant)))
+
+    def _ask(self, expr: str, instant: bool) -> list[dict[str, Any]]:
         if instant:
             return list(self.api.custom_query(expr, {
                 "time": f"{self.window.end.timestamp():.3f}"}))

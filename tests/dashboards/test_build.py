@@ -210,3 +210,17 @@ def test_provisioning_files_for_a_tenant_stack(tmp_path: Path) -> None:
     bad = zcp("provision", "--out", str(tmp_path / "grafana"), "--json-dir", "/proc/nope")
     assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
     assert bad.stderr.startswith("Error: cannot write ")
+
+
+def test_an_unreachable_prometheus_is_one_line(tmp_path: Path) -> None:
+    from lab.procs import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for args in (["check", "--prometheus", url],
+                 ["preview", "--prometheus", url, "--out", str(tmp_path)]):
+        done = zcp(*args)
+        assert done.returncode == 1, args
+        lines = [line for line in done.stderr.strip().splitlines()
+                 if line.startswith("Error:")]
+        assert lines == [f"Error: cannot reach Prometheus at {url}: ConnectionError"], args
+        assert "Traceback" not in done.stderr

@@ -15,8 +15,13 @@ def alerts() -> None:
 
 
 @alerts.command("build")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Directory for rules/zcp.rules.yml, rules/zcp.tests.yml, alertmanager.yml.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for rules/zcp.rules.yml, rules/zcp.tests.yml, alertmanager.yml.",
+)
 @click.pass_context
 def alerts_build(ctx: click.Context, out: Path) -> None:
     """Write the rule file, its promtool tests and alertmanager.yml (receivers and their
@@ -26,15 +31,23 @@ def alerts_build(ctx: click.Context, out: Path) -> None:
     cfg = config_of(ctx).alerting
     built = build(out, cfg)
     if cfg.webhook is None and cfg.email is None and cfg.pagerduty is None:
-        click.echo("warning: no receivers configured (alerting.webhook/email/pagerduty): "
-                   "alerts will be routed but not delivered", err=True)
+        click.echo(
+            "warning: no receivers configured (alerting.webhook/email/pagerduty): "
+            "alerts will be routed but not delivered",
+            err=True,
+        )
     for path in (built.rules, built.tests, built.alertmanager, built.route_tests):
         click.echo(str(path))
 
 
 @alerts.command("check")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="The directory `alerts build` wrote.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The directory `alerts build` wrote.",
+)
 def alerts_check(out: Path) -> None:
     """promtool check rules, promtool test rules, amtool check-config and every routing test."""
     from alerts.build import check

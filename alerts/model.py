@@ -72,23 +72,30 @@ class Alert:
         return f"{base}/{self.area}.md#{self.name.lower()}"
 
     def rule(self, runbook_base: str, for_override: str | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"alert": self.name, "expr": self.expr,
-                               "for": for_override or self.for_,
-                               "labels": {"severity": self.severity, "area": self.area,
-                                          **self.labels},
-                               "annotations": {"summary": self.summary,
-                                               "description": self.description,
-                                               "runbook_url": self.runbook_url(runbook_base)}}
+        out: dict[str, Any] = {
+            "alert": self.name,
+            "expr": self.expr,
+            "for": for_override or self.for_,
+            "labels": {"severity": self.severity, "area": self.area, **self.labels},
+            "annotations": {
+                "summary": self.summary,
+                "description": self.description,
+                "runbook_url": self.runbook_url(runbook_base),
+            },
+        }
         return out
 
     def expected(self, labels: dict[str, str], runbook_base: str) -> dict[str, Any]:
         """What promtool must see for one firing alert with ``labels``."""
         all_labels = {**labels, "severity": self.severity, "area": self.area, **self.labels}
-        return {"exp_labels": all_labels,
-                "exp_annotations": {
-                    "summary": render_labels(self.summary, all_labels),
-                    "description": render_labels(self.description, all_labels),
-                    "runbook_url": self.runbook_url(runbook_base)}}
+        return {
+            "exp_labels": all_labels,
+            "exp_annotations": {
+                "summary": render_labels(self.summary, all_labels),
+                "description": render_labels(self.description, all_labels),
+                "runbook_url": self.runbook_url(runbook_base),
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -115,22 +122,26 @@ class Group:
         return [r for r in self.rules if isinstance(r, Alert)]
 
 
-def rule_file(groups: Iterable[Group], runbook_base: str,
-              for_override: str | None = None) -> dict[str, Any]:
+def rule_file(
+    groups: Iterable[Group], runbook_base: str, for_override: str | None = None
+) -> dict[str, Any]:
     """A Prometheus rule file (``groups:``) for ``groups``."""
     out = []
     for g in groups:
         body: dict[str, Any] = {"name": g.name}
         if g.interval:
             body["interval"] = g.interval
-        body["rules"] = [r.rule(runbook_base, for_override) if isinstance(r, Alert) else r.rule()
-                         for r in g.rules]
+        body["rules"] = [
+            r.rule(runbook_base, for_override) if isinstance(r, Alert) else r.rule()
+            for r in g.rules
+        ]
         out.append(body)
     return {"groups": out}
 
 
-def promtool_tests(groups: Iterable[Group], rule_files: list[str],
-                   runbook_base: str) -> dict[str, Any]:
+def promtool_tests(
+    groups: Iterable[Group], rule_files: list[str], runbook_base: str
+) -> dict[str, Any]:
     """A ``promtool test rules`` file: for every case of every alert, one test group that
     checks the alert is quiet one minute before ``for:`` elapses and, for a firing case, that
     it fires with exactly the expected labels and annotations one minute after."""
@@ -143,16 +154,27 @@ def promtool_tests(groups: Iterable[Group], rule_files: list[str],
                 after = case.start + hold + 1
                 checks: list[dict[str, Any]] = []
                 if before >= 0:
-                    checks.append({"eval_time": f"{before}m", "alertname": alert.name,
-                                   "exp_alerts": []})
-                checks.append({"eval_time": f"{after}m", "alertname": alert.name,
-                               "exp_alerts": [alert.expected(labels, runbook_base)
-                                              for labels in case.fires]})
+                    checks.append(
+                        {"eval_time": f"{before}m", "alertname": alert.name, "exp_alerts": []}
+                    )
+                checks.append(
+                    {
+                        "eval_time": f"{after}m",
+                        "alertname": alert.name,
+                        "exp_alerts": [
+                            alert.expected(labels, runbook_base) for labels in case.fires
+                        ],
+                    }
+                )
                 note = case.note or ("fires" if case.fires else "quiet")
-                tests.append({
-                    "name": f"{alert.name} case {n}: {note}",
-                    "interval": "1m",
-                    "input_series": [{"series": s, "values": v} for s, v in case.series.items()],
-                    "alert_rule_test": checks,
-                })
+                tests.append(
+                    {
+                        "name": f"{alert.name} case {n}: {note}",
+                        "interval": "1m",
+                        "input_series": [
+                            {"series": s, "values": v} for s, v in case.series.items()
+                        ],
+                        "alert_rule_test": checks,
+                    }
+                )
     return {"rule_files": rule_files, "evaluation_interval": "1m", "tests": tests}

@@ -39,32 +39,50 @@ GROUP_INTERVAL = 1.0
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--scrape-interval", type=float, default=1.0,
-                    help="Prometheus scrape and evaluation interval, seconds")
+    ap.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=1.0,
+        help="Prometheus scrape and evaluation interval, seconds",
+    )
     ap.add_argument("--hold", type=float, default=3.0, help="for: of every rule, seconds")
     ap.add_argument("--group-wait", type=float, default=1.0, help="Alertmanager group_wait")
     args = ap.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="zcp-bench-alerts-"))
     lab = LibvirtLab(workdir / "libvirt")
-    results: dict[str, list[float]] = {k: [] for k in (
-        "guest destroyed -> page", "guest back -> resolved",
-        "exporter stopped -> page", "exporter back -> resolved")}
+    results: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "guest destroyed -> page",
+            "guest back -> resolved",
+            "exporter stopped -> page",
+            "exporter back -> resolved",
+        )
+    }
     alert_lab: AlertLab | None = None
     try:
         print(f"starting the alerting lab in {workdir}", file=sys.stderr)
         lab.start()
-        alert_lab = AlertLab(lab, workdir / "alerts", hold=f"{int(args.hold)}s",
-                             scrape_interval=f"{int(args.scrape_interval)}s",
-                             group_wait=args.group_wait)
+        alert_lab = AlertLab(
+            lab,
+            workdir / "alerts",
+            hold=f"{int(args.hold)}s",
+            scrape_interval=f"{int(args.scrape_interval)}s",
+            group_wait=args.group_wait,
+        )
         alert_lab.start()
         assert alert_lab.inventory is not None
         vm = alert_lab.inventory.vms[0]
         rx = alert_lab.receiver
         lab_ = alert_lab
 
-        def timed(key: str, action: Callable[[], None], match: Callable[[dict[str, Any]], bool],
-                  status: str) -> None:
+        def timed(
+            key: str,
+            action: Callable[[], None],
+            match: Callable[[dict[str, Any]], bool],
+            status: str,
+        ) -> None:
             action()  # the fault (or the repair) is complete when this returns
             t0 = time.monotonic()
             at = rx.wait_for(match, status, t0, timeout=120)
@@ -73,15 +91,21 @@ def main() -> None:
             results[key].append(at - t0)
 
         def vm_down(a: dict[str, Any]) -> bool:
-            return a["labels"]["alertname"] == "VMDownUnexpectedly" and \
-                a["labels"].get("vm_id") == vm.id
+            return (
+                a["labels"]["alertname"] == "VMDownUnexpectedly"
+                and a["labels"].get("vm_id") == vm.id
+            )
 
         def exporter_down(a: dict[str, Any]) -> bool:
             return a["labels"]["alertname"] == "LibvirtExporterDown"
 
         for r in range(args.rounds):
-            timed("guest destroyed -> page",
-                  lambda: lab.destroy_guest(vm.instance_name), vm_down, "firing")
+            timed(
+                "guest destroyed -> page",
+                lambda: lab.destroy_guest(vm.instance_name),
+                vm_down,
+                "firing",
+            )
             timed("guest back -> resolved", lambda: lab_.boot(vm.id), vm_down, "resolved")
             timed("exporter stopped -> page", lab_.exporter.stop, exporter_down, "firing")
             timed("exporter back -> resolved", lab_.exporter.start, exporter_down, "resolved")
@@ -95,17 +119,21 @@ def main() -> None:
 
     page_floor = args.scrape_interval + args.hold + args.group_wait
     resolve_bound = 2 * args.scrape_interval + GROUP_INTERVAL
-    print(f"\nalert latency: {args.rounds} rounds, scrape/eval {args.scrape_interval:g} s, "
-          f"for: {args.hold:g} s, group_wait {args.group_wait:g} s, group_interval "
-          f"{GROUP_INTERVAL:g} s\n")
+    print(
+        f"\nalert latency: {args.rounds} rounds, scrape/eval {args.scrape_interval:g} s, "
+        f"for: {args.hold:g} s, group_wait {args.group_wait:g} s, group_interval "
+        f"{GROUP_INTERVAL:g} s\n"
+    )
     print("| path | median s | max s | reference s | median / reference |")
     print("|---|---|---|---|---|")
     for key, values in results.items():
         page = key.endswith("page")
         ref = page_floor if page else resolve_bound
         med = statistics.median(values)
-        print(f"| {key} | {med:.2f} | {max(values):.2f} | "
-              f"{ref:.2f} ({'floor' if page else 'bound'}) | {med / ref:.2f} |")
+        print(
+            f"| {key} | {med:.2f} | {max(values):.2f} | "
+            f"{ref:.2f} ({'floor' if page else 'bound'}) | {med / ref:.2f} |"
+        )
 
 
 if __name__ == "__main__":

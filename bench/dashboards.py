@@ -39,15 +39,18 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="zcp-bench-dashboards-"))
     try:
         files = sources()
-        ours = best([str(BIN / "zcp-obs"), "dashboards", "build", "--out", str(out / "ours")],
-                    args.runs)
+        ours = best(
+            [str(BIN / "zcp-obs"), "dashboards", "build", "--out", str(out / "ours")], args.runs
+        )
         # grafanalib's command writes <name>.json next to each definition: on copies
         copies = out / "defs"
         copies.mkdir()
         for f in files:
             shutil.copy(f, copies / f.name)
-        theirs = best([str(BIN / "generate-dashboards"),
-                       *map(str, sorted(copies.glob("*.dashboard.py")))], args.runs)
+        theirs = best(
+            [str(BIN / "generate-dashboards"), *map(str, sorted(copies.glob("*.dashboard.py")))],
+            args.runs,
+        )
         t = time.perf_counter()
         for _ in range(args.runs):
             built = build_all()
@@ -60,14 +63,22 @@ def main() -> None:
         write(out / "again", built)
         written = time.perf_counter() - t
         panels = sum(len(b.doc.get("panels", [])) for b in built)
-        print(json.dumps({
-            "dashboards": len(built), "panels": panels, "lint_problems": len(problems),
-            "ours_build_command_s": round(ours, 3),
-            "grafanalib_generate_dashboards_s": round(theirs, 3),
-            "ratio_ours_grafanalib": round(ours / theirs, 2),
-            "in_process_build_s": round(in_process, 4), "in_process_lint_s": round(linted, 4),
-            "write_s": round(written, 4),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "dashboards": len(built),
+                    "panels": panels,
+                    "lint_problems": len(problems),
+                    "ours_build_command_s": round(ours, 3),
+                    "grafanalib_generate_dashboards_s": round(theirs, 3),
+                    "ratio_ours_grafanalib": round(ours / theirs, 2),
+                    "in_process_build_s": round(in_process, 4),
+                    "in_process_lint_s": round(linted, 4),
+                    "write_s": round(written, 4),
+                },
+                indent=2,
+            )
+        )
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -51,9 +51,11 @@ def wait_http(url: str, timeout: float = 30) -> None:
 
 def domain_series(text: str) -> int:
     """Series about guests (not the exporter's own process/go/self metrics)."""
-    return sum(1 for line in text.splitlines()
-               if line.startswith(("libvirt_domain", "zcp_vm_info", "zcp_volume_info",
-                                   "zcp_nic_info")))
+    return sum(
+        1
+        for line in text.splitlines()
+        if line.startswith(("libvirt_domain", "zcp_vm_info", "zcp_volume_info", "zcp_nic_info"))
+    )
 
 
 def main() -> None:
@@ -63,16 +65,22 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--chunks", type=int, default=4, help="our exporter's --chunks")
     ap.add_argument("--connections", type=int, default=2, help="our exporter's --connections")
-    ap.add_argument("--groups", default="state,cpu,balloon,vcpu,interface,block",
-                    help="our exporter's --groups")
-    ap.add_argument("--no-procfs", action="store_true",
-                    help="our exporter with --no-procfs (every figure from libvirt's groups)")
+    ap.add_argument(
+        "--groups", default="state,cpu,balloon,vcpu,interface,block", help="our exporter's --groups"
+    )
+    ap.add_argument(
+        "--no-procfs",
+        action="store_true",
+        help="our exporter with --no-procfs (every figure from libvirt's groups)",
+    )
     args = ap.parse_args()
 
     peer_bin = shutil.which("prometheus-libvirt-exporter")
     if peer_bin is None:
-        raise SystemExit("prometheus-libvirt-exporter missing: apt-get install "
-                         "prometheus-libvirt-exporter (scripts/setup-debian.sh does)")
+        raise SystemExit(
+            "prometheus-libvirt-exporter missing: apt-get install "
+            "prometheus-libvirt-exporter (scripts/setup-debian.sh does)"
+        )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="zcp-bench-libvirt-"))
     lab = LibvirtLab(workdir)
     procs: list[subprocess.Popen[bytes]] = []
@@ -85,16 +93,31 @@ def main() -> None:
         ours_port, peer_port = free_port(), free_port()
         logs = [open(workdir / "ours.log", "wb"), open(workdir / "peer.log", "wb")]  # noqa: SIM115
         zcp_obs = Path(sys.executable).parent / "zcp-obs"
-        ours = subprocess.Popen([str(zcp_obs), "exporter", "libvirt", "--uri", lab.uri,
-                                 "--listen", f"127.0.0.1:{ours_port}",
-                                 "--chunks", str(args.chunks),
-                                 "--connections", str(args.connections),
-                                 "--groups", args.groups,
-                                 "--no-procfs" if args.no_procfs else "--procfs"],
-                                stdout=subprocess.DEVNULL, stderr=logs[0])
-        peer = subprocess.Popen([peer_bin, f"--libvirt.uri={lab.uri}",
-                                 f"--web.listen-address=127.0.0.1:{peer_port}"],
-                                stdout=subprocess.DEVNULL, stderr=logs[1])
+        ours = subprocess.Popen(
+            [
+                str(zcp_obs),
+                "exporter",
+                "libvirt",
+                "--uri",
+                lab.uri,
+                "--listen",
+                f"127.0.0.1:{ours_port}",
+                "--chunks",
+                str(args.chunks),
+                "--connections",
+                str(args.connections),
+                "--groups",
+                args.groups,
+                "--no-procfs" if args.no_procfs else "--procfs",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=logs[0],
+        )
+        peer = subprocess.Popen(
+            [peer_bin, f"--libvirt.uri={lab.uri}", f"--web.listen-address=127.0.0.1:{peer_port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=logs[1],
+        )
         procs += [ours, peer]
         targets = {
             "zcp-obs (ours)": (f"http://127.0.0.1:{ours_port}/metrics", ours.pid),
@@ -125,23 +148,29 @@ def main() -> None:
             print(f"\rround {r + 1}/{args.rounds}", end="", file=sys.stderr)
         print(file=sys.stderr)
 
-
-        print(f"\nlibvirt scrape benchmark: {args.guests} guests, {args.rounds} alternating "
-              f"rounds\n")
-        print("| exporter | median ms | p95 ms | exporter CPU s/scrape | libvirtd CPU s/scrape "
-              "| series | guest series |")
+        print(
+            f"\nlibvirt scrape benchmark: {args.guests} guests, {args.rounds} alternating rounds\n"
+        )
+        print(
+            "| exporter | median ms | p95 ms | exporter CPU s/scrape | libvirtd CPU s/scrape "
+            "| series | guest series |"
+        )
         print("|---|---|---|---|---|---|---|")
         for name in targets:
-            print(f"| {name} | {statistics.median(times[name]) * 1000:.1f} | "
-                  f"{p95(times[name]) * 1000:.1f} | {cpu[name] / args.rounds:.4f} | "
-                  f"{daemon_cpu[name] / args.rounds:.4f} | {count_series(bodies[name])} | "
-                  f"{domain_series(bodies[name])} |")
+            print(
+                f"| {name} | {statistics.median(times[name]) * 1000:.1f} | "
+                f"{p95(times[name]) * 1000:.1f} | {cpu[name] / args.rounds:.4f} | "
+                f"{daemon_cpu[name] / args.rounds:.4f} | {count_series(bodies[name])} | "
+                f"{domain_series(bodies[name])} |"
+            )
         a, b = list(targets)
         med_ratio = statistics.median(times[a]) / statistics.median(times[b])
-        print(f"\nratio ours/peer: median {med_ratio:.2f}, "
-              f"p95 {p95(times[a]) / p95(times[b]):.2f}, exporter CPU "
-              f"{cpu[a] / max(cpu[b], 1e-9):.2f}, libvirtd CPU "
-              f"{daemon_cpu[a] / max(daemon_cpu[b], 1e-9):.2f}")
+        print(
+            f"\nratio ours/peer: median {med_ratio:.2f}, "
+            f"p95 {p95(times[a]) / p95(times[b]):.2f}, exporter CPU "
+            f"{cpu[a] / max(cpu[b], 1e-9):.2f}, libvirtd CPU "
+            f"{daemon_cpu[a] / max(daemon_cpu[b], 1e-9):.2f}"
+        )
     finally:
         for p in procs:
             p.terminate()

@@ -58,12 +58,18 @@ from metering.store import engine_for, upgrade
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 GIB = 2**30
-FAMILIES = ["libvirt_domain_state", "libvirt_domain_vcpus",
-            "libvirt_domain_memory_maximum_bytes", 'zcp_vm_state{job="zcp-inventory"}',
-            "ceph_rbd_image_provisioned_bytes",
-            'libvirt_domain_interface_transmit_bytes_total{nic_id!=""}',
-            'libvirt_domain_interface_receive_bytes_total{nic_id!=""}',
-            "zcp_vm_info", "zcp_volume_info", "zcp_nic_info"]
+FAMILIES = [
+    "libvirt_domain_state",
+    "libvirt_domain_vcpus",
+    "libvirt_domain_memory_maximum_bytes",
+    'zcp_vm_state{job="zcp-inventory"}',
+    "ceph_rbd_image_provisioned_bytes",
+    'libvirt_domain_interface_transmit_bytes_total{nic_id!=""}',
+    'libvirt_domain_interface_receive_bytes_total{nic_id!=""}',
+    "zcp_vm_info",
+    "zcp_volume_info",
+    "zcp_nic_info",
+]
 COUNTERS = {FAMILIES[5], FAMILIES[6]}
 CHUNK_HOURS = 24
 MARGIN_S = 3600
@@ -81,8 +87,11 @@ def lines(vms: int, hours: int, step: int) -> Iterator[str]:
         acct = f"acct-{v % 50:03d}"
         host = f"kvm{v % 40:03d}"
         lv = f'job="libvirt",vm_id="{vm}",instance_name="i-{v}-VM",host="{host}"'
-        for name, value in (("libvirt_domain_state", "1"), ("libvirt_domain_vcpus", "2"),
-                            ("libvirt_domain_memory_maximum_bytes", str(2 * GIB))):
+        for name, value in (
+            ("libvirt_domain_state", "1"),
+            ("libvirt_domain_vcpus", "2"),
+            ("libvirt_domain_memory_maximum_bytes", str(2 * GIB)),
+        ):
             prefix = f"{name}{{{lv}}} {value} "
             yield "".join(prefix + t + "\n" for t in times)
         inv = f'job="zcp-inventory",vm_id="{vm}",account_id="{acct}"'
@@ -92,21 +101,32 @@ def lines(vms: int, hours: int, step: int) -> Iterator[str]:
             vol = f"vol-{v:05d}-{d}"
             labels = f'job="zcp-ceph",volume_id="{vol}",storage_class="{("fast", "bulk")[d]}"'
             resize = n // 2 if (v * 2 + d) % 10 == 0 else n
-            yield "".join(f"ceph_rbd_image_provisioned_bytes{{{labels}}} "
-                          f"{(10 if k < resize else 20) * GIB} {times[k]}\n" for k in range(n))
-            yield "".join(f'zcp_volume_info{{job="zcp-inventory",volume_id="{vol}",'
-                          f'account_id="{acct}"}} 1 {t}\n' for t in times)
+            yield "".join(
+                f"ceph_rbd_image_provisioned_bytes{{{labels}}} "
+                f"{(10 if k < resize else 20) * GIB} {times[k]}\n"
+                for k in range(n)
+            )
+            yield "".join(
+                f'zcp_volume_info{{job="zcp-inventory",volume_id="{vol}",'
+                f'account_id="{acct}"}} 1 {t}\n'
+                for t in times
+            )
         nic = f"nic-{v:05d}"
         gap = range(n // 3, n // 3 + 1200 // step) if v % 50 == 0 else range(0)
         reset = n * 2 // 3 if v % 20 == 0 else n
         for direction, rate in (("transmit", 1000 + v), ("receive", 3000 + v)):
             labels = f'{lv},device="vnet0",nic_id="{nic}"'
             name = f"libvirt_domain_interface_{direction}_bytes_total"
-            yield "".join(f"{name}{{{labels}}} "
-                          f"{rate * k if k < reset else rate * (k - reset) + 7} {times[k]}\n"
-                          for k in range(n) if k not in gap)
-        yield "".join(f'zcp_nic_info{{job="zcp-inventory",nic_id="{nic}",'
-                      f'account_id="{acct}"}} 1 {t}\n' for t in times)
+            yield "".join(
+                f"{name}{{{labels}}} "
+                f"{rate * k if k < reset else rate * (k - reset) + 7} {times[k]}\n"
+                for k in range(n)
+                if k not in gap
+            )
+        yield "".join(
+            f'zcp_nic_info{{job="zcp-inventory",nic_id="{nic}",account_id="{acct}"}} 1 {t}\n'
+            for t in times
+        )
 
 
 def load(vm: VictoriaMetricsServer, vms: int, hours: int, step: int) -> int:
@@ -118,13 +138,15 @@ def load(vm: VictoriaMetricsServer, vms: int, hours: int, step: int) -> int:
         size += len(chunk)
         total += chunk.count("\n")
         if size > 64 << 20:
-            requests.post(f"{vm.url}/api/v1/import/prometheus", data="".join(batch).encode(),
-                          timeout=600).raise_for_status()
+            requests.post(
+                f"{vm.url}/api/v1/import/prometheus", data="".join(batch).encode(), timeout=600
+            ).raise_for_status()
             batch, size = [], 0
             print(f"\rloaded {total / 1e6:.0f} M samples", end="", file=sys.stderr)
     if batch:
-        requests.post(f"{vm.url}/api/v1/import/prometheus", data="".join(batch).encode(),
-                      timeout=600).raise_for_status()
+        requests.post(
+            f"{vm.url}/api/v1/import/prometheus", data="".join(batch).encode(), timeout=600
+        ).raise_for_status()
     requests.get(f"{vm.url}/internal/force_flush", timeout=60)
     print(f"\rloaded {total / 1e6:.1f} M samples", file=sys.stderr)
     return total
@@ -137,7 +159,7 @@ def openmetrics(vms: int, hours: int, step: int, workdir: Path) -> tuple[Path, i
     files = {}
     total = 0
     for chunk in lines(vms, hours, step):
-        name = chunk[:chunk.index("{")]
+        name = chunk[: chunk.index("{")]
         if name not in files:
             parts[name] = workdir / f"{name}.part"
             files[name] = open(parts[name], "w")  # noqa: SIM115 (closed below)
@@ -164,11 +186,16 @@ def openmetrics(vms: int, hours: int, step: int, workdir: Path) -> tuple[Path, i
 def prometheus_from(path: Path, workdir: Path) -> PrometheusServer:
     """A Prometheus 2.42 over the TSDB promtool builds from ``path``."""
     promtool = "/usr/bin/promtool"
-    subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(path),
-                    str(workdir / "data")], check=True, stdout=subprocess.DEVNULL)
-    server = PrometheusServer(workdir, {"global": {"scrape_interval": "1m"},
-                                        "scrape_configs": []},
-                              extra_args=("--storage.tsdb.retention.time=100y",))
+    subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(path), str(workdir / "data")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    server = PrometheusServer(
+        workdir,
+        {"global": {"scrape_interval": "1m"}, "scrape_configs": []},
+        extra_args=("--storage.tsdb.retention.time=100y",),
+    )
     server.start()
     return server
 
@@ -177,14 +204,37 @@ def ours(url: str, workdir: Path, hours: int, tag: str) -> tuple[float, float, P
     """``zcp-obs metering run`` in a subprocess: wall seconds, peak RSS MiB, its database."""
     db = workdir / f"{tag}.db"
     cfg = workdir / f"{tag}.yaml"
-    cfg.write_text(yaml.safe_dump({"metering": {
-        "query_url": url, "database_url": f"sqlite:///{db}", "settle_seconds": 0,
-        "chunk_hours": CHUNK_HOURS}, "logging": {"level": "WARNING"}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "metering": {
+                    "query_url": url,
+                    "database_url": f"sqlite:///{db}",
+                    "settle_seconds": 0,
+                    "chunk_hours": CHUNK_HOURS,
+                },
+                "logging": {"level": "WARNING"},
+            }
+        )
+    )
     end = START + timedelta(hours=hours)
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "zcp_obs", "--config", str(cfg), "metering",
-                             "run", "--from", START.isoformat(), "--to", end.isoformat()],
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "zcp_obs",
+            "--config",
+            str(cfg),
+            "metering",
+            "run",
+            "--from",
+            START.isoformat(),
+            "--to",
+            end.isoformat(),
+        ],
+        stderr=subprocess.DEVNULL,
+    )
     # this child's own peak RSS (RUSAGE_CHILDREN would mix in every child waited for before:
     # the stopped VictoriaMetrics, promtool)
     _pid, status, usage = os.wait4(proc.pid, 0)
@@ -213,8 +263,10 @@ class IncreaseJob(Job):
                 query = f"max by ({by}) (avg_over_time({meter.weight}[1h])) * 3600"
             elif meter.state_label:
                 states = "|".join(meter.states)
-                query = (f"max by ({by}) (avg_over_time({family[:-1]},"
-                         f'{meter.state_label}=~"{states}"}}[1h])) * 3600')
+                query = (
+                    f"max by ({by}) (avg_over_time({family[:-1]},"
+                    f'{meter.state_label}=~"{states}"}}[1h])) * 3600'
+                )
             elif meter.kind == "presence":
                 query = f"max by ({by}) (last_over_time({family}[1h])) * 3600"
             else:
@@ -225,18 +277,37 @@ class IncreaseJob(Job):
                 if not resource:
                     continue
                 cls = labels.get("storage_class", "")
-                account = labels.get("account_id", "") if meter.owner == "label" else \
-                    owners[meter.owner].get(resource, "")
+                account = (
+                    labels.get("account_id", "")
+                    if meter.owner == "label"
+                    else owners[meter.owner].get(resource, "")
+                )
                 for t, v in item["values"]:
                     period = from_ms(round(float(t) * 1000) - HOUR_MS)
                     quantity = Decimal(v)
                     if not quantity:
                         continue
-                    out.append(Record(
-                        record_key(meter.name, resource, cls, period), meter.name, period,
-                        period + HOUR, resource, cls, account, quantity, meter.base_unit, 0,
-                        Decimal(0), Decimal(0), 0, "" if account else "unowned", query,
-                        evaluated, ""))
+                    out.append(
+                        Record(
+                            record_key(meter.name, resource, cls, period),
+                            meter.name,
+                            period,
+                            period + HOUR,
+                            resource,
+                            cls,
+                            account,
+                            quantity,
+                            meter.base_unit,
+                            0,
+                            Decimal(0),
+                            Decimal(0),
+                            0,
+                            "" if account else "unowned",
+                            query,
+                            evaluated,
+                            "",
+                        )
+                    )
         return out, 0
 
 
@@ -244,8 +315,13 @@ def rival_job(url: str, db: str, start: datetime, end: datetime) -> None:
     """The increase() job over ``[start, end)`` into the SQLite file ``db``."""
     engine = engine_for(f"sqlite:///{db}")
     upgrade(engine)
-    job = IncreaseJob(QuerySource(url), engine, load_price_book(None), enabled(()),
-                      Options(settle=timedelta(0), chunk_hours=CHUNK_HOURS))
+    job = IncreaseJob(
+        QuerySource(url),
+        engine,
+        load_price_book(None),
+        enabled(()),
+        Options(settle=timedelta(0), chunk_hours=CHUNK_HOURS),
+    )
     job.run(start, end)
 
 
@@ -254,8 +330,10 @@ def rival(url: str, workdir: Path, hours: int, tag: str) -> tuple[float, Path]:
     db = workdir / f"increase-{tag}.db"
     end = START + timedelta(hours=hours)
     t = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--rival-job", url, str(db), START.isoformat(),
-                    end.isoformat()], check=True)
+    subprocess.run(
+        [sys.executable, __file__, "--rival-job", url, str(db), START.isoformat(), end.isoformat()],
+        check=True,
+    )
     return time.perf_counter() - t, db
 
 
@@ -269,15 +347,23 @@ def increase_approach(url: str, hours: int) -> tuple[float, dict[str, Decimal]]:
             query = f"sum by (nic_id) (increase({family}[1h]))"
         else:
             query = f"avg_over_time({family}[1h])"
-        resp = requests.get(f"{url}/api/v1/query_range", params={
-            "query": query, "start": int(START.timestamp()) + 3600,
-            "end": int(end.timestamp()), "step": "3600"}, timeout=600)
+        resp = requests.get(
+            f"{url}/api/v1/query_range",
+            params={
+                "query": query,
+                "start": int(START.timestamp()) + 3600,
+                "end": int(end.timestamp()),
+                "step": "3600",
+            },
+            timeout=600,
+        )
         resp.raise_for_status()
         data = resp.json()["data"]["result"]
         if family == FAMILIES[5]:
             for item in data:
                 sent[item["metric"]["nic_id"]] = sum(
-                    (Decimal(v) for _t, v in item["values"]), Decimal(0))
+                    (Decimal(v) for _t, v in item["values"]), Decimal(0)
+                )
     return time.perf_counter() - t, sent
 
 
@@ -289,9 +375,14 @@ def raw_floor(url: str, hours: int) -> tuple[float, int]:
         for h in range(0, hours, 24):
             span = min(24, hours - h)
             at = START + timedelta(hours=h + span)
-            resp = requests.get(f"{url}/api/v1/query", params={
-                "query": f"{family}[{span * 3600}s]",
-                "time": f"{at.timestamp() - 0.001:.3f}"}, timeout=600)
+            resp = requests.get(
+                f"{url}/api/v1/query",
+                params={
+                    "query": f"{family}[{span * 3600}s]",
+                    "time": f"{at.timestamp() - 0.001:.3f}",
+                },
+                timeout=600,
+            )
             resp.raise_for_status()
             for item in resp.json()["data"]["result"]:
                 n += len(item["values"])
@@ -303,7 +394,8 @@ def sent_of(db: Path) -> dict[str, Decimal]:
     con = sqlite3.connect(db)
     out: dict[str, Decimal] = {}
     for resource_id, quantity in con.execute(
-            "select resource_id, quantity from usage_records where meter='network.bytes_sent'"):
+        "select resource_id, quantity from usage_records where meter='network.bytes_sent'"
+    ):
         out[resource_id] = out.get(resource_id, Decimal(0)) + Decimal(quantity)
     return out
 
@@ -312,8 +404,7 @@ def gaps_of(db: Path) -> tuple[int, Decimal]:
     """Records flagged for a gap and their unbilled seconds, as a job's database holds them."""
     con = sqlite3.connect(db)
     n, unbilled = 0, Decimal(0)
-    for (seconds,) in con.execute("select unbilled_s from usage_records where flags like "
-                                  "'%gap%'"):
+    for (seconds,) in con.execute("select unbilled_s from usage_records where flags like '%gap%'"):
         n += 1
         unbilled += Decimal(seconds)
     return n, unbilled
@@ -332,17 +423,23 @@ def compare(url: str, workdir: Path, hours: int, tag: str) -> dict[str, object]:
     total = sum(exact.values(), Decimal(0))
     flagged, unbilled = gaps_of(db)
     return {
-        "hours": hours, "ours_s": round(ours_s, 1), "ours_peak_rss_mib": round(ours_rss),
-        "increase_job_s": round(job_s, 1), "increase_queries_s": round(inc_s, 1),
-        "raw_floor_s": round(raw_s, 1), "raw_floor_samples": raw_n,
+        "hours": hours,
+        "ours_s": round(ours_s, 1),
+        "ours_peak_rss_mib": round(ours_rss),
+        "increase_job_s": round(job_s, 1),
+        "increase_queries_s": round(inc_s, 1),
+        "raw_floor_s": round(raw_s, 1),
+        "raw_floor_samples": raw_n,
         "ratio_ours_increase_job": round(ours_s / job_s, 2),
         "ratio_ours_increase_queries": round(ours_s / inc_s, 2),
         "ratio_ours_raw_floor": round(ours_s / raw_s, 2),
         "bytes_sent_exact": str(total),
         "bytes_sent_increase": str(sum(inc_sent.values(), Decimal(0))),
-        "increase_abs_error_bytes": str(err), "increase_job_abs_error_bytes": str(job_err),
+        "increase_abs_error_bytes": str(err),
+        "increase_job_abs_error_bytes": str(job_err),
         "increase_rel_error": f"{float(err / total):.2e}" if total else "n/a",
-        "ours_gap_records": flagged, "ours_unbilled_s": str(unbilled),
+        "ours_gap_records": flagged,
+        "ours_unbilled_s": str(unbilled),
     }
 
 
@@ -351,10 +448,15 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=500)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--step", type=int, default=60)
-    parser.add_argument("--prometheus-hours", type=int, default=6,
-                        help="the window loaded into Prometheus (0: none)")
-    parser.add_argument("--rival-job", nargs=4, metavar=("URL", "DB", "FROM", "TO"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--prometheus-hours",
+        type=int,
+        default=6,
+        help="the window loaded into Prometheus (0: none)",
+    )
+    parser.add_argument(
+        "--rival-job", nargs=4, metavar=("URL", "DB", "FROM", "TO"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.rival_job:
         url, db, lo, hi = args.rival_job
@@ -385,10 +487,11 @@ def main() -> None:
             prom = prometheus_from(path, pdir)
             path.unlink()
             try:
-                out["prometheus"] = {"samples": n,
-                                     "load_s": round(time.perf_counter() - t, 1),
-                                     **compare(prom.url, workdir, args.prometheus_hours,
-                                               "prometheus")}
+                out["prometheus"] = {
+                    "samples": n,
+                    "load_s": round(time.perf_counter() - t, 1),
+                    **compare(prom.url, workdir, args.prometheus_hours, "prometheus"),
+                }
             finally:
                 prom.stop()
         print(json.dumps(out, indent=2))

@@ -48,11 +48,24 @@ def main() -> None:
         print(f"{args.ports} ports in {time.monotonic() - t0:.1f}s", file=sys.stderr)
         lab.wait_stats()
         port = free_port()
-        exporter = Daemon("ovs-exporter", [
-            str(Path(sys.executable).parent / "zcp-obs"), "exporter", "ovs", "--db", lab.db,
-            "--rundir", str(lab.workdir), "--vswitchd-ctl", str(lab.vswitchd_ctl),
-            "--listen", f"127.0.0.1:{port}"], workdir / "exporter",
-            f"http://127.0.0.1:{port}/metrics")
+        exporter = Daemon(
+            "ovs-exporter",
+            [
+                str(Path(sys.executable).parent / "zcp-obs"),
+                "exporter",
+                "ovs",
+                "--db",
+                lab.db,
+                "--rundir",
+                str(lab.workdir),
+                "--vswitchd-ctl",
+                str(lab.vswitchd_ctl),
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            workdir / "exporter",
+            f"http://127.0.0.1:{port}/metrics",
+        )
         exporter.start()
         url = f"http://127.0.0.1:{port}/metrics"
         session = requests.Session()
@@ -64,12 +77,14 @@ def main() -> None:
         body = wait_until(connected, timeout=30)
         if body is None:
             raise SystemExit("the exporter never connected to ovsdb-server")
-        cli = [["ovs-vsctl", f"--db={lab.db}", "--format=json", "list", "Interface"],
-               ["ovs-appctl", "-t", str(lab.vswitchd_ctl), "dpif/show"]]
+        cli = [
+            ["ovs-vsctl", f"--db={lab.db}", "--format=json", "list", "Interface"],
+            ["ovs-appctl", "-t", str(lab.vswitchd_ctl), "dpif/show"],
+        ]
         ours: list[float] = []
         floor: list[float] = []
         for r in range(args.rounds):
-            for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+            for which in (0, 1) if r % 2 == 0 else (1, 0):
                 t = time.perf_counter()
                 if which == 0:
                     resp = session.get(url, timeout=30)
@@ -82,21 +97,29 @@ def main() -> None:
             print(f"\rround {r + 1}/{args.rounds}", end="", file=sys.stderr)
         print(file=sys.stderr)
 
-
         n_series = count_series(body)
-        n_iface = sum(1 for line in body.splitlines()
-                      if line.startswith("ovs_interface_receive_bytes_total{"))
-        print(f"\novs scrape benchmark: {args.ports} ports (+ the bridge's own), "
-              f"{args.rounds} alternating rounds\n")
+        n_iface = sum(
+            1 for line in body.splitlines() if line.startswith("ovs_interface_receive_bytes_total{")
+        )
+        print(
+            f"\novs scrape benchmark: {args.ports} ports (+ the bridge's own), "
+            f"{args.rounds} alternating rounds\n"
+        )
         print("| what | median ms | p95 ms |")
         print("|---|---|---|")
-        print(f"| zcp-obs exporter ovs, one scrape ({n_series} series, {n_iface} interfaces) | "
-              f"{statistics.median(ours) * 1000:.1f} | {p95(ours) * 1000:.1f} |")
-        print(f"| CLI floor: ovs-vsctl list Interface + ovs-appctl dpif/show | "
-              f"{statistics.median(floor) * 1000:.1f} | {p95(floor) * 1000:.1f} |")
-        print(f"\nratio ours/floor: median "
-              f"{statistics.median(ours) / statistics.median(floor):.2f}, "
-              f"p95 {p95(ours) / p95(floor):.2f}")
+        print(
+            f"| zcp-obs exporter ovs, one scrape ({n_series} series, {n_iface} interfaces) | "
+            f"{statistics.median(ours) * 1000:.1f} | {p95(ours) * 1000:.1f} |"
+        )
+        print(
+            f"| CLI floor: ovs-vsctl list Interface + ovs-appctl dpif/show | "
+            f"{statistics.median(floor) * 1000:.1f} | {p95(floor) * 1000:.1f} |"
+        )
+        print(
+            f"\nratio ours/floor: median "
+            f"{statistics.median(ours) / statistics.median(floor):.2f}, "
+            f"p95 {p95(ours) / p95(floor):.2f}"
+        )
     finally:
         if exporter is not None:
             exporter.stop()

@@ -28,12 +28,27 @@ SUFFIX = ".dashboard.py"
 # keys grafanalib writes that Grafana's current dashboard model no longer has (the
 # grafana-foundation-sdk round trip drops exactly these, tested): removed at build
 LEGACY = {
-    "dashboard": ("hideControls", "rows", "sharedCrosshair", "style", "__inputs", "gnetId",
-                  "id"),
-    "panel": ("editable", "error", "span", "minSpan", "height", "repeat", "cacheTimeout",
-              "hideTimeOverride", "timeFrom", "timeShift", "thresholdType", "fieldOptions",
-              "showThresholdLabels", "showThresholdMarkers", "columns", "fontSize", "color",
-              "mappings"),
+    "dashboard": ("hideControls", "rows", "sharedCrosshair", "style", "__inputs", "gnetId", "id"),
+    "panel": (
+        "editable",
+        "error",
+        "span",
+        "minSpan",
+        "height",
+        "repeat",
+        "cacheTimeout",
+        "hideTimeOverride",
+        "timeFrom",
+        "timeShift",
+        "thresholdType",
+        "fieldOptions",
+        "showThresholdLabels",
+        "showThresholdMarkers",
+        "columns",
+        "fontSize",
+        "color",
+        "mappings",
+    ),
     "target": ("metric", "query", "step", "target"),
     "variable": ("tags", "useTags", "tagsQuery", "tagValuesQuery"),
 }
@@ -102,14 +117,14 @@ def _clean(value: Any, kind: str = "dashboard") -> Any:
 
 def to_doc(dashboard: Any) -> dict[str, Any]:
     """grafanalib's JSON of ``dashboard``, cleaned (see the module docstring)."""
-    raw = json.loads(json.dumps(dashboard.to_json_data(), cls=DashboardEncoder,
-                                sort_keys=True))
+    raw = json.loads(json.dumps(dashboard.to_json_data(), cls=DashboardEncoder, sort_keys=True))
     doc: dict[str, Any] = _clean(raw)
     for panel in panels(doc):
         field = panel.get("fieldConfig")
         if isinstance(field, dict):  # the gauge's pre-7 keys next to the current ones
-            panel["fieldConfig"] = {k: v for k, v in field.items()
-                                    if k in ("defaults", "overrides")}
+            panel["fieldConfig"] = {
+                k: v for k, v in field.items() if k in ("defaults", "overrides")
+            }
             defaults = panel["fieldConfig"].get("defaults", {})
             for k in ("calcs", "override", "values"):
                 defaults.pop(k, None)

@@ -38,26 +38,38 @@ def _targets(queries: Sequence[Q | str]) -> list[g.Target]:
     out = []
     for i, q in enumerate(queries):
         q = Q(q) if isinstance(q, str) else q
-        out.append(g.Target(expr=q.expr, legendFormat=q.legend, refId=chr(ord("A") + i),
-                            instant=q.instant, format="table" if q.table else "time_series",
-                            datasource=DATASOURCE))
+        out.append(
+            g.Target(
+                expr=q.expr,
+                legendFormat=q.legend,
+                refId=chr(ord("A") + i),
+                instant=q.instant,
+                format="table" if q.table else "time_series",
+                datasource=DATASOURCE,
+            )
+        )
     return out
 
 
 def steps(*pairs: tuple[float | None, str]) -> list[g.Threshold]:
     """Thresholds from ``(value, color)``; the first value is ``None`` (the base)."""
-    return [g.Threshold(color, i, value if value is not None else 0.0)
-            for i, (value, color) in enumerate(pairs)]
+    return [
+        g.Threshold(color, i, value if value is not None else 0.0)
+        for i, (value, color) in enumerate(pairs)
+    ]
 
 
 def _thresholds(pairs: Sequence[tuple[float | None, str]]) -> dict[str, Any]:
-    return {"mode": "absolute",
-            "steps": [{"color": c, "value": v} for v, c in pairs]}
+    return {"mode": "absolute", "steps": [{"color": c, "value": v} for v, c in pairs]}
 
 
-def _field(unit: str, thresholds: Sequence[tuple[float | None, str]] | None,
-           minimum: float | None = None, maximum: float | None = None,
-           mappings: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def _field(
+    unit: str,
+    thresholds: Sequence[tuple[float | None, str]] | None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    mappings: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     defaults: dict[str, Any] = {"unit": unit}
     if thresholds:
         defaults["thresholds"] = _thresholds(thresholds)
@@ -80,105 +92,241 @@ class Panel:
     height: int = 8
 
 
-def timeseries(title: str, description: str, *queries: Q | str, unit: str,
-               stack: bool = False, thresholds: Sequence[tuple[float | None, str]] = (),
-               minimum: float | None = 0, width: int = 0, height: int = 8,
-               legend: str = "table", calcs: Sequence[str] = ("mean", "max", "lastNotNull")
-               ) -> Panel:
+def timeseries(
+    title: str,
+    description: str,
+    *queries: Q | str,
+    unit: str,
+    stack: bool = False,
+    thresholds: Sequence[tuple[float | None, str]] = (),
+    minimum: float | None = 0,
+    width: int = 0,
+    height: int = 8,
+    legend: str = "table",
+    calcs: Sequence[str] = ("mean", "max", "lastNotNull"),
+) -> Panel:
     """A time series panel: legend as a table with mean/max/last, unit on the axis."""
     extra = _field(unit, thresholds, minimum)
     extra["fieldConfig"]["defaults"]["custom"] = {
         "stacking": {"mode": "normal" if stack else "none", "group": "A"},
-        "fillOpacity": 20 if stack else 8, "lineWidth": 1, "showPoints": "never",
-        "spanNulls": False}
-    extra["options"] = {"legend": {"displayMode": legend, "placement": "bottom",
-                                   "calcs": list(calcs), "showLegend": True},
-                        "tooltip": {"mode": "multi", "sort": "desc"}}
-    return Panel(g.TimeSeries(title=title, description=description, dataSource=DATASOURCE,
-                              targets=_targets(queries), unit=unit, extraJson=extra),
-                 width, height)
+        "fillOpacity": 20 if stack else 8,
+        "lineWidth": 1,
+        "showPoints": "never",
+        "spanNulls": False,
+    }
+    extra["options"] = {
+        "legend": {
+            "displayMode": legend,
+            "placement": "bottom",
+            "calcs": list(calcs),
+            "showLegend": True,
+        },
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    }
+    return Panel(
+        g.TimeSeries(
+            title=title,
+            description=description,
+            dataSource=DATASOURCE,
+            targets=_targets(queries),
+            unit=unit,
+            extraJson=extra,
+        ),
+        width,
+        height,
+    )
 
 
-def stat(title: str, description: str, *queries: Q | str, unit: str,
-         thresholds: Sequence[tuple[float | None, str]] = ((None, GREEN),),
-         width: int = 0, height: int = 4, graph: bool = False,
-         mappings: Sequence[dict[str, Any]] = ()) -> Panel:
+def stat(
+    title: str,
+    description: str,
+    *queries: Q | str,
+    unit: str,
+    thresholds: Sequence[tuple[float | None, str]] = ((None, GREEN),),
+    width: int = 0,
+    height: int = 4,
+    graph: bool = False,
+    mappings: Sequence[dict[str, Any]] = (),
+) -> Panel:
     """A stat: the last value, coloured by ``thresholds``."""
     extra = _field(unit, thresholds, mappings=mappings)
-    extra["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
-                                          "values": False},
-                        "colorMode": "value", "graphMode": "area" if graph else "none",
-                        "textMode": "auto", "justifyMode": "auto", "orientation": "auto"}
-    return Panel(g.Stat(title=title, description=description, dataSource=DATASOURCE,
-                        targets=_targets(queries), format=unit, extraJson=extra,
-                        noValue="no data"),
-                 width, height)
+    extra["options"] = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "colorMode": "value",
+        "graphMode": "area" if graph else "none",
+        "textMode": "auto",
+        "justifyMode": "auto",
+        "orientation": "auto",
+    }
+    return Panel(
+        g.Stat(
+            title=title,
+            description=description,
+            dataSource=DATASOURCE,
+            targets=_targets(queries),
+            format=unit,
+            extraJson=extra,
+            noValue="no data",
+        ),
+        width,
+        height,
+    )
 
 
-def gauge(title: str, description: str, *queries: Q | str, unit: str,
-          thresholds: Sequence[tuple[float | None, str]], minimum: float = 0,
-          maximum: float = 100, width: int = 0, height: int = 6) -> Panel:
+def gauge(
+    title: str,
+    description: str,
+    *queries: Q | str,
+    unit: str,
+    thresholds: Sequence[tuple[float | None, str]],
+    minimum: float = 0,
+    maximum: float = 100,
+    width: int = 0,
+    height: int = 6,
+) -> Panel:
     """A gauge between ``minimum`` and ``maximum``."""
     extra = _field(unit, thresholds, minimum, maximum)
-    extra["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
-                                          "values": False},
-                        "showThresholdMarkers": True, "showThresholdLabels": False}
-    return Panel(g.GaugePanel(title=title, description=description, dataSource=DATASOURCE,
-                              targets=_targets(queries), format=unit, extraJson=extra),
-                 width, height)
+    extra["options"] = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "showThresholdMarkers": True,
+        "showThresholdLabels": False,
+    }
+    return Panel(
+        g.GaugePanel(
+            title=title,
+            description=description,
+            dataSource=DATASOURCE,
+            targets=_targets(queries),
+            format=unit,
+            extraJson=extra,
+        ),
+        width,
+        height,
+    )
 
 
-def bars(title: str, description: str, *queries: Q | str, unit: str,
-         thresholds: Sequence[tuple[float | None, str]] = ((None, GREEN),),
-         width: int = 0, height: int = 8, maximum: float | None = None) -> Panel:
+def bars(
+    title: str,
+    description: str,
+    *queries: Q | str,
+    unit: str,
+    thresholds: Sequence[tuple[float | None, str]] = ((None, GREEN),),
+    width: int = 0,
+    height: int = 8,
+    maximum: float | None = None,
+) -> Panel:
     """A horizontal bar gauge (top-N lists)."""
     extra = _field(unit, thresholds, 0, maximum)
-    extra["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
-                                          "values": False},
-                        "orientation": "horizontal", "displayMode": "gradient",
-                        "showUnfilled": True, "valueMode": "color"}
-    return Panel(g.BarGauge(title=title, description=description, dataSource=DATASOURCE,
-                            targets=_targets(queries), format=unit, extraJson=extra),
-                 width, height)
+    extra["options"] = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "orientation": "horizontal",
+        "displayMode": "gradient",
+        "showUnfilled": True,
+        "valueMode": "color",
+    }
+    return Panel(
+        g.BarGauge(
+            title=title,
+            description=description,
+            dataSource=DATASOURCE,
+            targets=_targets(queries),
+            format=unit,
+            extraJson=extra,
+        ),
+        width,
+        height,
+    )
 
 
-def table(title: str, description: str, *queries: Q | str, unit: str = "none",
-          hide: Sequence[str] = ("Time", "__name__", "instance", "job"),
-          rename: dict[str, str] | None = None, width: int = 0, height: int = 8) -> Panel:
+def table(
+    title: str,
+    description: str,
+    *queries: Q | str,
+    unit: str = "none",
+    hide: Sequence[str] = ("Time", "__name__", "instance", "job"),
+    rename: dict[str, str] | None = None,
+    width: int = 0,
+    height: int = 8,
+) -> Panel:
     """A table of instant results, one row per series, labels as columns."""
-    qs = [Q(q.expr, q.legend, instant=True, table=True) if isinstance(q, Q) else
-          Q(q, instant=True, table=True) for q in queries]
+    qs = [
+        Q(q.expr, q.legend, instant=True, table=True)
+        if isinstance(q, Q)
+        else Q(q, instant=True, table=True)
+        for q in queries
+    ]
     transformations: list[dict[str, Any]] = []
     if len(qs) > 1:
         transformations.append({"id": "merge", "options": {}})
-    transformations.append({"id": "organize", "options": {
-        "excludeByName": {k: True for k in hide}, "renameByName": dict(rename or {})}})
+    transformations.append(
+        {
+            "id": "organize",
+            "options": {
+                "excludeByName": {k: True for k in hide},
+                "renameByName": dict(rename or {}),
+            },
+        }
+    )
     extra = _field(unit, None)
-    extra["options"] = {"showHeader": True, "cellHeight": "sm",
-                        "footer": {"show": False, "reducer": ["sum"], "fields": ""}}
-    return Panel(g.Table(title=title, description=description, dataSource=DATASOURCE,
-                         targets=_targets(qs), unit=unit, transformations=transformations,
-                         extraJson=extra), width, height)
+    extra["options"] = {
+        "showHeader": True,
+        "cellHeight": "sm",
+        "footer": {"show": False, "reducer": ["sum"], "fields": ""},
+    }
+    return Panel(
+        g.Table(
+            title=title,
+            description=description,
+            dataSource=DATASOURCE,
+            targets=_targets(qs),
+            unit=unit,
+            transformations=transformations,
+            extraJson=extra,
+        ),
+        width,
+        height,
+    )
 
 
-def states(title: str, description: str, *queries: Q | str,
-           mappings: Sequence[dict[str, Any]], width: int = 0, height: int = 8) -> Panel:
+def states(
+    title: str,
+    description: str,
+    *queries: Q | str,
+    mappings: Sequence[dict[str, Any]],
+    width: int = 0,
+    height: int = 8,
+) -> Panel:
     """A state timeline: one lane per series, a colour per state value."""
     extra = _field("none", None, mappings=mappings)
-    extra["options"] = {"mergeValues": True, "showValue": "never", "alignValue": "left",
-                        "rowHeight": 0.9, "legend": {"displayMode": "list",
-                                                     "placement": "bottom",
-                                                     "showLegend": True}}
-    return Panel(g.StateTimeline(title=title, description=description,
-                                 dataSource=DATASOURCE, targets=_targets(queries),
-                                 extraJson=extra), width, height)
+    extra["options"] = {
+        "mergeValues": True,
+        "showValue": "never",
+        "alignValue": "left",
+        "rowHeight": 0.9,
+        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+    }
+    return Panel(
+        g.StateTimeline(
+            title=title,
+            description=description,
+            dataSource=DATASOURCE,
+            targets=_targets(queries),
+            extraJson=extra,
+        ),
+        width,
+        height,
+    )
 
 
 def value_map(values: dict[str, tuple[str, str]]) -> dict[str, Any]:
     """A value mapping: ``{"1": ("running", "green"), ...}``."""
-    return {"type": "value", "options": {
-        v: {"text": text, "color": color, "index": i}
-        for i, (v, (text, color)) in enumerate(values.items())}}
+    return {
+        "type": "value",
+        "options": {
+            v: {"text": text, "color": color, "index": i}
+            for i, (v, (text, color)) in enumerate(values.items())
+        },
+    }
 
 
 @dataclass
@@ -206,16 +354,35 @@ class Var:
 
     def template(self) -> g.Template:
         if self.kind == "datasource":
-            return g.Template(name="datasource", type="datasource", query="prometheus",
-                              label="Data source", hide=self.hide)
+            return g.Template(
+                name="datasource",
+                type="datasource",
+                query="prometheus",
+                label="Data source",
+                hide=self.hide,
+            )
         if self.kind == "custom":
-            return g.Template(name=self.name, type="custom", query=self.query,
-                              label=self.label, hide=self.hide,
-                              default=self.query.split(",")[0])
-        return g.Template(name=self.name, label=self.label, query=self.query,
-                          dataSource=DATASOURCE, refresh=2, multi=self.multi,
-                          includeAll=self.include_all, regex=self.regex, sort=1,
-                          hide=self.hide, allValue=".*" if self.include_all else None)
+            return g.Template(
+                name=self.name,
+                type="custom",
+                query=self.query,
+                label=self.label,
+                hide=self.hide,
+                default=self.query.split(",")[0],
+            )
+        return g.Template(
+            name=self.name,
+            label=self.label,
+            query=self.query,
+            dataSource=DATASOURCE,
+            refresh=2,
+            multi=self.multi,
+            includeAll=self.include_all,
+            regex=self.regex,
+            sort=1,
+            hide=self.hide,
+            allValue=".*" if self.include_all else None,
+        )
 
 
 def datasource() -> Var:
@@ -244,8 +411,14 @@ def _layout(rows: Sequence[Row]) -> list[Any]:
     y = 0
     pid = 1
     for row in rows:
-        panels.append(g.RowPanel(title=row.title, gridPos=g.GridPos(h=1, w=24, x=0, y=y),
-                                 collapsed=row.collapsed, id=pid))
+        panels.append(
+            g.RowPanel(
+                title=row.title,
+                gridPos=g.GridPos(h=1, w=24, x=0, y=y),
+                collapsed=row.collapsed,
+                id=pid,
+            )
+        )
         pid += 1
         y += 1
         free = [p for p in row.panels if not p.width]
@@ -275,8 +448,18 @@ def _layout(rows: Sequence[Row]) -> list[Any]:
 def dashboard(spec: Spec) -> g.Dashboard:
     """The grafanalib dashboard of ``spec`` (``build.py`` writes it as Grafana JSON)."""
     return g.Dashboard(
-        title=spec.title, uid=spec.uid, description=spec.description, tags=list(spec.tags),
+        title=spec.title,
+        uid=spec.uid,
+        description=spec.description,
+        tags=list(spec.tags),
         templating=g.Templating([v.template() for v in spec.variables]),
-        panels=_layout(spec.rows), links=[g.DashboardLink(**link) for link in spec.links],
-        time=g.Time(spec.time_from, "now"), refresh=spec.refresh, timezone="browser",
-        editable=False, schemaVersion=SCHEMA_VERSION, graphTooltip=1, version=1)
+        panels=_layout(spec.rows),
+        links=[g.DashboardLink(**link) for link in spec.links],
+        time=g.Time(spec.time_from, "now"),
+        refresh=spec.refresh,
+        timezone="browser",
+        editable=False,
+        schemaVersion=SCHEMA_VERSION,
+        graphTooltip=1,
+        version=1,
+    )

@@ -25,13 +25,32 @@ from dashboards.build import Built, DashboardError, panels
 EXCEPTIONS = Path(__file__).resolve().parent / "lint-exceptions.yaml"
 # Grafana's built-in range variables -> sentinel durations the parser accepts
 RATE_SENTINEL = timedelta(seconds=7777)
-BUILTINS = {"$__rate_interval": "7777s", "${__rate_interval}": "7777s",
-            "$__interval": "6666s", "${__interval}": "6666s",
-            "$__range": "8888s", "${__range}": "8888s"}
+BUILTINS = {
+    "$__rate_interval": "7777s",
+    "${__rate_interval}": "7777s",
+    "$__interval": "6666s",
+    "${__interval}": "6666s",
+    "$__range": "8888s",
+    "${__range}": "8888s",
+}
 COUNTER_FUNCS = {"rate", "irate", "increase", "resets"}
 RATE_FUNCS = {"rate", "irate", "increase"}
-MODERN = {"row", "timeseries", "stat", "gauge", "bargauge", "table", "state-timeline",
-          "text", "heatmap", "histogram", "barchart", "piechart", "logs", "status-history"}
+MODERN = {
+    "row",
+    "timeseries",
+    "stat",
+    "gauge",
+    "bargauge",
+    "table",
+    "state-timeline",
+    "text",
+    "heatmap",
+    "histogram",
+    "barchart",
+    "piechart",
+    "logs",
+    "status-history",
+}
 NO_QUERY = {"row", "text"}
 MIN_SCHEMA = 36  # Grafana 9.x and later: what Grafana 12 migrates without Angular
 
@@ -76,8 +95,9 @@ def walk(node: Any, parents: tuple[Any, ...] = ()) -> Iterator[tuple[Any, tuple[
 
 def metric_names(expr: str) -> list[str]:
     """The metric names a query selects."""
-    return [n.name for n, _p in walk(parse(expr))
-            if type(n).__name__ == "VectorSelector" and n.name]
+    return [
+        n.name for n, _p in walk(parse(expr)) if type(n).__name__ == "VectorSelector" and n.name
+    ]
 
 
 def _call_name(node: Any) -> str:
@@ -96,14 +116,21 @@ def check_expr(expr: str) -> list[tuple[str, str]]:
         if kind == "Call" and _call_name(node) in RATE_FUNCS:
             arg: Any = node.args[0] if node.args else None
             if type(arg).__name__ == "MatrixSelector" and arg.range != RATE_SENTINEL:
-                out.append(("target-rate-interval-rule",
-                            f"{_call_name(node)}() over {arg.range}, not $__rate_interval: "
-                            f"{expr}"))
+                out.append(
+                    (
+                        "target-rate-interval-rule",
+                        f"{_call_name(node)}() over {arg.range}, not $__rate_interval: {expr}",
+                    )
+                )
         if kind == "VectorSelector" and (node.name or "").endswith("_total"):
             calls = {_call_name(p) for p in parents}
             if not calls & COUNTER_FUNCS:
-                out.append(("target-counter-agg-rule",
-                            f"counter {node.name} not inside rate/irate/increase: {expr}"))
+                out.append(
+                    (
+                        "target-counter-agg-rule",
+                        f"counter {node.name} not inside rate/irate/increase: {expr}",
+                    )
+                )
     return out
 
 
@@ -118,8 +145,7 @@ class VariableQuery:
     label: str = ""
 
 
-LABEL_VALUES = re.compile(r"\s*label_values\((?:(.*),)?\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*",
-                          re.S)
+LABEL_VALUES = re.compile(r"\s*label_values\((?:(.*),)?\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*", re.S)
 QUERY_RESULT = re.compile(r"\s*query_result\((.*)\)\s*", re.S)
 
 
@@ -165,11 +191,13 @@ def check(built: Built) -> list[Problem]:
         if v.get("type") != "query":
             continue
         if v.get("refresh") != 2:
-            bad("template-on-time-change-reload-rule", "", f"variable ${v['name']} is not "
-                "refreshed on time-range change")
+            bad(
+                "template-on-time-change-reload-rule",
+                "",
+                f"variable ${v['name']} is not refreshed on time-range change",
+            )
         if (v.get("datasource") or {}).get("uid") != "${datasource}":
-            bad("template-datasource-rule", "", f"variable ${v['name']} does not query "
-                "$datasource")
+            bad("template-datasource-rule", "", f"variable ${v['name']} does not query $datasource")
         inner = variable_query(str(v.get("query", "")))
         if inner is not None:
             try:
@@ -184,8 +212,7 @@ def check(built: Built) -> list[Problem]:
         if kind in NO_QUERY:
             continue
         if not title or not panel.get("description"):
-            bad("panel-title-description-rule", title, "a panel needs a title and a "
-                "description")
+            bad("panel-title-description-rule", title, "a panel needs a title and a description")
         if not panel.get("fieldConfig", {}).get("defaults", {}).get("unit"):
             bad("panel-units-rule", title, "no unit")
         if (panel.get("datasource") or {}).get("uid") != "${datasource}":
@@ -195,8 +222,11 @@ def check(built: Built) -> list[Problem]:
             bad("panel-no-targets-rule", title, "no queries")
         for t in targets:
             if (t.get("datasource") or {}).get("uid") != "${datasource}":
-                bad("panel-datasource-rule", title, f"query {t.get('refId')} does not use "
-                    "$datasource")
+                bad(
+                    "panel-datasource-rule",
+                    title,
+                    f"query {t.get('refId')} does not use $datasource",
+                )
             for rule, message in check_expr(t["expr"]):
                 bad(rule, title, message)
             if built.audience == "tenant":
@@ -206,8 +236,12 @@ def check(built: Built) -> list[Problem]:
                     continue
                 for name in names:
                     if not name.startswith("tenant:"):
-                        bad("tenant-series-rule", title, f"{name} is not a tenant:* series "
-                            "(a tenant's Prometheus holds only those)")
+                        bad(
+                            "tenant-series-rule",
+                            title,
+                            f"{name} is not a tenant:* series "
+                            "(a tenant's Prometheus holds only those)",
+                        )
     return out
 
 
@@ -221,8 +255,7 @@ class Exception_:
     reason: str
 
     def covers(self, p: Problem) -> bool:
-        return (self.rule == p.rule and self.dashboard == p.dashboard
-                and self.panel in ("", p.panel))
+        return self.rule == p.rule and self.dashboard == p.dashboard and self.panel in ("", p.panel)
 
 
 def exceptions(path: Path = EXCEPTIONS) -> list[Exception_]:
@@ -234,8 +267,7 @@ def exceptions(path: Path = EXCEPTIONS) -> list[Exception_]:
     for i, e in enumerate(data):
         if not isinstance(e, dict) or not e.get("reason") or not e.get("rule"):
             raise DashboardError(f"{path.name}: entry {i + 1} needs a rule and a reason")
-        out.append(Exception_(e["rule"], e.get("dashboard", ""), e.get("panel", ""),
-                              e["reason"]))
+        out.append(Exception_(e["rule"], e.get("dashboard", ""), e.get("panel", ""), e["reason"]))
     return out
 
 

@@ -37,8 +37,18 @@ DPI = 80
 BACKGROUND = "#111217"  # Grafana's dark theme
 PANEL = "#181b1f"
 TEXT = "#ccccdc"
-PALETTE = ["#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9",
-           "#ff9830", "#fade2a", "#37872d"]
+PALETTE = [
+    "#73bf69",
+    "#f2cc0c",
+    "#8ab8ff",
+    "#ff780a",
+    "#f2495c",
+    "#5794f2",
+    "#b877d9",
+    "#ff9830",
+    "#fade2a",
+    "#37872d",
+]
 BINARY = ("bytes", "Bps")
 NAMED = {"green": "#73bf69", "red": "#f2495c", "yellow": "#f2cc0c", "blue": "#5794f2"}
 
@@ -111,8 +121,9 @@ class Renderer:
         self.prover = Prover(url, window)
         self.window = window
 
-    def _results(self, panel: dict[str, Any], values: dict[str, str], instant: bool
-                 ) -> list[tuple[str, list[tuple[float, float]]]]:
+    def _results(
+        self, panel: dict[str, Any], values: dict[str, str], instant: bool
+    ) -> list[tuple[str, list[tuple[float, float]]]]:
         out = []
         hidden: set[str] = set()
         for t in panel.get("transformations", []):
@@ -129,8 +140,11 @@ class Renderer:
             for item in result:
                 points = item.get("values") or [item["value"]]
                 if panel.get("type") == "table":  # its columns: the labels not hidden
-                    name = "  ".join(f"{k}={v}" for k, v in sorted(item["metric"].items())
-                                     if k not in hidden and k != "__name__")
+                    name = "  ".join(
+                        f"{k}={v}"
+                        for k, v in sorted(item["metric"].items())
+                        if k not in hidden and k != "__name__"
+                    )
                 else:
                     name = _legend(target.get("legendFormat", ""), item["metric"])
                 out.append((name, [(float(t), float(v)) for t, v in points]))
@@ -146,9 +160,15 @@ class Renderer:
         height = rows * ROW_IN + 0.6
         fig = plt.figure(figsize=(WIDTH_IN, height), dpi=DPI, facecolor=BACKGROUND)
         shown = {k: v for k, v in values.items() if not k.startswith("__")}
-        fig.text(0.01, 1 - 0.3 / height, f"{doc.get('title', '')}   "
-                 + "  ".join(f"{k}={v}" for k, v in shown.items()),
-                 color=TEXT, fontsize=11, va="center", weight="bold")
+        fig.text(
+            0.01,
+            1 - 0.3 / height,
+            f"{doc.get('title', '')}   " + "  ".join(f"{k}={v}" for k, v in shown.items()),
+            color=TEXT,
+            fontsize=11,
+            va="center",
+            weight="bold",
+        )
         drawn = []
         for panel in items:
             pos = panel["gridPos"]
@@ -158,19 +178,36 @@ class Renderer:
             h = pos["h"] * ROW_IN / height
             kind = panel.get("type", "")
             if kind == "row":
-                fig.text(left, 1 - top - h / 2, panel.get("title", ""), color=TEXT,
-                         fontsize=10, va="center", weight="bold")
+                fig.text(
+                    left,
+                    1 - top - h / 2,
+                    panel.get("title", ""),
+                    color=TEXT,
+                    fontsize=10,
+                    va="center",
+                    weight="bold",
+                )
                 continue
             # the panel's box below its title line (0.3 in), a little apart from the next
             kind_has_axis = kind in ("timeseries", "state-timeline")
             gutter = 0.045 if kind_has_axis else 0.0  # room for the y tick labels
-            ax = fig.add_axes((left + gutter * width, 1 - top - h + 0.08 / height,
-                               width * (1 - gutter), h - 0.38 / height))
+            ax = fig.add_axes(
+                (
+                    left + gutter * width,
+                    1 - top - h + 0.08 / height,
+                    width * (1 - gutter),
+                    h - 0.38 / height,
+                )
+            )
             _style(ax)
             ax.set_title(panel.get("title", ""), color=TEXT, fontsize=8, loc="left")
             unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "none")
-            steps = panel.get("fieldConfig", {}).get("defaults", {}).get(
-                "thresholds", {}).get("steps", [])
+            steps = (
+                panel.get("fieldConfig", {})
+                .get("defaults", {})
+                .get("thresholds", {})
+                .get("steps", [])
+            )
             instant = kind in ("stat", "gauge", "bargauge", "table")
             series = self._results(panel, values, instant)
             mappings = panel.get("fieldConfig", {}).get("defaults", {}).get("mappings", [])
@@ -178,40 +215,73 @@ class Renderer:
             bbox = ax.get_window_extent()
             x0, x1 = bbox.x0, bbox.x1
             y0, y1 = fig.bbox.height - bbox.y1, fig.bbox.height - bbox.y0
-            drawn.append(Drawn(panel.get("title", ""), kind,
-                               (round(x0), round(y0), round(x1), round(y1)), len(series)))
+            drawn.append(
+                Drawn(
+                    panel.get("title", ""),
+                    kind,
+                    (round(x0), round(y0), round(x1), round(y1)),
+                    len(series),
+                )
+            )
         out.mkdir(parents=True, exist_ok=True)
         png = out / f"{built.uid}.png"
         tmp = out / f".{built.uid}.png.tmp"
         fig.savefig(tmp, dpi=DPI, facecolor=BACKGROUND, format="png")
         plt.close(fig)
         tmp.replace(png)
-        write_atomic(out / f"{built.uid}.json", json.dumps(
-            {"uid": built.uid, "variables": shown, "panels": [asdict(d) for d in drawn]},
-            indent=2, sort_keys=True) + "\n")
+        write_atomic(
+            out / f"{built.uid}.json",
+            json.dumps(
+                {"uid": built.uid, "variables": shown, "panels": [asdict(d) for d in drawn]},
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n",
+        )
         return drawn
 
-    def _panel(self, ax: Axes, kind: str, series: list[tuple[str, list[tuple[float, float]]]],
-               unit: str, steps: Sequence[dict[str, Any]],
-               mappings: Sequence[dict[str, Any]] = ()) -> None:
+    def _panel(
+        self,
+        ax: Axes,
+        kind: str,
+        series: list[tuple[str, list[tuple[float, float]]]],
+        unit: str,
+        steps: Sequence[dict[str, Any]],
+        mappings: Sequence[dict[str, Any]] = (),
+    ) -> None:
         if not series:
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.text(0.5, 0.5, "No data", color="#8e8e8e", ha="center", va="center",
-                    transform=ax.transAxes, fontsize=9)
+            ax.text(
+                0.5,
+                0.5,
+                "No data",
+                color="#8e8e8e",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=9,
+            )
             return
         if kind in ("timeseries", "state-timeline"):
             for i, (name, points) in enumerate(series[:10]):
                 xs: Any = [datetime.fromtimestamp(t, UTC) for t, _v in points]
                 ys = [v for _t, v in points]
-                ax.plot(xs, ys, color=PALETTE[i % len(PALETTE)], linewidth=1.4,
-                        label=name[:40], drawstyle="steps-post" if kind != "timeseries"
-                        else "default", marker="o" if len(points) < 20 else None,
-                        markersize=4)
+                ax.plot(
+                    xs,
+                    ys,
+                    color=PALETTE[i % len(PALETTE)],
+                    linewidth=1.4,
+                    label=name[:40],
+                    drawstyle="steps-post" if kind != "timeseries" else "default",
+                    marker="o" if len(points) < 20 else None,
+                    markersize=4,
+                )
             ax.set_xlim(mdates.date2num(self.window.start), mdates.date2num(self.window.end))
             ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
-            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
-                lambda v, _p: fmt(v, unit)))
+            ax.yaxis.set_major_formatter(
+                matplotlib.ticker.FuncFormatter(lambda v, _p: fmt(v, unit))
+            )
             legend = ax.legend(fontsize=6, loc="upper left", frameon=False, ncol=2)
             for text in legend.get_texts():
                 text.set_color(TEXT)
@@ -224,18 +294,33 @@ class Renderer:
             color = _color(value, steps, PALETTE[0])
             shown = fmt(value, unit)
             for mapping in mappings:  # value mappings, as Grafana applies them
-                hit = mapping.get("options", {}).get(shown if mapping.get("type") == "value"
-                                                     else "", None)
+                hit = mapping.get("options", {}).get(
+                    shown if mapping.get("type") == "value" else "", None
+                )
                 if hit is None and not math.isnan(value) and value == int(value):
                     hit = mapping.get("options", {}).get(str(int(value)))
                 if hit:
                     shown = str(hit.get("text", shown))
                     color = NAMED.get(str(hit.get("color", "")), hit.get("color", color))
-            ax.text(0.5, 0.45, shown, color=color, ha="center", va="center",
-                    transform=ax.transAxes, fontsize=18, weight="bold")
+            ax.text(
+                0.5,
+                0.45,
+                shown,
+                color=color,
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=18,
+                weight="bold",
+            )
             if kind == "gauge":
-                ax.barh([0.1], [min(max(value, 0), 100) / 100], height=0.08, color=color,
-                        transform=ax.transAxes)
+                ax.barh(
+                    [0.1],
+                    [min(max(value, 0), 100) / 100],
+                    height=0.08,
+                    color=color,
+                    transform=ax.transAxes,
+                )
             return
         if kind == "bargauge":
             top = sorted(last, key=lambda x: -x[1] if not math.isnan(x[1]) else 0)[:8]
@@ -244,23 +329,49 @@ class Renderer:
                 y = 1 - (i + 1) / (len(top) + 1)
                 color = _color(value, steps, PALETTE[0])
                 bar = 0.6 / (len(top) + 1)
-                ax.barh([y], [0.5], height=bar, left=0.35, color="#2c3235",
-                        transform=ax.transAxes)  # the unfilled track
-                ax.barh([y], [max(value, 0) / peak * 0.5], height=bar, left=0.35,
-                        color=color, transform=ax.transAxes)
-                ax.text(0.01, y, name[:28], color=TEXT, fontsize=7, va="center",
-                        transform=ax.transAxes)
-                ax.text(0.97, y, fmt(value, unit), color=color, fontsize=8, va="center",
-                        ha="right", transform=ax.transAxes, weight="bold")
+                ax.barh(
+                    [y], [0.5], height=bar, left=0.35, color="#2c3235", transform=ax.transAxes
+                )  # the unfilled track
+                ax.barh(
+                    [y],
+                    [max(value, 0) / peak * 0.5],
+                    height=bar,
+                    left=0.35,
+                    color=color,
+                    transform=ax.transAxes,
+                )
+                ax.text(
+                    0.01, y, name[:28], color=TEXT, fontsize=7, va="center", transform=ax.transAxes
+                )
+                ax.text(
+                    0.97,
+                    y,
+                    fmt(value, unit),
+                    color=color,
+                    fontsize=8,
+                    va="center",
+                    ha="right",
+                    transform=ax.transAxes,
+                    weight="bold",
+                )
             return
         # table: one line per series, its labels and value
         for i, (name, value) in enumerate(last[:12]):
-            ax.text(0.01, 0.92 - i * 0.075, f"{name[:150]}  {fmt(value, unit)}", color=TEXT,
-                    fontsize=6, va="center", transform=ax.transAxes, family="monospace")
+            ax.text(
+                0.01,
+                0.92 - i * 0.075,
+                f"{name[:150]}  {fmt(value, unit)}",
+                color=TEXT,
+                fontsize=6,
+                va="center",
+                transform=ax.transAxes,
+                family="monospace",
+            )
 
 
-def preview_all(built: Sequence[Built], url: str, out: Path, window: Window,
-                audience: str) -> dict[str, list[Drawn]]:
+def preview_all(
+    built: Sequence[Built], url: str, out: Path, window: Window, audience: str
+) -> dict[str, list[Drawn]]:
     """Every dashboard of ``audience`` drawn into ``out``."""
     renderer = Renderer(url, window)
     return {b.uid: renderer.draw(b, out) for b in built if b.audience == audience}

@@ -48,8 +48,7 @@ class Window:
 
     def builtins(self) -> dict[str, str]:
         span = f"{int(self.span.total_seconds())}s"
-        return {"__rate_interval": self.rate_interval, "__interval": self.step,
-                "__range": span}
+        return {"__rate_interval": self.rate_interval, "__interval": self.step, "__range": span}
 
 
 @dataclass
@@ -70,16 +69,16 @@ def _escape(value: str) -> str:
 def substitute(text: str, values: dict[str, str]) -> str:
     """``$name`` and ``${name}`` replaced, longest names first."""
     for name in sorted(values, key=len, reverse=True):
-        text = text.replace("${" + name + "}", values[name]).replace("$" + name,
-                                                                        values[name])
+        text = text.replace("${" + name + "}", values[name]).replace("$" + name, values[name])
     return text
 
 
 class Prover:
     """Runs the proofs against one Prometheus-compatible query API."""
 
-    def __init__(self, url: str, window: Window, timeout: float = 30,
-                 tenant: str | None = None) -> None:
+    def __init__(
+        self, url: str, window: Window, timeout: float = 30, tenant: str | None = None
+    ) -> None:
         self.api = PrometheusConnect(url, timeout=int(timeout) or 1)
         self.url = url
         self.window = window
@@ -92,16 +91,19 @@ class Prover:
         try:
             return call()
         except requests.RequestException as exc:
-            raise DashboardError(f"cannot reach Prometheus at {self.url}: "
-                                 f"{type(exc).__name__}") from None
+            raise DashboardError(
+                f"cannot reach Prometheus at {self.url}: {type(exc).__name__}"
+            ) from None
 
     def _values(self, query: str, values: dict[str, str]) -> list[str]:
         return list(self._reach(lambda: self._ask_values(query, values)))
 
     def _ask_values(self, query: str, values: dict[str, str]) -> list[str]:
         parsed = parse_variable(substitute(query, values))
-        params = {"start": f"{self.window.start.timestamp():.3f}",
-                  "end": f"{self.window.end.timestamp():.3f}"}
+        params = {
+            "start": f"{self.window.start.timestamp():.3f}",
+            "end": f"{self.window.end.timestamp():.3f}",
+        }
         if parsed is None:
             return []
         if parsed.kind == "label_values":
@@ -110,8 +112,9 @@ class Prover:
             return sorted(self.api.get_label_values(parsed.label, params))
         out = []  # query_result: the series as Grafana prints them
         for item in self.api.custom_query(str(parsed.promql), {"time": params["end"]}):
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(item["metric"].items())
-                              if k != "__name__")
+            labels = ",".join(
+                f'{k}="{v}"' for k, v in sorted(item["metric"].items()) if k != "__name__"
+            )
             out.append(f"{item['metric'].get('__name__', '')}{{{labels}}}")
         return out
 
@@ -121,10 +124,10 @@ class Prover:
 
     def _ask(self, expr: str, instant: bool) -> list[dict[str, Any]]:
         if instant:
-            return list(self.api.custom_query(expr, {
-                "time": f"{self.window.end.timestamp():.3f}"}))
-        return list(self.api.custom_query_range(expr, self.window.start, self.window.end,
-                                                self.window.step))
+            return list(self.api.custom_query(expr, {"time": f"{self.window.end.timestamp():.3f}"}))
+        return list(
+            self.api.custom_query_range(expr, self.window.start, self.window.end, self.window.step)
+        )
 
     @staticmethod
     def _has_data(result: Sequence[dict[str, Any]]) -> bool:
@@ -135,8 +138,9 @@ class Prover:
         return False
 
     # -- one dashboard ---------------------------------------------------------------------
-    def variables(self, built: Built, choice: Sequence[int] = ()
-                  ) -> tuple[dict[str, str], list[Problem]]:
+    def variables(
+        self, built: Built, choice: Sequence[int] = ()
+    ) -> tuple[dict[str, str], list[Problem]]:
         """Values for the dashboard's variables (``choice[j]``: which answer of the j-th query
         variable to take, default the first), and the variables that had none."""
         values = dict(self.window.builtins())
@@ -151,19 +155,28 @@ class Prover:
             try:
                 answers = self._values(str(v.get("query", "")), values)
             except PrometheusApiClientException as exc:
-                problems.append(Problem("variable-error", built.uid, "",
-                                        f"${v['name']}: {exc}"))
+                problems.append(Problem("variable-error", built.uid, "", f"${v['name']}: {exc}"))
                 answers = []
             if v.get("regex"):
                 pattern = re.compile(v["regex"].strip("/"))
-                answers = [m.group("value") if "value" in pattern.groupindex else
-                           (m.group(1) if m.groups() else a)
-                           for a in answers if (m := pattern.search(a))]
+                answers = [
+                    m.group("value")
+                    if "value" in pattern.groupindex
+                    else (m.group(1) if m.groups() else a)
+                    for a in answers
+                    if (m := pattern.search(a))
+                ]
             pick = choice[j] if j < len(choice) else 0
             j += 1
             if not answers:
-                problems.append(Problem("variable-no-values", built.uid, "",
-                                        f"${v['name']}: {v.get('query')} has no values"))
+                problems.append(
+                    Problem(
+                        "variable-no-values",
+                        built.uid,
+                        "",
+                        f"${v['name']}: {v.get('query')} has no values",
+                    )
+                )
                 values[v["name"]] = "__none__"
                 continue
             if pick >= len(answers):
@@ -175,16 +188,18 @@ class Prover:
     def _choices(self, built: Built) -> list[tuple[int, ...]]:
         """The combinations of answers tried: up to :data:`TRIES` per query variable, fewest
         changes from the first answers first, at most :data:`COMBINATIONS`."""
-        n = sum(1 for v in built.doc.get("templating", {}).get("list", [])
-                if v.get("type") == "query")
+        n = sum(
+            1 for v in built.doc.get("templating", {}).get("list", []) if v.get("type") == "query"
+        )
         combos = sorted(itertools.product(range(TRIES), repeat=n), key=lambda c: (sum(c), c))
         return combos[:COMBINATIONS]
 
     def prove_with(self, built: Built, choice: Sequence[int] = ()) -> Proof:
         """Every query of ``built`` with the variables' answers ``choice``."""
         values, problems = self.variables(built, choice)
-        proof = Proof(built.uid, {k: v for k, v in values.items() if not k.startswith("__")},
-                      0, problems)
+        proof = Proof(
+            built.uid, {k: v for k, v in values.items() if not k.startswith("__")}, 0, problems
+        )
         for panel in panels(built.doc):
             title = panel.get("title", "")
             for target in panel.get("targets", []):
@@ -197,20 +212,36 @@ class Prover:
                 try:
                     result = self.run(query, bool(target.get("instant")))
                 except PrometheusApiClientException as exc:
-                    proof.problems.append(Problem("panel-query-error", built.uid, title,
-                                                  f"{ref}: {str(exc)[:200]}: {query}"))
+                    proof.problems.append(
+                        Problem(
+                            "panel-query-error",
+                            built.uid,
+                            title,
+                            f"{ref}: {str(exc)[:200]}: {query}",
+                        )
+                    )
                     continue
                 if not self._has_data(result):
-                    proof.problems.append(Problem("panel-no-data", built.uid, title,
-                                                  f"{ref}: no series: {query}"))
+                    proof.problems.append(
+                        Problem("panel-no-data", built.uid, title, f"{ref}: no series: {query}")
+                    )
                 if self.tenant is not None:
-                    others = sorted({item["metric"]["tenant"] for item in result
-                                     if item["metric"].get("tenant", self.tenant)
-                                     != self.tenant})
+                    others = sorted(
+                        {
+                            item["metric"]["tenant"]
+                            for item in result
+                            if item["metric"].get("tenant", self.tenant) != self.tenant
+                        }
+                    )
                     if others:
-                        proof.problems.append(Problem(
-                            "tenant-leak", built.uid, title,
-                            f"{ref}: series of other tenants {others}: {query}"))
+                        proof.problems.append(
+                            Problem(
+                                "tenant-leak",
+                                built.uid,
+                                title,
+                                f"{ref}: series of other tenants {others}: {query}",
+                            )
+                        )
         return proof
 
     def prove(self, built: Built) -> Proof:
@@ -229,9 +260,14 @@ class Prover:
         return best
 
 
-def prove_all(built: Sequence[Built], url: str, window: Window, audience: str,
-              tenant: str | None = None,
-              progress: Callable[[Proof], None] = lambda _p: None) -> list[Proof]:
+def prove_all(
+    built: Sequence[Built],
+    url: str,
+    window: Window,
+    audience: str,
+    tenant: str | None = None,
+    progress: Callable[[Proof], None] = lambda _p: None,
+) -> list[Proof]:
     """The proofs of every dashboard for ``audience`` (operator or tenant)."""
     prover = Prover(url, window, tenant=tenant)
     out = []

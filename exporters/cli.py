@@ -16,18 +16,29 @@ from zcp.cliutil import CONTEXT, ZcpGroup, config_of, log_as
 from zcp.config import with_overrides
 
 LISTEN = "HOST:PORT to serve on (default: exporters.{name}.listen, {default})."
-DEADLINE = ("Longest a scrape may take, in seconds (default: exporters.{name}.deadline_seconds, "
-            "8; Prometheus's X-Prometheus-Scrape-Timeout-Seconds lowers it).")
+DEADLINE = (
+    "Longest a scrape may take, in seconds (default: exporters.{name}.deadline_seconds, "
+    "8; Prometheus's X-Prometheus-Scrape-Timeout-Seconds lowers it)."
+)
 
 
 def _listen(name: str, default: str) -> Any:
-    return click.option("--listen", default=None, metavar="HOST:PORT",
-                        help=LISTEN.format(name=name, default=default))
+    return click.option(
+        "--listen",
+        default=None,
+        metavar="HOST:PORT",
+        help=LISTEN.format(name=name, default=default),
+    )
 
 
 def _deadline(name: str) -> Any:
-    return click.option("--deadline", "deadline_seconds", type=click.FloatRange(0.1, 120),
-                        default=None, help=DEADLINE.format(name=name))
+    return click.option(
+        "--deadline",
+        "deadline_seconds",
+        type=click.FloatRange(0.1, 120),
+        default=None,
+        help=DEADLINE.format(name=name),
+    )
 
 
 @click.group(cls=ZcpGroup, context_settings=CONTEXT)
@@ -43,30 +54,49 @@ def exporter(ctx: click.Context) -> None:
 
 def service_name(exporter_name: str) -> str:
     """The name an exporter logs under: its systemd unit's (deploy/systemd/)."""
-    return "zcp-obs-inventory" if exporter_name == "inventory" \
-        else f"zcp-obs-{exporter_name}-exporter"
+    return (
+        "zcp-obs-inventory" if exporter_name == "inventory" else f"zcp-obs-{exporter_name}-exporter"
+    )
 
 
 @exporter.command("libvirt")
-@click.option("--uri", default=None, help="libvirt URI (default: exporters.libvirt.uri, "
-                                          "qemu:///system).")
+@click.option(
+    "--uri", default=None, help="libvirt URI (default: exporters.libvirt.uri, qemu:///system)."
+)
 @_listen("libvirt", "127.0.0.1:9177")
 @_deadline("libvirt")
-@click.option("--hostname", default=None,
-              help="This hypervisor's name in zcp_vm_info of VMs the inventory does not know "
-                   "(default: the system host name).")
-@click.option("--groups", default=None,
-              help="Comma-separated libvirt stat groups to collect (default: all of state, "
-                   "cpu, balloon, vcpu, interface, block).")
-@click.option("--chunks", type=click.IntRange(1, 64), default=None,
-              help="Split the domains into this many chunks, each fetched by one concurrent "
-                   "bulk stats call (1: a single getAllDomainStats call; default 4).")
-@click.option("--connections", type=click.IntRange(1, 8), default=None,
-              help="libvirt connections the concurrent bulk calls are spread over (default 2).")
-@click.option("--procfs/--no-procfs", default=None,
-              help="Read CPU, vCPU and RSS figures of the guests' QEMU processes from /proc "
-                   "(as libvirt does) instead of libvirt's cpu/vcpu groups, which cost QEMU "
-                   "monitor round-trips. Default: on for a local qemu:/// URI.")
+@click.option(
+    "--hostname",
+    default=None,
+    help="This hypervisor's name in zcp_vm_info of VMs the inventory does not know "
+    "(default: the system host name).",
+)
+@click.option(
+    "--groups",
+    default=None,
+    help="Comma-separated libvirt stat groups to collect (default: all of state, "
+    "cpu, balloon, vcpu, interface, block).",
+)
+@click.option(
+    "--chunks",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Split the domains into this many chunks, each fetched by one concurrent "
+    "bulk stats call (1: a single getAllDomainStats call; default 4).",
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(1, 8),
+    default=None,
+    help="libvirt connections the concurrent bulk calls are spread over (default 2).",
+)
+@click.option(
+    "--procfs/--no-procfs",
+    default=None,
+    help="Read CPU, vCPU and RSS figures of the guests' QEMU processes from /proc "
+    "(as libvirt does) instead of libvirt's cpu/vcpu groups, which cost QEMU "
+    "monitor round-trips. Default: on for a local qemu:/// URI.",
+)
 @click.pass_context
 def exporter_libvirt(ctx: click.Context, groups: str | None, **flags: Any) -> None:
     """Export per-VM CPU, vCPU, memory, disk and vNIC counters from libvirt/KVM.
@@ -84,13 +114,24 @@ def exporter_libvirt(ctx: click.Context, groups: str | None, **flags: Any) -> No
 
 
 @exporter.command("ovs")
-@click.option("--db", default=None, help="OVSDB remote, unix:PATH or tcp:IP:PORT (default: "
-                                         "exporters.ovs.db, unix:/var/run/openvswitch/db.sock).")
-@click.option("--rundir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where ovs-vswitchd keeps its pid file and control socket (default: "
-                   "/var/run/openvswitch).")
-@click.option("--vswitchd-ctl", default=None,
-              help="ovs-vswitchd's unixctl socket (default: from the pid file in --rundir).")
+@click.option(
+    "--db",
+    default=None,
+    help="OVSDB remote, unix:PATH or tcp:IP:PORT (default: "
+    "exporters.ovs.db, unix:/var/run/openvswitch/db.sock).",
+)
+@click.option(
+    "--rundir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where ovs-vswitchd keeps its pid file and control socket (default: "
+    "/var/run/openvswitch).",
+)
+@click.option(
+    "--vswitchd-ctl",
+    default=None,
+    help="ovs-vswitchd's unixctl socket (default: from the pid file in --rundir).",
+)
 @_listen("ovs", "127.0.0.1:9475")
 @_deadline("ovs")
 @click.pass_context
@@ -104,10 +145,18 @@ def exporter_ovs(ctx: click.Context, **flags: Any) -> None:
 
 
 @exporter.command("ceph")
-@click.option("--conf", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="ceph.conf (default: exporters.ceph.conf, /etc/ceph/ceph.conf).")
-@click.option("--id", "id", default=None,
-              help="cephx client id, as in client.<id> (default: exporters.ceph.id, admin).")
+@click.option(
+    "--conf",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="ceph.conf (default: exporters.ceph.conf, /etc/ceph/ceph.conf).",
+)
+@click.option(
+    "--id",
+    "id",
+    default=None,
+    help="cephx client id, as in client.<id> (default: exporters.ceph.id, admin).",
+)
 @_listen("ceph", "127.0.0.1:9284; the mgr prometheus module has 9283")
 @_deadline("ceph")
 @click.pass_context

@@ -54,8 +54,9 @@ class Encoder:
             return hit
         if not all(_LEGACY_LABEL.match(k) for k in labels):
             return None
-        rendered = "{" + ",".join(f'{k}="{_escape_value(v)}"'
-                                  for k, v in sorted(labels.items())) + "}"
+        rendered = (
+            "{" + ",".join(f'{k}="{_escape_value(v)}"' for k, v in sorted(labels.items())) + "}"
+        )
         if len(self._labels) >= self.max_cached:
             self._labels.clear()  # series churned a lot: start over rather than grow
         self._labels[key] = rendered
@@ -65,10 +66,13 @@ class Encoder:
         """Sample lines of a simple family; None if the library must render it."""
         lines = []
         for s in metric.samples:
-            if s.timestamp is not None or s.exemplar is not None \
-                    or getattr(s, "native_histogram", None) \
-                    or not _LEGACY_NAME.match(s.name) \
-                    or s.name not in (metric.name, metric.name + "_total"):
+            if (
+                s.timestamp is not None
+                or s.exemplar is not None
+                or getattr(s, "native_histogram", None)
+                or not _LEGACY_NAME.match(s.name)
+                or s.name not in (metric.name, metric.name + "_total")
+            ):
                 return None
             labelstr = self._labelstr(s.labels) if s.labels else ""
             if labelstr is None:
@@ -76,12 +80,17 @@ class Encoder:
             lines.append(f"{s.name}{labelstr} {floatToGoString(s.value)}\n")
         return lines
 
-    def _render(self, families: Iterable[Metric], head: Callable[[Metric], str],
-                library: Callable[[Metric], str]) -> list[str]:
+    def _render(
+        self,
+        families: Iterable[Metric],
+        head: Callable[[Metric], str],
+        library: Callable[[Metric], str],
+    ) -> list[str]:
         out: list[str] = []
         for metric in families:
-            simple = metric.type in _SIMPLE_TYPES and not metric.unit \
-                and _LEGACY_NAME.match(metric.name)
+            simple = (
+                metric.type in _SIMPLE_TYPES and not metric.unit and _LEGACY_NAME.match(metric.name)
+            )
             body = self._samples(metric) if simple else None
             if body is None:
                 self.fallbacks += 1
@@ -93,24 +102,28 @@ class Encoder:
 
     def text(self, families: Iterable[Metric]) -> bytes:
         """Like ``prometheus_client.generate_latest``."""
+
         def head(metric: Metric) -> str:
             mname = metric.name + "_total" if metric.type == "counter" else metric.name
             mtype = "untyped" if metric.type == "unknown" else metric.type
             doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
             return f"# HELP {mname} {doc}\n# TYPE {mname} {mtype}\n"
 
-        return "".join(self._render(families, head,
-                                    lambda m: self._library(m, library_text))).encode("utf-8")
+        return "".join(
+            self._render(families, head, lambda m: self._library(m, library_text))
+        ).encode("utf-8")
 
     def openmetrics(self, families: Iterable[Metric], eof: bool = True) -> bytes:
         """Like ``prometheus_client.openmetrics.exposition.generate_latest`` (without the final
         ``# EOF`` when ``eof`` is false: a part of a body)."""
+
         def head(metric: Metric) -> str:
             doc = _escape_value(metric.documentation)
             return f"# HELP {metric.name} {doc}\n# TYPE {metric.name} {metric.type}\n"
 
-        out = self._render(families, head, lambda m: self._library(
-            m, library_openmetrics).removesuffix("# EOF\n"))
+        out = self._render(
+            families, head, lambda m: self._library(m, library_openmetrics).removesuffix("# EOF\n")
+        )
         if eof:
             out.append("# EOF\n")
         return "".join(out).encode("utf-8")

@@ -80,8 +80,15 @@ def scrape_deadline(header: str | None, default: float) -> float:
 class ExporterServer:
     """Serve one exporter's collector (and the process's own metrics) over HTTP."""
 
-    def __init__(self, name: str, collector: TimedCollector, host: str, port: int,
-                 deadline: float, routes: Mapping[str, Route] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        collector: TimedCollector,
+        host: str,
+        port: int,
+        deadline: float,
+        routes: Mapping[str, Route] | None = None,
+    ) -> None:
         self.name = name
         self.routes = dict(routes or {})
         self.host = host
@@ -108,17 +115,21 @@ class ExporterServer:
         try:
             self.httpd = ThreadingHTTPServer((host, port), Handler)
         except OSError as exc:  # taken, not ours, a bad address: one line, no traceback
-            raise ZcpError(f"{name} exporter: cannot listen on {host}:{port}: "
-                           f"{exc.strerror or exc}") from None
+            raise ZcpError(
+                f"{name} exporter: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
 
     def _own_metrics(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(f"{self.name}_exporter_scrapes", "Scrapes served.",
-                                  value=self.scrapes)
-        yield CounterMetricFamily(f"{self.name}_exporter_scrape_errors",
-                                  "Scrapes that failed with an internal error.",
-                                  value=self.scrape_errors)
+        yield CounterMetricFamily(
+            f"{self.name}_exporter_scrapes", "Scrapes served.", value=self.scrapes
+        )
+        yield CounterMetricFamily(
+            f"{self.name}_exporter_scrape_errors",
+            "Scrapes that failed with an internal error.",
+            value=self.scrape_errors,
+        )
         yield from collect_log_metrics()
 
     def _handle(self, req: BaseHTTPRequestHandler) -> None:
@@ -133,15 +144,18 @@ class ExporterServer:
             self._reply(req, reply.status, reply.content_type, reply.body, reply.headers)
             return
         if path in ("/", ""):
-            body = (f"<html><body><h1>zcp {self.name} exporter</h1>"
-                    f"<a href='/metrics'>metrics</a></body></html>").encode()
+            body = (
+                f"<html><body><h1>zcp {self.name} exporter</h1>"
+                f"<a href='/metrics'>metrics</a></body></html>"
+            ).encode()
             self._reply(req, 200, "text/html; charset=utf-8", body)
             return
         if path != "/metrics":
             self._reply(req, 404, "text/plain", b"not found\n")
             return
-        timeout = scrape_deadline(req.headers.get("X-Prometheus-Scrape-Timeout-Seconds"),
-                                  self.deadline)
+        timeout = scrape_deadline(
+            req.headers.get("X-Prometheus-Scrape-Timeout-Seconds"), self.deadline
+        )
         with self._lock:
             self.scrapes += 1
         _encoder, content_type = choose_encoder(req.headers.get("Accept", ""))
@@ -177,16 +191,24 @@ class ExporterServer:
         if hit is not None:
             return hit
         families = list(collector.collect_versioned())
-        body = (self.encoder.openmetrics(families, eof=False) if openmetrics
-                else self.encoder.text(families))
+        body = (
+            self.encoder.openmetrics(families, eof=False)
+            if openmetrics
+            else self.encoder.text(families)
+        )
         with self._lock:
             self._rendered = {k: v for k, v in self._rendered.items() if k[0] == version}
             self._rendered[key] = body
         return body
 
     @staticmethod
-    def _reply(req: BaseHTTPRequestHandler, status: int, ctype: str, body: bytes,
-               headers: Mapping[str, str] | None = None) -> None:
+    def _reply(
+        req: BaseHTTPRequestHandler,
+        status: int,
+        ctype: str,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         try:
             req.send_response(status)
             req.send_header("Content-Type", ctype)
@@ -213,17 +235,19 @@ class ExporterServer:
         self.httpd.server_close()
 
 
-def serve_until_signal(server: ExporterServer, cleanups: Sequence[Callable[[], object]],
-                       **context: object) -> None:
+def serve_until_signal(
+    server: ExporterServer, cleanups: Sequence[Callable[[], object]], **context: object
+) -> None:
     """Serve ``server`` until SIGTERM/SIGINT, then stop it and run ``cleanups`` in order (the
     shared life cycle of every ``zcp-obs exporter`` command); ``context`` goes into the log."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     server.start()
-    log.info(f"{server.name} exporter listening",
-             extra={"listen": f"{server.host}:{server.port}",
-                    "deadline_s": server.deadline, **context})
+    log.info(
+        f"{server.name} exporter listening",
+        extra={"listen": f"{server.host}:{server.port}", "deadline_s": server.deadline, **context},
+    )
     stop.wait()
     log.info(f"{server.name} exporter stopping")
     server.shutdown()

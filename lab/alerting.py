@@ -51,8 +51,9 @@ class Notification:
     payload: dict[str, Any]
 
     def alerts(self, status: str | None = None) -> list[dict[str, Any]]:
-        return [a for a in self.payload.get("alerts", [])
-                if status is None or a.get("status") == status]
+        return [
+            a for a in self.payload.get("alerts", []) if status is None or a.get("status") == status
+        ]
 
 
 class WebhookReceiver:
@@ -88,13 +89,21 @@ class WebhookReceiver:
         with self._lock:
             return list(self.notifications)
 
-    def wait_for(self, match: Callable[[dict[str, Any]], bool], status: str, after: float,
-                 timeout: float) -> float | None:
+    def wait_for(
+        self, match: Callable[[dict[str, Any]], bool], status: str, after: float, timeout: float
+    ) -> float | None:
         """Arrival time of the first notification after ``after`` holding an alert with
         ``status`` that ``match``es; None if none came within ``timeout``."""
+
         def arrived() -> float | None:
-            return next((n.at for n in self.snapshot()
-                         if n.at >= after and any(match(a) for a in n.alerts(status))), None)
+            return next(
+                (
+                    n.at
+                    for n in self.snapshot()
+                    if n.at >= after and any(match(a) for a in n.alerts(status))
+                ),
+                None,
+            )
 
         return wait_until(arrived, timeout, interval=0.05)
 
@@ -116,11 +125,19 @@ def single_host_inventory(workdir: Path) -> Path:
 class AlertLab:
     """Everything on the alerting path, started against a running :class:`LibvirtLab`."""
 
-    def __init__(self, lab: LibvirtLab, workdir: Path, hold: str = "3s",
-                 scrape_interval: str = "1s", group_wait: float = 1.0,
-                 ovs: OvsLab | None = None, ceph: CephLab | None = None,
-                 node: bool = False, pushgateway: bool = False,
-                 ovs_ports: tuple[str, str] = ("alvm", "10.201")) -> None:
+    def __init__(
+        self,
+        lab: LibvirtLab,
+        workdir: Path,
+        hold: str = "3s",
+        scrape_interval: str = "1s",
+        group_wait: float = 1.0,
+        ovs: OvsLab | None = None,
+        ceph: CephLab | None = None,
+        node: bool = False,
+        pushgateway: bool = False,
+        ovs_ports: tuple[str, str] = ("alvm", "10.201"),
+    ) -> None:
         self.lab = lab
         # the OVS lab is shared by the session: each AlertLab plugs its own ports
         self.ovs_ports = ovs_ports
@@ -135,13 +152,24 @@ class AlertLab:
         self.receiver = WebhookReceiver()
         inv_path = single_host_inventory(workdir)
         self.config_path = workdir / "config.yaml"
-        self.config_path.write_text(yaml.safe_dump({
-            "inventory": {"source": "file", "file": str(inv_path),
-                          "refresh_interval_seconds": 5},
-            "alerting": {"webhook": {"url": self.receiver.url},
-                         "group_wait_seconds": group_wait, "group_interval_seconds": 1,
-                         "repeat_interval_seconds": 3600, "resolve_timeout_seconds": 60},
-        }))
+        self.config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "inventory": {
+                        "source": "file",
+                        "file": str(inv_path),
+                        "refresh_interval_seconds": 5,
+                    },
+                    "alerting": {
+                        "webhook": {"url": self.receiver.url},
+                        "group_wait_seconds": group_wait,
+                        "group_interval_seconds": 1,
+                        "repeat_interval_seconds": 3600,
+                        "resolve_timeout_seconds": 60,
+                    },
+                }
+            )
+        )
         self.cfg = parse_config(yaml.safe_load(self.config_path.read_text()), "alert lab")
         self.built = build(workdir / "alerts", self.cfg.alerting, for_override=hold)
         self.inventory: Inventory | None = None
@@ -165,18 +193,25 @@ class AlertLab:
             self.ovs.plug_nics(self.inventory.nics, prefix=prefix, net=net)
             self.stack.ovs(self.ovs, HOST, ZONE, call_timeout_seconds=1.0)
         if self.ceph is not None:
-            self.stack.ceph(self.ceph, ZONE, rbd_interval_seconds=2, rgw_interval_seconds=2,
-                            df_interval_seconds=2, command_timeout_seconds=5)
+            self.stack.ceph(
+                self.ceph,
+                ZONE,
+                rbd_interval_seconds=2,
+                rgw_interval_seconds=2,
+                df_interval_seconds=2,
+                command_timeout_seconds=5,
+            )
         if self.node:
             self.stack.node_exporter(HOST, ZONE)
         if self.with_pushgateway:
             self.pushgateway_url = self.stack.pushgateway()
         self.alertmanager = self.stack.alertmanager(
-            yaml.safe_load(self.built.alertmanager.read_text()))
-        self.prometheus = self.stack.prometheus([self.built.rules], self.scrape_interval,
-                                                self.alertmanager)
-        self.wait_query('count(libvirt_domain_state == 1) >= '
-                        f'{len(self.inventory.vms)}', 60)
+            yaml.safe_load(self.built.alertmanager.read_text())
+        )
+        self.prometheus = self.stack.prometheus(
+            [self.built.rules], self.scrape_interval, self.alertmanager
+        )
+        self.wait_query(f"count(libvirt_domain_state == 1) >= {len(self.inventory.vms)}", 60)
 
     def boot(self, vm_id: str) -> None:
         """Start the inventory VM ``vm_id`` as a guest (again)."""

@@ -49,8 +49,9 @@ def free_low_port() -> int:
 
 
 class _CephDaemon(Daemon):
-    def __init__(self, name: str, argv: Sequence[str], workdir: Path, lab: CephLab,
-                 check: str) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], workdir: Path, lab: CephLab, check: str
+    ) -> None:
         super().__init__(name, argv, workdir, "")
         self.lab = lab
         self.check = check
@@ -62,8 +63,14 @@ class _CephDaemon(Daemon):
 class CephLab:
     """A single-node Ceph cluster in ``workdir``."""
 
-    def __init__(self, workdir: Path, objectstore: str = "memstore", rgw: bool = True,
-                 osd_bytes: int = 2 * 1024**3, cephfs: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        objectstore: str = "memstore",
+        rgw: bool = True,
+        osd_bytes: int = 2 * 1024**3,
+        cephfs: bool = False,
+    ) -> None:
         self.workdir = workdir.resolve()
         self.with_cephfs = cephfs
         self.objectstore = objectstore
@@ -91,11 +98,13 @@ class CephLab:
         self.stop()
 
     # -- tools -------------------------------------------------------------------------------
-    def run(self, *argv: str, timeout: float = 60, check: bool = True,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *argv: str, timeout: float = 60, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """A Ceph CLI (``ceph``, ``rbd``, ``radosgw-admin``...) against this cluster."""
-        return run_checked([argv[0], "-c", str(self.conf), *argv[1:]], timeout=timeout,
-                           check=check, input=input)
+        return run_checked(
+            [argv[0], "-c", str(self.conf), *argv[1:]], timeout=timeout, check=check, input=input
+        )
 
     def json(self, *argv: str, timeout: float = 60) -> Any:
         return json.loads(self.run(*argv, "--format", "json", timeout=timeout).stdout or "null")
@@ -103,8 +112,12 @@ class CephLab:
     def is_ready(self, what: str) -> bool:
         try:
             if what == "mon":
-                return self.run("ceph", "--connect-timeout", "2", "mon", "stat", timeout=10,
-                                check=False).returncode == 0
+                return (
+                    self.run(
+                        "ceph", "--connect-timeout", "2", "mon", "stat", timeout=10, check=False
+                    ).returncode
+                    == 0
+                )
             if what == "mgr":
                 return requests.get(self.mgr_prometheus_url, timeout=2).status_code == 200
             if what == "osd":
@@ -113,16 +126,25 @@ class CephLab:
             if what == "rgw":
                 return requests.get(self.rgw_url, timeout=2).status_code == 200
             if what == "mds":
-                return "up:standby" in self.run("ceph", "mds", "stat", timeout=10).stdout \
+                return (
+                    "up:standby" in self.run("ceph", "mds", "stat", timeout=10).stdout
                     or "up:active" in self.run("ceph", "mds", "stat", timeout=10).stdout
+                )
         except (requests.RequestException, DaemonError, subprocess.TimeoutExpired, ValueError):
             return False
         return False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 90.0) -> None:
-        for binary in ("ceph-mon", "ceph-mgr", "ceph-osd", "ceph-authtool", "monmaptool",
-                       "ceph", "rbd"):
+        for binary in (
+            "ceph-mon",
+            "ceph-mgr",
+            "ceph-osd",
+            "ceph-authtool",
+            "monmaptool",
+            "ceph",
+            "rbd",
+        ):
             require(binary, "ceph")
         if self.with_rgw:
             require("radosgw", "radosgw")
@@ -131,72 +153,213 @@ class CephLab:
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         self._write_conf()
         mon_keyring = self.workdir / "mon.keyring"
-        self._tool("ceph-authtool", "--create-keyring", str(mon_keyring), "--gen-key",
-                   "-n", "mon.", "--cap", "mon", "allow *")
-        self._tool("ceph-authtool", "--create-keyring", str(self.keyring), "--gen-key",
-                   "-n", "client.admin", "--cap", "mon", "allow *", "--cap", "osd", "allow *",
-                   "--cap", "mds", "allow *", "--cap", "mgr", "allow *")
+        self._tool(
+            "ceph-authtool",
+            "--create-keyring",
+            str(mon_keyring),
+            "--gen-key",
+            "-n",
+            "mon.",
+            "--cap",
+            "mon",
+            "allow *",
+        )
+        self._tool(
+            "ceph-authtool",
+            "--create-keyring",
+            str(self.keyring),
+            "--gen-key",
+            "-n",
+            "client.admin",
+            "--cap",
+            "mon",
+            "allow *",
+            "--cap",
+            "osd",
+            "allow *",
+            "--cap",
+            "mds",
+            "allow *",
+            "--cap",
+            "mgr",
+            "allow *",
+        )
         self._tool("ceph-authtool", str(mon_keyring), "--import-keyring", str(self.keyring))
         monmap = self.workdir / "monmap"
-        self._tool("monmaptool", "--create", "--addv", "a",
-                   f"[v2:127.0.0.1:{self.mon_port}]", "--fsid", self.fsid, str(monmap))
-        self._tool("ceph-mon", "-c", str(self.conf), "--mkfs", "-i", "a", "--monmap",
-                   str(monmap), "--keyring", str(mon_keyring))
-        self.mon = _CephDaemon("ceph-mon", [shutil.which("ceph-mon") or "ceph-mon", "-f",
-                                            "-c", str(self.conf), "-i", "a"],
-                               self.workdir / "log", self, "mon")
+        self._tool(
+            "monmaptool",
+            "--create",
+            "--addv",
+            "a",
+            f"[v2:127.0.0.1:{self.mon_port}]",
+            "--fsid",
+            self.fsid,
+            str(monmap),
+        )
+        self._tool(
+            "ceph-mon",
+            "-c",
+            str(self.conf),
+            "--mkfs",
+            "-i",
+            "a",
+            "--monmap",
+            str(monmap),
+            "--keyring",
+            str(mon_keyring),
+        )
+        self.mon = _CephDaemon(
+            "ceph-mon",
+            [shutil.which("ceph-mon") or "ceph-mon", "-f", "-c", str(self.conf), "-i", "a"],
+            self.workdir / "log",
+            self,
+            "mon",
+        )
         self.mon.start(timeout)
         # the prometheus module's address, set before the mgr starts
-        self.run("ceph", "config", "set", "mgr", "mgr/prometheus/server_addr", "127.0.0.1",
-                 "--force")
-        self.run("ceph", "config", "set", "mgr", "mgr/prometheus/server_port",
-                 str(self.mgr_prometheus_port), "--force")
-        self.run("ceph", "auth", "get-or-create", "mgr.x", "mon", "allow profile mgr", "osd",
-                 "allow *", "mds", "allow *", "-o", str(self.workdir / "mgr" / "keyring"))
-        self.mgr = _CephDaemon("ceph-mgr", [shutil.which("ceph-mgr") or "ceph-mgr", "-f",
-                                            "-c", str(self.conf), "-i", "x"],
-                               self.workdir / "log", self, "mgr")
+        self.run(
+            "ceph", "config", "set", "mgr", "mgr/prometheus/server_addr", "127.0.0.1", "--force"
+        )
+        self.run(
+            "ceph",
+            "config",
+            "set",
+            "mgr",
+            "mgr/prometheus/server_port",
+            str(self.mgr_prometheus_port),
+            "--force",
+        )
+        self.run(
+            "ceph",
+            "auth",
+            "get-or-create",
+            "mgr.x",
+            "mon",
+            "allow profile mgr",
+            "osd",
+            "allow *",
+            "mds",
+            "allow *",
+            "-o",
+            str(self.workdir / "mgr" / "keyring"),
+        )
+        self.mgr = _CephDaemon(
+            "ceph-mgr",
+            [shutil.which("ceph-mgr") or "ceph-mgr", "-f", "-c", str(self.conf), "-i", "x"],
+            self.workdir / "log",
+            self,
+            "mgr",
+        )
         self.mgr.start(timeout)
         osd_uuid = str(uuid.uuid4())
         osd_id = self.run("ceph", "osd", "new", osd_uuid).stdout.strip()
         if osd_id != "0":
             raise DaemonError(f"unexpected OSD id {osd_id!r}")
-        self._tool("ceph-osd", "-c", str(self.conf), "-i", "0", "--mkfs", "--mkkey",
-                   "--osd-uuid", osd_uuid, "--no-mon-config")
-        self.run("ceph", "auth", "add", "osd.0", "osd", "allow *", "mon", "allow profile osd",
-                 "mgr", "allow profile osd", "-i", str(self.workdir / "osd" / "keyring"))
+        self._tool(
+            "ceph-osd",
+            "-c",
+            str(self.conf),
+            "-i",
+            "0",
+            "--mkfs",
+            "--mkkey",
+            "--osd-uuid",
+            osd_uuid,
+            "--no-mon-config",
+        )
+        self.run(
+            "ceph",
+            "auth",
+            "add",
+            "osd.0",
+            "osd",
+            "allow *",
+            "mon",
+            "allow profile osd",
+            "mgr",
+            "allow profile osd",
+            "-i",
+            str(self.workdir / "osd" / "keyring"),
+        )
         self.osd = self._osd_daemon()
         self.osd.start(timeout)
         if self.with_rgw:
-            self.run("ceph", "auth", "get-or-create", "client.rgw.a", "mon", "allow rw", "osd",
-                     "allow rwx", "mgr", "allow rw", "-o", str(self.workdir / "rgw" / "keyring"))
+            self.run(
+                "ceph",
+                "auth",
+                "get-or-create",
+                "client.rgw.a",
+                "mon",
+                "allow rw",
+                "osd",
+                "allow rwx",
+                "mgr",
+                "allow rw",
+                "-o",
+                str(self.workdir / "rgw" / "keyring"),
+            )
             self.rgw = self._rgw_daemon()
             self.rgw.start(timeout)
         if self.with_cephfs:
             require("ceph-mds", "ceph-mds")
-            self.run("ceph", "auth", "get-or-create", "mds.a", "mon", "allow profile mds", "osd",
-                     "allow rwx", "mds", "allow", "mgr", "allow profile mds",
-                     "-o", str(self.workdir / "mds" / "keyring"))
-            self.mds = _CephDaemon("ceph-mds", [shutil.which("ceph-mds") or "ceph-mds", "-f",
-                                                "-c", str(self.conf), "-i", "a"],
-                                   self.workdir / "log", self, "mds")
+            self.run(
+                "ceph",
+                "auth",
+                "get-or-create",
+                "mds.a",
+                "mon",
+                "allow profile mds",
+                "osd",
+                "allow rwx",
+                "mds",
+                "allow",
+                "mgr",
+                "allow profile mds",
+                "-o",
+                str(self.workdir / "mds" / "keyring"),
+            )
+            self.mds = _CephDaemon(
+                "ceph-mds",
+                [shutil.which("ceph-mds") or "ceph-mds", "-f", "-c", str(self.conf), "-i", "a"],
+                self.workdir / "log",
+                self,
+                "mds",
+            )
             self.mds.start(timeout)
             self.run("ceph", "fs", "volume", "create", "cephfs", timeout=120)
-            if not wait_until(lambda: "up:active" in self.run("ceph", "mds", "stat").stdout,
-                              timeout, 0.3):
+            if not wait_until(
+                lambda: "up:active" in self.run("ceph", "mds", "stat").stdout, timeout, 0.3
+            ):
                 raise DaemonError("no active MDS for cephfs")
-        log.info("ceph lab up", extra={"seconds": round(time.monotonic() - t0, 1),
-                                       "workdir": str(self.workdir)})
+        log.info(
+            "ceph lab up",
+            extra={"seconds": round(time.monotonic() - t0, 1), "workdir": str(self.workdir)},
+        )
 
     def _osd_daemon(self) -> _CephDaemon:
-        return _CephDaemon("ceph-osd", [shutil.which("ceph-osd") or "ceph-osd", "-f",
-                                        "-c", str(self.conf), "-i", "0"],
-                           self.workdir / "log", self, "osd")
+        return _CephDaemon(
+            "ceph-osd",
+            [shutil.which("ceph-osd") or "ceph-osd", "-f", "-c", str(self.conf), "-i", "0"],
+            self.workdir / "log",
+            self,
+            "osd",
+        )
 
     def _rgw_daemon(self) -> _CephDaemon:
-        return _CephDaemon("radosgw", [shutil.which("radosgw") or "radosgw", "-f",
-                                       "-c", str(self.conf), "-n", "client.rgw.a"],
-                           self.workdir / "log", self, "rgw")
+        return _CephDaemon(
+            "radosgw",
+            [
+                shutil.which("radosgw") or "radosgw",
+                "-f",
+                "-c",
+                str(self.conf),
+                "-n",
+                "client.rgw.a",
+            ],
+            self.workdir / "log",
+            self,
+            "rgw",
+        )
 
     def stop(self) -> None:
         for daemon in (self.rgw, self.mds, self.osd, self.mgr, self.mon):
@@ -227,10 +390,12 @@ class CephLab:
 
     def _write_conf(self) -> None:
         wd = self.workdir
-        store = (f"osd objectstore = memstore\nmemstore device bytes = {self.osd_bytes}\n"
-                 if self.objectstore == "memstore" else
-                 f"osd objectstore = bluestore\nbluestore block size = {self.osd_bytes}\n"
-                 "bluestore block create = true\n")
+        store = (
+            f"osd objectstore = memstore\nmemstore device bytes = {self.osd_bytes}\n"
+            if self.objectstore == "memstore"
+            else f"osd objectstore = bluestore\nbluestore block size = {self.osd_bytes}\n"
+            "bluestore block create = true\n"
+        )
         self.conf.write_text(f"""[global]
 fsid = {self.fsid}
 mon host = [v2:127.0.0.1:{self.mon_port}]
@@ -241,10 +406,10 @@ auth service required = cephx
 auth client required = cephx
 auth allow insecure global id reclaim = false
 keyring = {self.keyring}
-run dir = {wd / 'run'}
-admin socket = {wd / 'run'}/$cluster-$name.asok
-log file = {wd / 'log'}/$cluster-$name.log
-pid file = {wd / 'run'}/$cluster-$name.pid
+run dir = {wd / "run"}
+admin socket = {wd / "run"}/$cluster-$name.asok
+log file = {wd / "log"}/$cluster-$name.log
+pid file = {wd / "run"}/$cluster-$name.pid
 osd pool default size = 1
 osd pool default min size = 1
 osd pool default pg num = 8
@@ -261,23 +426,23 @@ mon max pg per osd = 1000
 mgr initial modules = prometheus
 
 [mon.a]
-mon data = {wd / 'mon'}
+mon data = {wd / "mon"}
 
 [mgr.x]
-mgr data = {wd / 'mgr'}
-keyring = {wd / 'mgr' / 'keyring'}
+mgr data = {wd / "mgr"}
+keyring = {wd / "mgr" / "keyring"}
 
 [osd.0]
-osd data = {wd / 'osd'}
-keyring = {wd / 'osd' / 'keyring'}
+osd data = {wd / "osd"}
+keyring = {wd / "osd" / "keyring"}
 {store}
 [mds.a]
-mds data = {wd / 'mds'}
-keyring = {wd / 'mds' / 'keyring'}
+mds data = {wd / "mds"}
+keyring = {wd / "mds" / "keyring"}
 
 [client.rgw.a]
-keyring = {wd / 'rgw' / 'keyring'}
-rgw data = {wd / 'rgw'}
+keyring = {wd / "rgw" / "keyring"}
+rgw data = {wd / "rgw"}
 rgw frontends = beast endpoint=127.0.0.1:{self.rgw_port}
 rgw enable usage log = true
 rgw usage log tick interval = 1
@@ -291,21 +456,38 @@ rgw thread pool size = 32
         if rbd:
             self.run("rbd", "pool", "init", name)
 
-    def create_image(self, pool: str, name: str, size: str = "64M",
-                     write_bytes: int = 0) -> None:
+    def create_image(self, pool: str, name: str, size: str = "64M", write_bytes: int = 0) -> None:
         """An RBD image (fast-diff on); ``write_bytes`` written with ``rbd bench``."""
-        self.run("rbd", "create", f"{pool}/{name}", "--size", size,
-                 "--image-feature", "layering,exclusive-lock,object-map,fast-diff")
+        self.run(
+            "rbd",
+            "create",
+            f"{pool}/{name}",
+            "--size",
+            size,
+            "--image-feature",
+            "layering,exclusive-lock,object-map,fast-diff",
+        )
         if write_bytes:
-            self.run("rbd", "bench", "--io-type", "write", "--io-size", "4M",
-                     "--io-pattern", "seq", "--io-threads", "1", "--io-total", str(write_bytes),
-                     f"{pool}/{name}",
-                     timeout=120)
+            self.run(
+                "rbd",
+                "bench",
+                "--io-type",
+                "write",
+                "--io-size",
+                "4M",
+                "--io-pattern",
+                "seq",
+                "--io-threads",
+                "1",
+                "--io-total",
+                str(write_bytes),
+                f"{pool}/{name}",
+                timeout=120,
+            )
 
     def rgw_user(self, uid: str) -> dict[str, str]:
         """An RGW user; its S3 access/secret key."""
-        out = self.json("radosgw-admin", "user", "create", "--uid", uid,
-                        "--display-name", uid)
+        out = self.json("radosgw-admin", "user", "create", "--uid", uid, "--display-name", uid)
         key = out["keys"][0]
         return {"access_key": key["access_key"], "secret_key": key["secret_key"]}
 
@@ -320,8 +502,10 @@ rgw thread pool size = 32
             "fs.write(fd, sys.stdin.buffer.read(), 0)\n"
             "fs.fsync(fd, 0)\n"
             "fs.close(fd)\n"
-            "fs.unmount()\n")
-        proc = subprocess.run(["/usr/bin/python3", "-c", code], input=data,
-                              capture_output=True, timeout=60)
+            "fs.unmount()\n"
+        )
+        proc = subprocess.run(
+            ["/usr/bin/python3", "-c", code], input=data, capture_output=True, timeout=60
+        )
         if proc.returncode != 0:
             raise DaemonError(f"cephfs write failed: {proc.stderr.decode()[-300:]}")

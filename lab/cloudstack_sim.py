@@ -158,23 +158,45 @@ class CloudStackState:
             add_domain(t.domain_path, t.domain_id)
         state.objects["listDomains"] = list(domains.values())
         for t in inv.tenants:
-            state.objects["listAccounts"].append({
-                "id": t.account_id, "name": t.name, "accounttype": 0, "roletype": "User",
-                "domainid": t.domain_id, "domain": t.domain_path.rsplit("/", 1)[-1],
-                "domainpath": t.domain_path, "state": t.state, "created": _now(),
-            })
+            state.objects["listAccounts"].append(
+                {
+                    "id": t.account_id,
+                    "name": t.name,
+                    "accounttype": 0,
+                    "roletype": "User",
+                    "domainid": t.domain_id,
+                    "domain": t.domain_path.rsplit("/", 1)[-1],
+                    "domainpath": t.domain_path,
+                    "state": t.state,
+                    "created": _now(),
+                }
+            )
             for p in t.projects:
-                state.objects["listProjects"].append({
-                    "id": p.id, "name": p.name, "displaytext": p.name,
-                    "domainid": t.domain_id, "domain": t.domain_path.rsplit("/", 1)[-1],
-                    "owner": [{"account": t.name, "accountid": t.account_id}],
-                    "projectaccountname": f"PrjAcct-{p.name}-1", "state": "Active",
-                })
-        state.objects["listAccounts"].append({
-            "id": str(uuid.uuid5(ns, "admin")), "name": "admin", "accounttype": 1,
-            "roletype": "Admin", "domainid": domains["ROOT"]["id"], "domain": "ROOT",
-            "domainpath": "ROOT", "state": "enabled", "created": _now(),
-        })
+                state.objects["listProjects"].append(
+                    {
+                        "id": p.id,
+                        "name": p.name,
+                        "displaytext": p.name,
+                        "domainid": t.domain_id,
+                        "domain": t.domain_path.rsplit("/", 1)[-1],
+                        "owner": [{"account": t.name, "accountid": t.account_id}],
+                        "projectaccountname": f"PrjAcct-{p.name}-1",
+                        "state": "Active",
+                    }
+                )
+        state.objects["listAccounts"].append(
+            {
+                "id": str(uuid.uuid5(ns, "admin")),
+                "name": "admin",
+                "accounttype": 1,
+                "roletype": "Admin",
+                "domainid": domains["ROOT"]["id"],
+                "domain": "ROOT",
+                "domainpath": "ROOT",
+                "state": "enabled",
+                "created": _now(),
+            }
+        )
         projects = {p.id: p.name for t in inv.tenants for p in t.projects}
 
         def owner(account_id: str, project_id: str) -> dict[str, Any]:
@@ -185,33 +207,67 @@ class CloudStackState:
             return {**base, "account": t.name}
 
         for sp in inv.storage_pools:
-            state.objects["listStoragePools"].append({
-                "id": sp.id, "name": sp.name, "type": sp.type, "path": sp.path,
-                "ipaddress": "127.0.0.1", "zonename": sp.zone, "state": "Up", "scope": "ZONE",
-                "tags": ",".join(sp.tags), "disksizetotal": 10 * 2**40,
-            })
+            state.objects["listStoragePools"].append(
+                {
+                    "id": sp.id,
+                    "name": sp.name,
+                    "type": sp.type,
+                    "path": sp.path,
+                    "ipaddress": "127.0.0.1",
+                    "zonename": sp.zone,
+                    "state": "Up",
+                    "scope": "ZONE",
+                    "tags": ",".join(sp.tags),
+                    "disksizetotal": 10 * 2**40,
+                }
+            )
         nics_of: dict[str, list[dict[str, Any]]] = {}
         for n in inv.nics:
-            nics_of.setdefault(n.vm_id, []).append({
-                "id": n.id, "networkid": n.network_id, "networkname": n.network_name,
-                "macaddress": n.mac, "ipaddress": n.ip, "isdefault": n.is_default,
-                "traffictype": "Guest", "type": "Isolated", "virtualmachineid": n.vm_id,
-            })
+            nics_of.setdefault(n.vm_id, []).append(
+                {
+                    "id": n.id,
+                    "networkid": n.network_id,
+                    "networkname": n.network_name,
+                    "macaddress": n.mac,
+                    "ipaddress": n.ip,
+                    "isdefault": n.is_default,
+                    "traffictype": "Guest",
+                    "type": "Isolated",
+                    "virtualmachineid": n.vm_id,
+                }
+            )
         for v in inv.vms:
-            state.objects["listVirtualMachines"].append({
-                "id": v.id, "name": v.name, "displayname": v.name, "instancename": v.instance_name,
-                **owner(v.account_id, v.project_id), "zonename": v.zone, "hostname": v.host,
-                "serviceofferingname": v.service_offering, "cpunumber": v.vcpus,
-                "memory": v.memory_bytes // MIB, "state": v.state, "hypervisor": "KVM",
-                "created": _now(), "nic": nics_of.get(v.id, []),
-            })
+            state.objects["listVirtualMachines"].append(
+                {
+                    "id": v.id,
+                    "name": v.name,
+                    "displayname": v.name,
+                    "instancename": v.instance_name,
+                    **owner(v.account_id, v.project_id),
+                    "zonename": v.zone,
+                    "hostname": v.host,
+                    "serviceofferingname": v.service_offering,
+                    "cpunumber": v.vcpus,
+                    "memory": v.memory_bytes // MIB,
+                    "state": v.state,
+                    "hypervisor": "KVM",
+                    "created": _now(),
+                    "nic": nics_of.get(v.id, []),
+                }
+            )
         pool_by_id = {p.id: p for p in inv.storage_pools}
         for vol in inv.volumes:
             doc: dict[str, Any] = {
-                "id": vol.id, "name": vol.name, "type": vol.type,
-                **owner(vol.account_id, vol.project_id), "size": vol.size_bytes,
-                "storageid": vol.pool_id, "storage": vol.pool, "storagetype": "shared",
-                "state": "Ready", "created": _now(),
+                "id": vol.id,
+                "name": vol.name,
+                "type": vol.type,
+                **owner(vol.account_id, vol.project_id),
+                "size": vol.size_bytes,
+                "storageid": vol.pool_id,
+                "storage": vol.pool,
+                "storagetype": "shared",
+                "state": "Ready",
+                "created": _now(),
             }
             pool = pool_by_id.get(vol.pool_id)
             if vol.rbd_image and pool is not None:
@@ -222,9 +278,14 @@ class CloudStackState:
             state.objects["listVolumes"].append(doc)
         for ip in inv.public_ips:
             doc = {
-                "id": ip.id, "ipaddress": ip.address, **owner(ip.account_id, ip.project_id),
-                "zonename": ip.zone, "issourcenat": ip.source_nat, "state": ip.state,
-                "associatednetworkid": ip.network_id, "forvirtualnetwork": True,
+                "id": ip.id,
+                "ipaddress": ip.address,
+                **owner(ip.account_id, ip.project_id),
+                "zonename": ip.zone,
+                "issourcenat": ip.source_nat,
+                "state": ip.state,
+                "associatednetworkid": ip.network_id,
+                "forvirtualnetwork": True,
                 "allocated": _now(),
             }
             if ip.vm_id:
@@ -316,15 +377,19 @@ class CloudStackSim:
         try:
             account_id = self._verify(params)
             if not known:
-                raise ApiError(432, "The given command does not exist or it is not available "
-                                    "for the user")
+                raise ApiError(
+                    432, "The given command does not exist or it is not available for the user"
+                )
             if command in CloudStackState.LIST_KEYS:
                 body = self._list(command, params, account_id)
             else:
                 body = getattr(self, f"_cmd_{command}")(params, account_id)
         except ApiError as exc:
-            self._send(handler, exc.code, {response_name: {
-                "uuidList": [], "errorcode": exc.code, "errortext": exc.text}})
+            self._send(
+                handler,
+                exc.code,
+                {response_name: {"uuidList": [], "errorcode": exc.code, "errortext": exc.text}},
+            )
             return
         self._send(handler, 200, {response_name: body})
 
@@ -377,32 +442,40 @@ class CloudStackSim:
             page = int(params["page"]) if "page" in params else None
             size = int(params.get("pagesize", self.default_page_size))
         except ValueError:
-            raise ApiError(431, f"Unable to execute API command {command.lower()} "
-                                "due to invalid value for page/pagesize") from None
+            raise ApiError(
+                431,
+                f"Unable to execute API command {command.lower()} "
+                "due to invalid value for page/pagesize",
+            ) from None
         if "pagesize" in params and page is None:
-            raise ApiError(431, "\"page\" parameter is required when \"pagesize\" is specified")
+            raise ApiError(431, '"page" parameter is required when "pagesize" is specified')
         total = len(items)
         start = ((page or 1) - 1) * size
-        items = items[start:start + size]
+        items = items[start : start + size]
         if not items:
             return {}
         return {"count": total, self.state.LIST_KEYS[command]: items}
 
     @staticmethod
-    def _usage_records(items: list[dict[str, Any]], params: dict[str, str]
-                       ) -> list[dict[str, Any]]:
+    def _usage_records(items: list[dict[str, Any]], params: dict[str, str]) -> list[dict[str, Any]]:
         """listUsageRecords: startdate and enddate (yyyy-MM-dd[ HH:mm:ss]) are required;
         records overlapping the range, optionally of one account and usage type."""
         for name in ("startdate", "enddate"):
             if not params.get(name):
-                raise ApiError(431, "Unable to execute API command listusagerecords due to "
-                                    f"missing parameter {name}")
+                raise ApiError(
+                    431,
+                    "Unable to execute API command listusagerecords due to "
+                    f"missing parameter {name}",
+                )
         try:
             lo = datetime.fromisoformat(params["startdate"]).replace(tzinfo=UTC)
             hi = datetime.fromisoformat(params["enddate"]).replace(tzinfo=UTC)
         except ValueError:
-            raise ApiError(431, "Unable to execute API command listusagerecords due to "
-                                "invalid value for startdate/enddate") from None
+            raise ApiError(
+                431,
+                "Unable to execute API command listusagerecords due to "
+                "invalid value for startdate/enddate",
+            ) from None
         if len(params["enddate"]) == 10:  # a date: the whole day
             hi += timedelta(days=1)
         out = []
@@ -421,14 +494,23 @@ class CloudStackSim:
     def _require(self, params: dict[str, str], command: str, *names: str) -> None:
         for name in names:
             if not params.get(name):
-                raise ApiError(431, f"Unable to execute API command {command.lower()} "
-                                    f"due to missing parameter {name}")
+                raise ApiError(
+                    431,
+                    f"Unable to execute API command {command.lower()} "
+                    f"due to missing parameter {name}",
+                )
 
-    def _start_job(self, cmd: str, account_id: str, instance_id: str,
-                   finish: Callable[[], dict[str, Any]]) -> str:
-        job = Job(id=str(uuid.uuid4()), cmd=cmd, account_id=account_id,
-                  done_at=time.monotonic() + self.job_seconds, finish=finish,
-                  instance_id=instance_id)
+    def _start_job(
+        self, cmd: str, account_id: str, instance_id: str, finish: Callable[[], dict[str, Any]]
+    ) -> str:
+        job = Job(
+            id=str(uuid.uuid4()),
+            cmd=cmd,
+            account_id=account_id,
+            done_at=time.monotonic() + self.job_seconds,
+            finish=finish,
+            instance_id=instance_id,
+        )
         with self.state.lock:
             self.state.jobs[job.id] = job
         return job.id
@@ -440,11 +522,19 @@ class CloudStackSim:
         with self.state.lock:
             number = len(self.state.objects["listVirtualMachines"]) + 100
         vm: dict[str, Any] = {
-            "id": vm_id, "name": name, "displayname": params.get("displayname", name),
-            "instancename": f"i-2-{number}-VM", "account": params.get("account", "admin"),
-            "domainid": params.get("domainid", ""), "zoneid": params["zoneid"],
-            "serviceofferingid": params["serviceofferingid"], "templateid": params["templateid"],
-            "state": "Starting", "hypervisor": "KVM", "created": _now(), "nic": [],
+            "id": vm_id,
+            "name": name,
+            "displayname": params.get("displayname", name),
+            "instancename": f"i-2-{number}-VM",
+            "account": params.get("account", "admin"),
+            "domainid": params.get("domainid", ""),
+            "zoneid": params["zoneid"],
+            "serviceofferingid": params["serviceofferingid"],
+            "templateid": params["templateid"],
+            "state": "Starting",
+            "hypervisor": "KVM",
+            "created": _now(),
+            "nic": [],
             "userdata": params.get("userdata", ""),
         }
         with self.state.lock:
@@ -454,21 +544,27 @@ class CloudStackSim:
             vm["state"] = "Running"
             return {"virtualmachine": {k: v for k, v in vm.items() if k != "userdata"}}
 
-        job_id = self._start_job("org.apache.cloudstack.api.command.admin.vm.DeployVMCmdByAdmin",
-                                 caller, vm_id, finish)
+        job_id = self._start_job(
+            "org.apache.cloudstack.api.command.admin.vm.DeployVMCmdByAdmin", caller, vm_id, finish
+        )
         return {"id": vm_id, "jobid": job_id}
 
     def _cmd_destroyVirtualMachine(self, params: dict[str, str], caller: str) -> dict[str, Any]:
         self._require(params, "destroyVirtualMachine", "id")
         with self.state.lock:
-            vm = next((v for v in self.state.objects["listVirtualMachines"]
-                       if v["id"] == params["id"]), None)
+            vm = next(
+                (v for v in self.state.objects["listVirtualMachines"] if v["id"] == params["id"]),
+                None,
+            )
         if vm is None:
-            raise ApiError(431, "Unable to execute API command destroyvirtualmachine due to "
-                                f"invalid value. Invalid parameter id value={params['id']} due "
-                                "to incorrect long value format, or entity does not exist or "
-                                "due to incorrect parameter annotation for the field in api cmd "
-                                "class.")
+            raise ApiError(
+                431,
+                "Unable to execute API command destroyvirtualmachine due to "
+                f"invalid value. Invalid parameter id value={params['id']} due "
+                "to incorrect long value format, or entity does not exist or "
+                "due to incorrect parameter annotation for the field in api cmd "
+                "class.",
+            )
         expunge = params.get("expunge", "false").lower() == "true"
 
         def finish() -> dict[str, Any]:
@@ -478,8 +574,12 @@ class CloudStackSim:
                     self.state.objects["listVirtualMachines"].remove(vm)
             return {"virtualmachine": {k: v for k, v in vm.items() if k != "userdata"}}
 
-        job_id = self._start_job("org.apache.cloudstack.api.command.admin.vm.DestroyVMCmdByAdmin",
-                                 caller, vm["id"], finish)
+        job_id = self._start_job(
+            "org.apache.cloudstack.api.command.admin.vm.DestroyVMCmdByAdmin",
+            caller,
+            vm["id"],
+            finish,
+        )
         return {"jobid": job_id}
 
     def _cmd_queryAsyncJobResult(self, params: dict[str, str], caller: str) -> dict[str, Any]:
@@ -487,12 +587,20 @@ class CloudStackSim:
         with self.state.lock:
             job = self.state.jobs.get(params["jobid"])
         if job is None:
-            raise ApiError(431, f"Unable to execute API command queryasyncjobresult due to "
-                                f"invalid value. Invalid parameter jobid value={params['jobid']}")
+            raise ApiError(
+                431,
+                f"Unable to execute API command queryasyncjobresult due to "
+                f"invalid value. Invalid parameter jobid value={params['jobid']}",
+            )
         doc: dict[str, Any] = {
-            "accountid": job.account_id, "userid": job.account_id, "cmd": job.cmd,
-            "jobinstancetype": job.instance_type, "jobinstanceid": job.instance_id,
-            "created": job.created, "jobid": job.id, "jobprocstatus": 0,
+            "accountid": job.account_id,
+            "userid": job.account_id,
+            "cmd": job.cmd,
+            "jobinstancetype": job.instance_type,
+            "jobinstanceid": job.instance_id,
+            "created": job.created,
+            "jobid": job.id,
+            "jobprocstatus": 0,
         }
         if time.monotonic() < job.done_at:
             return {**doc, "jobstatus": 0, "jobresultcode": 0}
@@ -502,8 +610,19 @@ class CloudStackSim:
             except Exception as exc:  # reported the way CloudStack reports a failed job
                 job.error = str(exc)
         if job.error:
-            return {**doc, "jobstatus": 2, "jobresultcode": 530, "jobresulttype": "object",
-                    "jobresult": {"errorcode": 530, "errortext": job.error},
-                    "completed": _now()}
-        return {**doc, "jobstatus": 1, "jobresultcode": 0, "jobresulttype": "object",
-                "jobresult": job.result, "completed": _now()}
+            return {
+                **doc,
+                "jobstatus": 2,
+                "jobresultcode": 530,
+                "jobresulttype": "object",
+                "jobresult": {"errorcode": 530, "errortext": job.error},
+                "completed": _now(),
+            }
+        return {
+            **doc,
+            "jobstatus": 1,
+            "jobresultcode": 0,
+            "jobresulttype": "object",
+            "jobresult": job.result,
+            "completed": _now(),
+        }

@@ -76,9 +76,15 @@ def _create_images(lab: CephLab, inv: Inventory) -> int:
     return len(volumes)
 
 
-def run_demo(cfg: Config, config_path: Path | None, workdir: Path | None,
-             duration: float | None, with_libvirt: bool = True, with_ovs: bool = True,
-             with_ceph: bool = True) -> None:
+def run_demo(
+    cfg: Config,
+    config_path: Path | None,
+    workdir: Path | None,
+    duration: float | None,
+    with_libvirt: bool = True,
+    with_ovs: bool = True,
+    with_ceph: bool = True,
+) -> None:
     """Start everything, show what Prometheus sees, run until Ctrl-C or ``duration``."""
     # 0700: the work dir holds configs with the operator's receivers and secrets
     workdir = private_dir(workdir or Path(tempfile.mkdtemp(prefix="zcp-demo-")))
@@ -90,8 +96,15 @@ def run_demo(cfg: Config, config_path: Path | None, workdir: Path | None,
         stack.close()
 
 
-def _run_demo(stack: Stack, cfg: Config, workdir: Path, duration: float | None,
-              with_libvirt: bool, with_ovs: bool, with_ceph: bool) -> None:
+def _run_demo(
+    stack: Stack,
+    cfg: Config,
+    workdir: Path,
+    duration: float | None,
+    with_libvirt: bool,
+    with_ovs: bool,
+    with_ceph: bool,
+) -> None:
     """The demo's steps; each daemon started registers its stop on ``stack``."""
     total = 7
     _step(1, total, f"loading the inventory ({cfg.inventory.source})")
@@ -100,11 +113,15 @@ def _run_demo(stack: Stack, cfg: Config, workdir: Path, duration: float | None,
 
     _step(2, total, "starting the inventory service (identity metrics, snapshots)")
     stack.inventory_service()
-    click.echo(f"      inventory service on {stack.inventory_url} (/metrics, /v1/inventory)",
-               err=True)
+    click.echo(
+        f"      inventory service on {stack.inventory_url} (/metrics, /v1/inventory)", err=True
+    )
     libvirt_up = False
-    reason = missing("libvirtd", "qemu-system-x86_64", "/dev/kvm") if with_libvirt \
+    reason = (
+        missing("libvirtd", "qemu-system-x86_64", "/dev/kvm")
+        if with_libvirt
         else "disabled with --no-libvirt"
+    )
     if reason:
         _step(3, total, f"skipping libvirt/KVM guests: {reason}")
     else:
@@ -115,12 +132,16 @@ def _run_demo(stack: Stack, cfg: Config, workdir: Path, duration: float | None,
         booted = _boot_guests(lab, inv)
         exporter = stack.libvirt(lab, HOST)
         libvirt_up = True
-        click.echo(f"      {booted} guests running; libvirt exporter on {exporter.ready_url}",
-                   err=True)
+        click.echo(
+            f"      {booted} guests running; libvirt exporter on {exporter.ready_url}", err=True
+        )
     ovs_lab: OvsLab | None = None
     pinger: tuple[str, str] | None = None
-    reason = missing("ovsdb-server", "ovs-vswitchd", "ip", "ping") if with_ovs \
+    reason = (
+        missing("ovsdb-server", "ovs-vswitchd", "ip", "ping")
+        if with_ovs
         else "disabled with --no-ovs"
+    )
     if reason:
         _step(4, total, f"skipping Open vSwitch: {reason}")
     else:
@@ -133,8 +154,11 @@ def _run_demo(stack: Stack, cfg: Config, workdir: Path, duration: float | None,
         exporter = stack.ovs(ovs_lab, HOST)
         click.echo(f"      OVS exporter on {exporter.ready_url}", err=True)
     ceph_up = False
-    reason = missing("ceph-mon", "ceph-mgr", "ceph-osd", "rbd", "monmaptool") if with_ceph \
+    reason = (
+        missing("ceph-mon", "ceph-mgr", "ceph-osd", "rbd", "monmaptool")
+        if with_ceph
         else "disabled with --no-ceph"
+    )
     if reason:
         _step(5, total, f"skipping Ceph: {reason}")
     else:
@@ -145,8 +169,11 @@ def _run_demo(stack: Stack, cfg: Config, workdir: Path, duration: float | None,
         images = _create_images(ceph_lab, inv)
         exporter = stack.ceph(ceph_lab, rbd_interval_seconds=10.0, df_interval_seconds=10.0)
         ceph_up = True
-        click.echo(f"      {images} RBD images; Ceph exporter on {exporter.ready_url}, mgr "
-                   f"module on {ceph_lab.mgr_prometheus_url}", err=True)
+        click.echo(
+            f"      {images} RBD images; Ceph exporter on {exporter.ready_url}, mgr "
+            f"module on {ceph_lab.mgr_prometheus_url}",
+            err=True,
+        )
     _step(6, total, "building the alerting rules, starting Alertmanager and Prometheus")
     built = build_alerts(workdir / "alerts", cfg.alerting)
     am = stack.alertmanager(yaml.safe_load(built.alertmanager.read_text()))
@@ -156,8 +183,10 @@ def _run_demo(stack: Stack, cfg: Config, workdir: Path, duration: float | None,
     if libvirt_up:
         _wait_for(prom, 'libvirt_up{job="libvirt"} == 1', 30)
     _report(prom, libvirt_up, ovs_lab, pinger, ceph_up)
-    click.echo(f"\nPrometheus:      {prom.url}\nAlertmanager:    {am.url}\n"
-               f"Inventory service: {stack.inventory_url}/metrics\nWork dir (logs): {workdir}")
+    click.echo(
+        f"\nPrometheus:      {prom.url}\nAlertmanager:    {am.url}\n"
+        f"Inventory service: {stack.inventory_url}/metrics\nWork dir (logs): {workdir}"
+    )
     log.info("demo up", extra={"prometheus": prom.url, "workdir": str(workdir)})
     stop = threading.Event()
     if duration is None:
@@ -166,46 +195,75 @@ def _run_demo(stack: Stack, cfg: Config, workdir: Path, duration: float | None,
         stop.wait(duration)
 
 
-def _report(prom: PrometheusServer, libvirt_up: bool, ovs_lab: OvsLab | None,
-            pinger: tuple[str, str] | None, ceph_up: bool) -> None:
+def _report(
+    prom: PrometheusServer,
+    libvirt_up: bool,
+    ovs_lab: OvsLab | None,
+    pinger: tuple[str, str] | None,
+    ceph_up: bool,
+) -> None:
     """Print what Prometheus sees."""
     # zcp_vm_info comes from the inventory and from the libvirt exporter: count VMs once
     rows = [
-        [r["metric"].get("account") or "(unknown to CloudStack)",
-         r["metric"].get("domain_path", ""), r["value"][1]]
-        for r in _wait_for(prom, "count by (account, domain_path) "
-                                 "(max by (vm_id, account, domain_path) (zcp_vm_info))", 30)
+        [
+            r["metric"].get("account") or "(unknown to CloudStack)",
+            r["metric"].get("domain_path", ""),
+            r["value"][1],
+        ]
+        for r in _wait_for(
+            prom,
+            "count by (account, domain_path) (max by (vm_id, account, domain_path) (zcp_vm_info))",
+            30,
+        )
     ]
     click.echo("\nVMs per tenant, as Prometheus sees them:")
     click.echo(tabulate(sorted(rows), headers=["account", "domain", "vms"]))
-    classes = [[r["metric"].get("storage_class", ""), r["value"][1]]
-               for r in prom.query("count by (storage_class) "
-                                   "(max by (volume_id, storage_class) (zcp_volume_info))")]
+    classes = [
+        [r["metric"].get("storage_class", ""), r["value"][1]]
+        for r in prom.query(
+            "count by (storage_class) (max by (volume_id, storage_class) (zcp_volume_info))"
+        )
+    ]
     click.echo("\nVolumes per storage class:")
     click.echo(tabulate(sorted(classes), headers=["storage_class", "volumes"]))
     if libvirt_up:
         # counters joined with identity: what the tenant:* recording rules will do
         cpu = prom.query(
             "sum by (account) (libvirt_domain_cpu_time_seconds_total * on (vm_id) "
-            "group_left (account) max by (vm_id, account) (zcp_vm_info{job='libvirt'}))")
-        rows = [[r["metric"].get("account") or "(unknown to CloudStack)",
-                 f"{float(r['value'][1]):.2f}"] for r in cpu]
+            "group_left (account) max by (vm_id, account) (zcp_vm_info{job='libvirt'}))"
+        )
+        rows = [
+            [r["metric"].get("account") or "(unknown to CloudStack)", f"{float(r['value'][1]):.2f}"]
+            for r in cpu
+        ]
         click.echo("\nGuest CPU seconds per tenant, from real KVM guests:")
         click.echo(tabulate(sorted(rows), headers=["account", "cpu_seconds"]))
     if ovs_lab is not None and pinger is not None:
         ovs_lab.ping(*pinger, count=10, size=1000)
         traffic = _wait_for(
-            prom, "sum by (account) (ovs_interface_receive_bytes_total * on (vm_id) "
-            "group_left (account) max by (vm_id, account) (zcp_vm_info)) > 10000", 40)
+            prom,
+            "sum by (account) (ovs_interface_receive_bytes_total * on (vm_id) "
+            "group_left (account) max by (vm_id, account) (zcp_vm_info)) > 10000",
+            40,
+        )
         rows = [[r["metric"].get("account", ""), int(float(r["value"][1]))] for r in traffic]
         click.echo("\nBytes VMs sent into Open vSwitch, per tenant (real ping traffic):")
         click.echo(tabulate(sorted(rows), headers=["account", "bytes"]))
     if ceph_up:
         # RBD bytes per tenant and storage class, from the tenant:* recording rule
-        rows = [[r["metric"].get("account", ""), r["metric"].get("storage_class", ""),
-                 int(float(r["value"][1]))] for r in _wait_for(
-            prom, "tenant:ceph_rbd_image_used_bytes:sum * on (tenant) group_left (account) "
-            'label_replace(zcp_tenant_info, "tenant", "$1", "account_id", "(.+)")', 60)]
+        rows = [
+            [
+                r["metric"].get("account", ""),
+                r["metric"].get("storage_class", ""),
+                int(float(r["value"][1])),
+            ]
+            for r in _wait_for(
+                prom,
+                "tenant:ceph_rbd_image_used_bytes:sum * on (tenant) group_left (account) "
+                'label_replace(zcp_tenant_info, "tenant", "$1", "account_id", "(.+)")',
+                60,
+            )
+        ]
         click.echo("\nRBD bytes used per tenant and storage class (real Ceph, rbd du):")
         click.echo(tabulate(sorted(rows), headers=["account", "storage_class", "bytes"]))
     if libvirt_up:
@@ -214,7 +272,9 @@ def _report(prom: PrometheusServer, libvirt_up: bool, ovs_lab: OvsLab | None,
     rules = requests.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
     kinds = [r["type"] for g in rules for r in g["rules"]]
     pending = prom.query('ALERTS{alertstate=~"pending|firing"}')
-    click.echo(f"\nRules loaded: {kinds.count('recording')} recording, "
-               f"{kinds.count('alerting')} alerting (promtool-tested, "
-               f"`zcp-obs alerts check`); pending or firing now: "
-               + (", ".join(sorted({r['metric']['alertname'] for r in pending})) or "none"))
+    click.echo(
+        f"\nRules loaded: {kinds.count('recording')} recording, "
+        f"{kinds.count('alerting')} alerting (promtool-tested, "
+        f"`zcp-obs alerts check`); pending or firing now: "
+        + (", ".join(sorted({r["metric"]["alertname"] for r in pending})) or "none")
+    )

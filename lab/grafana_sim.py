@@ -95,8 +95,9 @@ class GrafanaSim:
         self.server.server_close()
 
     # -- the API -------------------------------------------------------------------------------
-    def handle(self, method: str, path: str, headers: dict[str, str], raw: bytes
-               ) -> tuple[int, dict[str, Any]]:
+    def handle(
+        self, method: str, path: str, headers: dict[str, str], raw: bytes
+    ) -> tuple[int, dict[str, Any]]:
         auth = {k.lower(): v for k, v in headers.items()}
         token = auth.get("authorization", "").removeprefix("Bearer ").strip()
         with self.lock:
@@ -116,13 +117,17 @@ class GrafanaSim:
                 return 400, {"message": "bad request data"}
             return self._route(method, path.split("?", 1)[0], body, org)
 
-    def _route(self, method: str, path: str, body: dict[str, Any], org: Org
-               ) -> tuple[int, dict[str, Any]]:
+    def _route(
+        self, method: str, path: str, body: dict[str, Any], org: Org
+    ) -> tuple[int, dict[str, Any]]:
         m = re.fullmatch(r"/api/folders/([^/]+)", path)
         if m and method == "GET":
             folder = org.folders.get(m.group(1))
-            return (200, folder) if folder else (404, {"message": "folder not found",
-                                                       "status": "not-found"})
+            return (
+                (200, folder)
+                if folder
+                else (404, {"message": "folder not found", "status": "not-found"})
+            )
         if path == "/api/folders" and method == "POST":
             title = body.get("title")
             if not title:
@@ -130,8 +135,13 @@ class GrafanaSim:
             uid = body.get("uid") or f"f{self.state.next_id}"
             if uid in org.folders or any(f["title"] == title for f in org.folders.values()):
                 return 409, {"message": "a folder with the same name already exists"}
-            folder = {"id": self.state.next_id, "uid": uid, "title": title, "version": 1,
-                      "url": f"/dashboards/f/{uid}/{_slug(title)}"}
+            folder = {
+                "id": self.state.next_id,
+                "uid": uid,
+                "title": title,
+                "version": 1,
+                "url": f"/dashboards/f/{uid}/{_slug(title)}",
+            }
             self.state.next_id += 1
             org.folders[uid] = folder
             return 200, folder
@@ -145,9 +155,15 @@ class GrafanaSim:
             if method == "DELETE":
                 del org.dashboards[m.group(1)]
                 return 200, {"title": stored["dashboard"]["title"], "message": "deleted"}
-            return 200, {"dashboard": stored["dashboard"], "meta": {
-                "folderUid": stored["folderUid"], "url": stored["url"],
-                "version": stored["dashboard"]["version"], "message": stored["message"]}}
+            return 200, {
+                "dashboard": stored["dashboard"],
+                "meta": {
+                    "folderUid": stored["folderUid"],
+                    "url": stored["url"],
+                    "version": stored["dashboard"]["version"],
+                    "message": stored["message"],
+                },
+            }
         return 404, {"message": "Not found"}
 
     def _save(self, body: dict[str, Any], org: Org) -> tuple[int, dict[str, Any]]:
@@ -162,24 +178,40 @@ class GrafanaSim:
             return 400, {"message": "folder not found"}
         overwrite = bool(body.get("overwrite"))
         old = org.dashboards.get(uid)
-        same_name = [d for u, d in org.dashboards.items() if u != uid
-                     and d["folderUid"] == folder and d["dashboard"]["title"] == dash["title"]]
+        same_name = [
+            d
+            for u, d in org.dashboards.items()
+            if u != uid and d["folderUid"] == folder and d["dashboard"]["title"] == dash["title"]
+        ]
         if not overwrite:
             if same_name:
-                return 412, {"status": "name-exists", "message":
-                             "A dashboard with the same name in the folder already exists"}
+                return 412, {
+                    "status": "name-exists",
+                    "message": "A dashboard with the same name in the folder already exists",
+                }
             if old is not None and dash.get("version") != old["dashboard"]["version"]:
-                return 412, {"status": "version-mismatch", "message":
-                             "The dashboard has been changed by someone else"}
+                return 412, {
+                    "status": "version-mismatch",
+                    "message": "The dashboard has been changed by someone else",
+                }
         for d in same_name:  # overwriting replaces the other dashboard of that name
             org.dashboards.pop(d["dashboard"]["uid"], None)
         version = (old["dashboard"]["version"] + 1) if old else 1
         ident = old["dashboard"]["id"] if old else self.state.next_id
         self.state.next_id += 1
         slug = _slug(dash["title"])
-        stored = {"dashboard": {**dash, "uid": uid, "id": ident, "version": version},
-                  "folderUid": folder, "url": f"/d/{uid}/{slug}",
-                  "message": str(body.get("message", ""))}
+        stored = {
+            "dashboard": {**dash, "uid": uid, "id": ident, "version": version},
+            "folderUid": folder,
+            "url": f"/d/{uid}/{slug}",
+            "message": str(body.get("message", "")),
+        }
         org.dashboards[uid] = stored
-        return 200, {"id": ident, "uid": uid, "url": stored["url"], "status": "success",
-                     "version": version, "slug": slug}
+        return 200, {
+            "id": ident,
+            "uid": uid,
+            "url": stored["url"],
+            "status": "success",
+            "version": version,
+            "slug": slug,
+        }

@@ -64,8 +64,13 @@ def backfill_prometheus(series: Iterable[HistorySeries], tsdb: Path, workdir: Pa
     with open(source, "w") as f:
         f.writelines(openmetrics(series))
     tsdb.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(source),
-                           str(tsdb)], capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(tsdb)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if proc.returncode != 0:
-        raise DaemonError(f"promtool create-blocks-from failed: "
-                          f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+        raise DaemonError(
+            f"promtool create-blocks-from failed: {(proc.stderr or proc.stdout).strip()[-500:]}"
+        )

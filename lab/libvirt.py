@@ -106,8 +106,9 @@ def disk_bus(target: str) -> str:
 class _ProcessDaemon(Daemon):
     """A ``Daemon`` whose readiness is a callable (a socket or an API answering), not HTTP."""
 
-    def __init__(self, name: str, argv: Sequence[str], workdir: Path,
-                 ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], workdir: Path, ready: Callable[[], bool]
+    ) -> None:
         super().__init__(name, argv, workdir, ready_url="")
         self._ready = ready
 
@@ -179,8 +180,12 @@ class LibvirtLab:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def start(self, timeout: float = 30.0) -> None:
@@ -194,8 +199,9 @@ class LibvirtLab:
             raise DaemonError("the libvirt lab runs a system libvirtd: it needs root")
         sock = self.sock_dir / "libvirt-sock"
         if len(str(sock)) > _SUN_PATH_MAX:
-            raise DaemonError(f"work dir too deep for a Unix socket path ({sock}): "
-                              "use a shorter one")
+            raise DaemonError(
+                f"work dir too deep for a Unix socket path ({sock}): use a shorter one"
+            )
         t0 = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.sock_dir.mkdir(exist_ok=True)
@@ -207,21 +213,36 @@ class LibvirtLab:
             self._write_config()
             self._libvirtd = _ProcessDaemon(
                 "libvirtd",
-                [libvirtd, "--config", str(self.config_path),
-                 "--pid-file", str(self.workdir / "libvirtd.pid")],
-                self.workdir, self._libvirtd_answers)
+                [
+                    libvirtd,
+                    "--config",
+                    str(self.config_path),
+                    "--pid-file",
+                    str(self.workdir / "libvirtd.pid"),
+                ],
+                self.workdir,
+                self._libvirtd_answers,
+            )
             self._libvirtd.start(timeout)
         except DaemonError as e:
             self.stop()
             if "acquire pid file" in str(e):
-                raise DaemonError("another libvirtd (another LibvirtLab?) already runs on this "
-                                  f"host; run one lab per host at a time: {e}") from e
+                raise DaemonError(
+                    "another libvirtd (another LibvirtLab?) already runs on this "
+                    f"host; run one lab per host at a time: {e}"
+                ) from e
             raise
         except BaseException:
             self.stop()
             raise
-        log.info("libvirt lab started", extra={"uri": self.uri, "bridge": self.bridge,
-                                               "seconds": round(time.monotonic() - t0, 2)})
+        log.info(
+            "libvirt lab started",
+            extra={
+                "uri": self.uri,
+                "bridge": self.bridge,
+                "seconds": round(time.monotonic() - t0, 2),
+            },
+        )
 
     def stop(self) -> None:
         """Destroy and undefine the lab's guests, stop libvirtd/virtlogd (if ours), drop the bridge.
@@ -238,12 +259,10 @@ class LibvirtLab:
             names = self.guests
             failed = []
             with ThreadPoolExecutor(max_workers=8) as pool:
-                for name, error in zip(names, pool.map(self._destroy_quietly, names),
-                                       strict=True):
+                for name, error in zip(names, pool.map(self._destroy_quietly, names), strict=True):
                     if error:
                         failed.append(name)
-                        log.warning("could not remove guest", extra={"guest": name,
-                                                                     "error": error})
+                        log.warning("could not remove guest", extra={"guest": name, "error": error})
             self._kill_orphan_qemus(failed)
         elif self._guests:
             self._kill_orphan_qemus(self.guests)
@@ -266,8 +285,10 @@ class LibvirtLab:
         t0 = time.monotonic()
         self._libvirtd.stop(timeout=15)
         self._libvirtd.start(timeout)
-        log.info("libvirtd restarted", extra={"pid": self._libvirtd.pid,
-                                              "seconds": round(time.monotonic() - t0, 2)})
+        log.info(
+            "libvirtd restarted",
+            extra={"pid": self._libvirtd.pid, "seconds": round(time.monotonic() - t0, 2)},
+        )
 
     def pause_libvirtd(self) -> None:
         """Freeze libvirtd (SIGSTOP): its socket accepts but never answers, like a hung daemon."""
@@ -288,10 +309,19 @@ class LibvirtLab:
 
     # ----------------------------------------------------------------- guests
 
-    def guest_xml(self, name: str, uuid: str, *, memory_mib: int = 64, vcpus: int = 1,
-                  disks: Sequence[str] = ("vda",), macs: Sequence[str] | None = None,
-                  metadata_xml: str | None = None, extra_devices_xml: str = "",
-                  balloon_stats_period: int = 0) -> str:
+    def guest_xml(
+        self,
+        name: str,
+        uuid: str,
+        *,
+        memory_mib: int = 64,
+        vcpus: int = 1,
+        disks: Sequence[str] = ("vda",),
+        macs: Sequence[str] | None = None,
+        metadata_xml: str | None = None,
+        extra_devices_xml: str = "",
+        balloon_stats_period: int = 0,
+    ) -> str:
         """The domain XML ``create_guest`` defines (disk images are not created here).
 
         ``macs=None`` gives one NIC with a MAC derived from ``uuid``; ``macs=()`` gives none.
@@ -304,15 +334,20 @@ class LibvirtLab:
             devices.append(
                 "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
                 f"<source file={quoteattr(str(self._disk_path(name, target)))}/>"
-                f"<target dev='{target}' bus='{bus}'/></disk>")
+                f"<target dev='{target}' bus='{bus}'/></disk>"
+            )
         if any(disk_bus(t) == "scsi" for t in disks):
             devices.append("<controller type='scsi' index='0' model='virtio-scsi'/>")
         for mac in macs:
             devices.append(
                 f"<interface type='bridge'><mac address='{mac}'/>"
-                f"<source bridge='{self.bridge}'/><model type='virtio'/></interface>")
-        devices.append(f"<memballoon model='virtio'><stats period='{balloon_stats_period}'/>"
-                       "</memballoon>" if balloon_stats_period else "<memballoon model='virtio'/>")
+                f"<source bridge='{self.bridge}'/><model type='virtio'/></interface>"
+            )
+        devices.append(
+            f"<memballoon model='virtio'><stats period='{balloon_stats_period}'/></memballoon>"
+            if balloon_stats_period
+            else "<memballoon model='virtio'/>"
+        )
         metadata = f"\n  <metadata>{metadata_xml}</metadata>" if metadata_xml else ""
         body = "\n    ".join(devices)
         extra = f"\n    {extra_devices_xml}" if extra_devices_xml else ""
@@ -333,10 +368,20 @@ class LibvirtLab:
 </domain>
 """
 
-    def create_guest(self, name: str, uuid: str, *, memory_mib: int = 64, vcpus: int = 1,
-                     disks: Sequence[str] = ("vda",), macs: Sequence[str] | None = None,
-                     metadata_xml: str | None = None, extra_devices_xml: str = "",
-                     balloon_stats_period: int = 0, start: bool = True) -> Any:
+    def create_guest(
+        self,
+        name: str,
+        uuid: str,
+        *,
+        memory_mib: int = 64,
+        vcpus: int = 1,
+        disks: Sequence[str] = ("vda",),
+        macs: Sequence[str] | None = None,
+        metadata_xml: str | None = None,
+        extra_devices_xml: str = "",
+        balloon_stats_period: int = 0,
+        start: bool = True,
+    ) -> Any:
         """Define (and by default start) a tiny KVM guest with no OS; the ``virDomain``.
 
         Each disk in ``disks`` is a fresh 64 MiB qcow2 image in ``workdir/disks``, its bus chosen
@@ -352,10 +397,17 @@ class LibvirtLab:
         boot attempt, writes stay 0, and NICs show at most a packet or two received.
         """
         conn = self.conn
-        xml = self.guest_xml(name, uuid, memory_mib=memory_mib, vcpus=vcpus, disks=disks,
-                             macs=macs, metadata_xml=metadata_xml,
-                             extra_devices_xml=extra_devices_xml,
-                             balloon_stats_period=balloon_stats_period)
+        xml = self.guest_xml(
+            name,
+            uuid,
+            memory_mib=memory_mib,
+            vcpus=vcpus,
+            disks=disks,
+            macs=macs,
+            metadata_xml=metadata_xml,
+            extra_devices_xml=extra_devices_xml,
+            balloon_stats_period=balloon_stats_period,
+        )
         self._remove_stale(name)
         paths = [self._disk_path(name, t) for t in disks]
         for path in paths:
@@ -368,9 +420,16 @@ class LibvirtLab:
         log.debug("guest created", extra={"guest": name, "started": start})
         return dom
 
-    def create_guests(self, n: int, prefix: str = "bench", *, start: bool = True,
-                      first: int = 1, memory_mib: int = 64,
-                      progress: Progress | None = None) -> list[Any]:
+    def create_guests(
+        self,
+        n: int,
+        prefix: str = "bench",
+        *,
+        start: bool = True,
+        first: int = 1,
+        memory_mib: int = 64,
+        progress: Progress | None = None,
+    ) -> list[Any]:
         """Create ``n`` guests, each with one ``vda`` disk and one NIC; their ``virDomain`` list.
 
         Names are ``f"{prefix}-{k}"`` for k = first, first+1, ...; a prefix containing ``{k}``
@@ -383,13 +442,16 @@ class LibvirtLab:
         for i in range(n):
             k = first + i
             name = prefix.format(k=k) if "{k}" in prefix else f"{prefix}-{k}"
-            doms.append(self.create_guest(name, guest_uuid(name), memory_mib=memory_mib,
-                                          start=start))
+            doms.append(
+                self.create_guest(name, guest_uuid(name), memory_mib=memory_mib, start=start)
+            )
             if progress is not None:
                 progress(i + 1, n, name)
             if (i + 1) % 10 == 0 or i + 1 == n:
-                log.info("guests created", extra={"done": i + 1, "total": n,
-                                                  "seconds": round(time.monotonic() - t0, 2)})
+                log.info(
+                    "guests created",
+                    extra={"done": i + 1, "total": n, "seconds": round(time.monotonic() - t0, 2)},
+                )
         return doms
 
     def destroy_guest(self, name: str, delete_disks: bool = True) -> None:
@@ -409,8 +471,10 @@ class LibvirtLab:
                         # but may report "domain is not running" (libvirt 9.0): accept that.
                         if dom.isActive():
                             raise
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+                dom.undefineFlags(
+                    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                )
         if delete_disks:
             for path in paths:
                 path.unlink(missing_ok=True)
@@ -460,8 +524,10 @@ class LibvirtLab:
             _run(["usermod", "-a", "-G", "kvm", QEMU_USER])
             os.chown(KVM_DEVICE, -1, grp.getgrnam("kvm").gr_gid)
             os.chmod(KVM_DEVICE, 0o660)
-            log.warning("gave group kvm (with libvirt-qemu in it) rw access to /dev/kvm, "
-                        "as Debian's udev rule does")
+            log.warning(
+                "gave group kvm (with libvirt-qemu in it) rw access to /dev/kvm, "
+                "as Debian's udev rule does"
+            )
 
     @staticmethod
     def _qemu_user_can_use_kvm() -> bool:
@@ -483,7 +549,9 @@ class LibvirtLab:
         self._virtlogd = _ProcessDaemon(
             "virtlogd",
             [binary, "--config", str(conf), "--pid-file", str(self.workdir / "virtlogd.pid")],
-            self.workdir, lambda: _unix_socket_answers(VIRTLOGD_SOCK))
+            self.workdir,
+            lambda: _unix_socket_answers(VIRTLOGD_SOCK),
+        )
         self._virtlogd.start(timeout)
 
     def _write_config(self) -> None:
@@ -492,7 +560,8 @@ class LibvirtLab:
             f'unix_sock_dir = "{self.sock_dir}"\n'
             'auth_unix_ro = "none"\n'
             'auth_unix_rw = "none"\n'
-            f'log_outputs = "3:file:{self.libvirtd_log}"\n')
+            f'log_outputs = "3:file:{self.libvirtd_log}"\n'
+        )
 
     def _libvirtd_answers(self) -> bool:
         """Ready check: a connection to ``uri`` opens; it becomes the lab's ``conn``."""
@@ -527,8 +596,9 @@ class LibvirtLab:
             try:
                 _run(["ip", "link", "del", self.bridge])
             except DaemonError as e:
-                log.warning("could not delete bridge", extra={"bridge": self.bridge,
-                                                              "error": str(e)})
+                log.warning(
+                    "could not delete bridge", extra={"bridge": self.bridge, "error": str(e)}
+                )
             self._bridge_created = False
 
     def _kill_orphan_qemus(self, names: Sequence[str]) -> None:
@@ -541,8 +611,7 @@ class LibvirtLab:
                 if b"qemu-system" not in cmdline or f"guest={name},".encode() not in cmdline:
                     continue  # a stale PID file: that PID is not this guest's QEMU any more
                 os.kill(pid, signal.SIGKILL)
-                log.warning("killed guest QEMU without libvirtd", extra={"guest": name,
-                                                                         "pid": pid})
+                log.warning("killed guest QEMU without libvirtd", extra={"guest": name, "pid": pid})
             except (OSError, ValueError):
                 pass
             finally:

@@ -31,14 +31,21 @@ log = logging.getLogger(__name__)
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
 
-def _run(argv: Sequence[str], timeout: float = 30, check: bool = True,
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: Sequence[str], timeout: float = 30, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return run_checked(argv, timeout=timeout, check=check, env=env)
 
 
 class _OvsDaemon(Daemon):
-    def __init__(self, name: str, argv: Sequence[str], workdir: Path, ready_argv: list[str],
-                 env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        workdir: Path,
+        ready_argv: list[str],
+        env: dict[str, str],
+    ) -> None:
         super().__init__(name, argv, workdir, "")
         self.ready_argv = ready_argv
         self.env = env
@@ -68,8 +75,11 @@ class OvsLab:
         self.db_ctl = self.workdir / "ovsdb-server.ctl"
         self.vswitchd_ctl = self.workdir / "ovs-vswitchd.ctl"
         self.db = f"unix:{self.db_sock}"
-        self.env = {"OVS_RUNDIR": str(self.workdir), "OVS_LOGDIR": str(self.workdir),
-                    "OVS_DBDIR": str(self.workdir)}
+        self.env = {
+            "OVS_RUNDIR": str(self.workdir),
+            "OVS_LOGDIR": str(self.workdir),
+            "OVS_DBDIR": str(self.workdir),
+        }
         self._namespaces: list[str] = []
         self.ovsdb: _OvsDaemon | None = None
         self.vswitchd: _OvsDaemon | None = None
@@ -95,24 +105,44 @@ class OvsLab:
         self.ovsdb = self._ovsdb_daemon()
         self.ovsdb.start(timeout)
         self.vsctl("--no-wait", "init")
-        self.vswitchd = _OvsDaemon("ovs-vswitchd", [
-            "ip", "netns", "exec", self.netns, shutil.which("ovs-vswitchd") or "ovs-vswitchd",
-            self.db, f"--unixctl={self.vswitchd_ctl}",
-            f"--pidfile={self.workdir / 'ovs-vswitchd.pid'}",
-            f"--log-file={self.workdir / 'ovs-vswitchd.log'}", "-vconsole:off"],
-            self.workdir, ["ovs-appctl", "-t", str(self.vswitchd_ctl), "version"], self.env)
+        self.vswitchd = _OvsDaemon(
+            "ovs-vswitchd",
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.netns,
+                shutil.which("ovs-vswitchd") or "ovs-vswitchd",
+                self.db,
+                f"--unixctl={self.vswitchd_ctl}",
+                f"--pidfile={self.workdir / 'ovs-vswitchd.pid'}",
+                f"--log-file={self.workdir / 'ovs-vswitchd.log'}",
+                "-vconsole:off",
+            ],
+            self.workdir,
+            ["ovs-appctl", "-t", str(self.vswitchd_ctl), "version"],
+            self.env,
+        )
         self.vswitchd.start(timeout)
         # Interface statistics are written every 5 s (the minimum ovs-vswitchd accepts)
         self.vsctl("set", "Open_vSwitch", ".", "other_config:stats-update-interval=5000")
 
     def _ovsdb_daemon(self) -> _OvsDaemon:
-        return _OvsDaemon("ovsdb-server", [
-            shutil.which("ovsdb-server") or "ovsdb-server", str(self.db_path),
-            f"--remote=punix:{self.db_sock}", f"--unixctl={self.db_ctl}",
-            f"--pidfile={self.workdir / 'ovsdb-server.pid'}",
-            f"--log-file={self.workdir / 'ovsdb-server.log'}", "-vconsole:off"],
-            self.workdir, ["ovs-vsctl", f"--db={self.db}", "--timeout=2", "--no-wait", "show"],
-            self.env)
+        return _OvsDaemon(
+            "ovsdb-server",
+            [
+                shutil.which("ovsdb-server") or "ovsdb-server",
+                str(self.db_path),
+                f"--remote=punix:{self.db_sock}",
+                f"--unixctl={self.db_ctl}",
+                f"--pidfile={self.workdir / 'ovsdb-server.pid'}",
+                f"--log-file={self.workdir / 'ovsdb-server.log'}",
+                "-vconsole:off",
+            ],
+            self.workdir,
+            ["ovs-vsctl", f"--db={self.db}", "--timeout=2", "--no-wait", "show"],
+            self.env,
+        )
 
     def stop(self) -> None:
         for daemon in (self.vswitchd, self.ovsdb):
@@ -137,23 +167,36 @@ class OvsLab:
 
     # -- tools -----------------------------------------------------------------------------------
     def vsctl(self, *args: str, timeout: float = 30) -> str:
-        return _run(["ovs-vsctl", f"--db={self.db}", "--timeout=20", *args],
-                    timeout=timeout, env={**os.environ, **self.env}).stdout
+        return _run(
+            ["ovs-vsctl", f"--db={self.db}", "--timeout=20", *args],
+            timeout=timeout,
+            env={**os.environ, **self.env},
+        ).stdout
 
     def appctl(self, *args: str) -> str:
-        return _run(["ovs-appctl", "-t", str(self.vswitchd_ctl), *args],
-                    env={**os.environ, **self.env}).stdout
+        return _run(
+            ["ovs-appctl", "-t", str(self.vswitchd_ctl), *args], env={**os.environ, **self.env}
+        ).stdout
 
     def in_switch_ns(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run(["ip", "netns", "exec", self.netns, *argv], check=check)
 
     # -- topology --------------------------------------------------------------------------------
     def add_bridge(self, name: str) -> None:
-        self.vsctl("--may-exist", "add-br", name, "--", "set", "Bridge", name,
-                   "datapath_type=netdev")
+        self.vsctl(
+            "--may-exist", "add-br", name, "--", "set", "Bridge", name, "datapath_type=netdev"
+        )
 
-    def add_vm_port(self, bridge: str, port: str, ip_cidr: str, *, vm_id: str = "",
-                    iface_id: str = "", mac: str = "") -> str:
+    def add_vm_port(
+        self,
+        bridge: str,
+        port: str,
+        ip_cidr: str,
+        *,
+        vm_id: str = "",
+        iface_id: str = "",
+        mac: str = "",
+    ) -> str:
         """A veth pair: ``port`` on ``bridge``, its peer (``mac``, ``ip_cidr``) in a new
         namespace standing for the VM; the namespace's name."""
         if len(port) > 13:
@@ -163,8 +206,19 @@ class OvsLab:
         _run(["ip", "netns", "add", ns])
         self._namespaces.append(ns)
         # no IPv6 chatter (router/neighbour solicitations, MLD) in the counters tests check
-        _run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-              "net.ipv6.conf.default.disable_ipv6=1"], check=False)
+        _run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
+            check=False,
+        )
         self.in_switch_ns("ip", "link", "add", port, "type", "veth", "peer", "name", peer)
         self.in_switch_ns("ip", "link", "set", peer, "netns", ns)
         if mac:
@@ -180,12 +234,14 @@ class OvsLab:
             ids.append(f'external_ids:attached-mac="{mac}"')
         if vm_id:
             ids.append(f"external_ids:vm-id={vm_id}")
-        self.vsctl("add-port", bridge, port, *(["--", "set", "Interface", port, *ids]
-                                              if ids else []))
+        self.vsctl(
+            "add-port", bridge, port, *(["--", "set", "Interface", port, *ids] if ids else [])
+        )
         return ns
 
-    def plug_nics(self, nics: Sequence[Nic], bridge: str = "br-int", prefix: str = "vnet",
-                  net: str = "10.200") -> list[tuple[str, str]]:
+    def plug_nics(
+        self, nics: Sequence[Nic], bridge: str = "br-int", prefix: str = "vnet", net: str = "10.200"
+    ) -> list[tuple[str, str]]:
         """A "VM" port per CloudStack NIC on ``bridge`` (its MAC, libvirt-style
         ``external_ids`` with the NIC and VM ids), addresses from ``net``.0.0/16; the
         (namespace, address) of each, to ping between."""
@@ -193,8 +249,9 @@ class OvsLab:
         plugged = []
         for n, nic in enumerate(nics):
             ip = f"{net}.{n // 250}.{n % 250 + 1}"
-            ns = self.add_vm_port(bridge, f"{prefix}{n}", f"{ip}/16", vm_id=nic.vm_id,
-                                  iface_id=nic.id, mac=nic.mac)
+            ns = self.add_vm_port(
+                bridge, f"{prefix}{n}", f"{ip}/16", vm_id=nic.vm_id, iface_id=nic.id, mac=nic.mac
+            )
             plugged.append((ns, ip))
         return plugged
 
@@ -206,16 +263,44 @@ class OvsLab:
         with libvirt-style external_ids naming a made-up VM (benchmarks)."""
         for start in range(0, len(names), batch):
             args: list[str] = []
-            for name in names[start:start + batch]:
-                args += ["--", "add-port", bridge, name, "--", "set", "Interface", name,
-                         "type=internal", f"external_ids:iface-id=nic-{name}",
-                         f"external_ids:vm-id=vm-{name}"]
+            for name in names[start : start + batch]:
+                args += [
+                    "--",
+                    "add-port",
+                    bridge,
+                    name,
+                    "--",
+                    "set",
+                    "Interface",
+                    name,
+                    "type=internal",
+                    f"external_ids:iface-id=nic-{name}",
+                    f"external_ids:vm-id=vm-{name}",
+                ]
             self.vsctl(*args[1:], timeout=120)
 
-    def add_tunnel(self, bridge: str, port: str, remote_ip: str, *, kind: str = "vxlan",
-                   key: str = "flow", bfd: bool = False) -> None:
-        args = ["add-port", bridge, port, "--", "set", "Interface", port, f"type={kind}",
-                f"options:remote_ip={remote_ip}", f"options:key={key}"]
+    def add_tunnel(
+        self,
+        bridge: str,
+        port: str,
+        remote_ip: str,
+        *,
+        kind: str = "vxlan",
+        key: str = "flow",
+        bfd: bool = False,
+    ) -> None:
+        args = [
+            "add-port",
+            bridge,
+            port,
+            "--",
+            "set",
+            "Interface",
+            port,
+            f"type={kind}",
+            f"options:remote_ip={remote_ip}",
+            f"options:key={key}",
+        ]
         if bfd:
             args.append("bfd:enable=true")
         self.vsctl(*args)
@@ -224,8 +309,26 @@ class OvsLab:
         self.vsctl("--if-exists", "del-port", bridge, port)
 
     def ping(self, ns: str, ip: str, count: int = 5, size: int = 56) -> None:
-        _run(["ip", "netns", "exec", ns, "ping", "-q", "-c", str(count), "-i", "0.2",
-              "-s", str(size), "-W", "2", ip], timeout=60)
+        _run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "ping",
+                "-q",
+                "-c",
+                str(count),
+                "-i",
+                "0.2",
+                "-s",
+                str(size),
+                "-W",
+                "2",
+                ip,
+            ],
+            timeout=60,
+        )
 
     def wait_stats(self, seconds: float = 6.0) -> None:
         """Let ovs-vswitchd write fresh Interface statistics (every 5 s)."""

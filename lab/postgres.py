@@ -40,18 +40,41 @@ class PostgresServer(Daemon):
         self.data = self.home / "data"
         self.url = f"postgresql+psycopg://zcp@127.0.0.1:{self.port}/zcp"
         self._as_user = os.geteuid() == 0  # postgres refuses to run as root
-        super().__init__("postgres", self._argv([
-            _binary("postgres"), "-D", str(self.data), "-k", str(self.home),
-            "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
-            "-c", "fsync=off", "-c", "logging_collector=off"]), workdir, "")
+        super().__init__(
+            "postgres",
+            self._argv(
+                [
+                    _binary("postgres"),
+                    "-D",
+                    str(self.data),
+                    "-k",
+                    str(self.home),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "logging_collector=off",
+                ]
+            ),
+            workdir,
+            "",
+        )
 
     def _argv(self, argv: list[str]) -> list[str]:
         return ["runuser", "-u", self.USER, "--", *argv] if self._as_user else argv
 
     def ready(self) -> bool:
         """Accepting connections (pg_isready)."""
-        return subprocess.run([_binary("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                              capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                [_binary("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                capture_output=True,
+            ).returncode
+            == 0
+        )
 
     def start(self, timeout: float = 60.0) -> None:
         """initdb (once), start, create role and database ``zcp``."""
@@ -60,22 +83,60 @@ class PostgresServer(Daemon):
             try:
                 uid = pwd.getpwnam(self.USER).pw_uid
             except KeyError:
-                raise DaemonError("user postgres missing: install the Debian package "
-                                  "postgresql") from None
+                raise DaemonError(
+                    "user postgres missing: install the Debian package postgresql"
+                ) from None
             os.chown(self.home, uid, -1)
         if not self.data.exists():
-            run_checked(self._argv([_binary("initdb"), "-D", str(self.data), "-A", "trust",
-                                    "-U", self.USER, "--no-sync"]), timeout=120)
+            run_checked(
+                self._argv(
+                    [
+                        _binary("initdb"),
+                        "-D",
+                        str(self.data),
+                        "-A",
+                        "trust",
+                        "-U",
+                        self.USER,
+                        "--no-sync",
+                    ]
+                ),
+                timeout=120,
+            )
         super().start(timeout)
-        psql = self._argv([_binary("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
-                           self.USER, "-v", "ON_ERROR_STOP=1", "-c"])
+        psql = self._argv(
+            [
+                _binary("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.USER,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+            ]
+        )
         run_checked([*psql, "CREATE ROLE zcp LOGIN"], check=False)
         run_checked([*psql, "CREATE DATABASE zcp OWNER zcp"], check=False)
 
     def new_database(self, name: str) -> str:
         """Create an empty database ``name`` owned by ``zcp``; its SQLAlchemy URL."""
-        psql = self._argv([_binary("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
-                           self.USER, "-v", "ON_ERROR_STOP=1", "-c"])
+        psql = self._argv(
+            [
+                _binary("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.USER,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+            ]
+        )
         run_checked([*psql, f'CREATE DATABASE "{name}" OWNER zcp'])
         return f"postgresql+psycopg://zcp@127.0.0.1:{self.port}/{name}"
 

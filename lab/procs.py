@@ -19,16 +19,24 @@ from zcp.wait import wait_until
 log = logging.getLogger(__name__)
 
 
-def run_checked(argv: Sequence[str], *, timeout: float = 120, check: bool = True,
-                env: dict[str, str] | None = None,
-                input: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_checked(
+    argv: Sequence[str],
+    *,
+    timeout: float = 120,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run a lab set-up command; a failure (with ``check``) is a DaemonError carrying the
     command's own last words."""
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, env=env,
-                          input=input)
+    proc = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=timeout, env=env, input=input
+    )
     if check and proc.returncode != 0:
-        raise DaemonError(f"{' '.join(argv)} failed ({proc.returncode}): "
-                          f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+        raise DaemonError(
+            f"{' '.join(argv)} failed ({proc.returncode}): "
+            f"{(proc.stderr or proc.stdout).strip()[-500:]}"
+        )
     return proc
 
 
@@ -67,8 +75,12 @@ class Daemon:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(
-                self.argv, cwd=self.workdir, stdout=logf, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self.argv,
+                cwd=self.workdir,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         log.info("daemon starting", extra={"daemon": self.name, "pid": self.proc.pid})
         proc = self.proc
@@ -76,8 +88,7 @@ class Daemon:
         def up() -> bool:
             if proc.poll() is not None:
                 self.proc = None
-                raise DaemonError(f"{self.name} exited with {proc.returncode}: "
-                                  f"{self.log_tail()}")
+                raise DaemonError(f"{self.name} exited with {proc.returncode}: {self.log_tail()}")
             return self.ready()
 
         if wait_until(up, timeout, 0.05):

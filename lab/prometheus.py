@@ -17,9 +17,14 @@ from zcp.files import private_dir, write_atomic
 class PrometheusServer(Daemon):
     """Prometheus with a given config and rule files, on a free 127.0.0.1 port."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any],
-                 rule_files: list[Path] | None = None, port: int | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any],
+        rule_files: list[Path] | None = None,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         binary = require("prometheus", "prometheus")
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -29,12 +34,20 @@ class PrometheusServer(Daemon):
             config["rule_files"] = [str(p) for p in rule_files]
         private_dir(workdir)
         write_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False), 0o600)
-        super().__init__("prometheus", [
-            binary, f"--config.file={self.config_path}",
-            f"--storage.tsdb.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--web.enable-lifecycle", "--log.format=json", *extra_args,
-        ], workdir, f"{self.url}/-/ready")
+        super().__init__(
+            "prometheus",
+            [
+                binary,
+                f"--config.file={self.config_path}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+                "--log.format=json",
+                *extra_args,
+            ],
+            workdir,
+            f"{self.url}/-/ready",
+        )
 
     def write_config(self, config: dict[str, Any]) -> None:
         """Replace the config and reload it through the lifecycle API."""
@@ -67,12 +80,19 @@ class AlertmanagerServer(Daemon):
         self.config_path = workdir / "alertmanager.yml"
         private_dir(workdir)
         write_atomic(self.config_path, yaml.safe_dump(config, sort_keys=False), 0o600)
-        super().__init__("alertmanager", [
-            binary, f"--config.file={self.config_path}",
-            f"--storage.path={workdir / 'am-data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=", "--log.format=json",
-        ], workdir, f"{self.url}/-/ready")
+        super().__init__(
+            "alertmanager",
+            [
+                binary,
+                f"--config.file={self.config_path}",
+                f"--storage.path={workdir / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",
+                "--log.format=json",
+            ],
+            workdir,
+            f"{self.url}/-/ready",
+        )
 
     def alerts(self) -> list[dict[str, Any]]:
         """Alerts Alertmanager currently holds (API v2)."""

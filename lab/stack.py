@@ -42,8 +42,13 @@ def write_private(path: Path, doc: dict[str, Any]) -> Path:
 class Stack:
     """Daemons of the stack, started piece by piece, with the scrape jobs Prometheus needs."""
 
-    def __init__(self, workdir: Path, region_config: Path | None = None,
-                 log_format: str = "json", inventory_refresh_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        region_config: Path | None = None,
+        log_format: str = "json",
+        inventory_refresh_seconds: float = 5.0,
+    ) -> None:
         self.workdir = workdir
         self.region_config = region_config
         self.log_format = log_format
@@ -67,11 +72,13 @@ class Stack:
 
     def on_close(self, name: str, stop: Any) -> None:
         """Run ``stop`` at :meth:`close`; a failure is logged and the other stops still run."""
+
         def guarded() -> None:
             try:
                 stop()
             except Exception as exc:
                 log.error("stop failed", extra={"what": name, "error": str(exc)[:300]})
+
         self.exit.callback(guarded)
 
     def add_job(self, job: str, target: str, **labels: str) -> None:
@@ -79,18 +86,28 @@ class Stack:
         static: dict[str, Any] = {"targets": [target]}
         if labels:
             static["labels"] = labels
-        self.jobs.append({"job_name": job, "honor_labels": job in ("ceph", "pushgateway"),
-                          "static_configs": [static]})
+        self.jobs.append(
+            {
+                "job_name": job,
+                "honor_labels": job in ("ceph", "pushgateway"),
+                "static_configs": [static],
+            }
+        )
 
     # -- the zcp-obs processes -------------------------------------------------------------------
-    def _command(self, name: str, config: Path | None, *argv: str, job: str,
-                 **labels: str) -> Daemon:
+    def _command(
+        self, name: str, config: Path | None, *argv: str, job: str, **labels: str
+    ) -> Daemon:
         port = free_port()
         args = [*ZCP_OBS, "--log-format", self.log_format]
         if config is not None:
             args += ["--config", str(config)]
-        daemon = Daemon(name, [*args, *argv, "--listen", f"127.0.0.1:{port}"],
-                        self.workdir / name, f"http://127.0.0.1:{port}/metrics")
+        daemon = Daemon(
+            name,
+            [*args, *argv, "--listen", f"127.0.0.1:{port}"],
+            self.workdir / name,
+            f"http://127.0.0.1:{port}/metrics",
+        )
         daemon.start(60)
         self.daemons.append(daemon)
         self.on_close(name, daemon.stop)
@@ -100,60 +117,87 @@ class Stack:
     def inventory_service(self) -> Daemon:
         """``zcp-obs exporter inventory`` from the region config (job ``zcp-inventory``), once
         it has an inventory to serve."""
-        daemon = self._command("inventory-service", self.region_config, "exporter",
-                               "inventory", job="zcp-inventory")
+        daemon = self._command(
+            "inventory-service", self.region_config, "exporter", "inventory", job="zcp-inventory"
+        )
         self.inventory_url = daemon.ready_url.removesuffix("/metrics")
+
         def serving() -> bool:
             try:
-                return requests.get(f"{self.inventory_url}/v1/inventory",
-                                    timeout=5).status_code == 200
+                return (
+                    requests.get(f"{self.inventory_url}/v1/inventory", timeout=5).status_code == 200
+                )
             except requests.RequestException:
                 return False
 
         if not wait_until(serving, 60):
-            raise DaemonError(f"the inventory service has no inventory after 60s: "
-                              f"{daemon.log_tail()}")
+            raise DaemonError(
+                f"the inventory service has no inventory after 60s: {daemon.log_tail()}"
+            )
         return daemon
 
     def hypervisor_config(self) -> Path:
         """``hypervisor.yaml``: inventory from the service, the exporters' sections so far."""
         if not self.inventory_url:
             raise DaemonError("start the inventory service before the exporters")
-        return write_private(self.workdir / "hypervisor.yaml", {
-            "inventory": {"source": "service", "service": {"url": self.inventory_url},
-                          "refresh_interval_seconds": self.refresh},
-            "exporters": self.exporters,
-        })
+        return write_private(
+            self.workdir / "hypervisor.yaml",
+            {
+                "inventory": {
+                    "source": "service",
+                    "service": {"url": self.inventory_url},
+                    "refresh_interval_seconds": self.refresh,
+                },
+                "exporters": self.exporters,
+            },
+        )
 
     def exporter(self, name: str, section: dict[str, Any], job: str, **labels: str) -> Daemon:
         """``zcp-obs exporter <name>`` from ``hypervisor.yaml`` with ``section`` as its
         ``exporters.<name>``."""
         self.exporters[name] = section
-        return self._command(f"{name}-exporter", self.hypervisor_config(), "exporter", name,
-                             job=job, **labels)
+        return self._command(
+            f"{name}-exporter", self.hypervisor_config(), "exporter", name, job=job, **labels
+        )
 
     # -- the lab daemons with their exporters ------------------------------------------------------
-    def libvirt(self, lab: LibvirtLab, host: str, zone: str = "",
-                **section: Any) -> Daemon:
+    def libvirt(self, lab: LibvirtLab, host: str, zone: str = "", **section: Any) -> Daemon:
         """The libvirt exporter on a running ``lab`` (the lab is the caller's to stop)."""
         labels = {"host": host, **({"zone": zone} if zone else {})}
-        return self.exporter("libvirt", {"uri": lab.uri, "hostname": host, **section},
-                             "libvirt", **labels)
+        return self.exporter(
+            "libvirt", {"uri": lab.uri, "hostname": host, **section}, "libvirt", **labels
+        )
 
     def ovs(self, lab: OvsLab, host: str, zone: str = "", **section: Any) -> Daemon:
         """The OVS exporter on a running ``lab``."""
         labels = {"host": host, **({"zone": zone} if zone else {})}
-        return self.exporter("ovs", {"db": lab.db, "rundir": str(lab.workdir),
-                                     "vswitchd_ctl": str(lab.vswitchd_ctl), **section},
-                             "ovs", **labels)
+        return self.exporter(
+            "ovs",
+            {
+                "db": lab.db,
+                "rundir": str(lab.workdir),
+                "vswitchd_ctl": str(lab.vswitchd_ctl),
+                **section,
+            },
+            "ovs",
+            **labels,
+        )
 
     def ceph(self, lab: CephLab, zone: str = "", **section: Any) -> Daemon:
         """Our Ceph exporter (job ``zcp-ceph``) and the mgr module (job ``ceph``)."""
         labels = {"zone": zone} if zone else {}
-        daemon = self.exporter("ceph", {
-            "conf": str(lab.conf), "keyring": str(lab.keyring),
-            "rgw_enabled": lab.with_rgw, "rgw_endpoint": lab.rgw_url if lab.with_rgw else None,
-            **section}, "zcp-ceph", **labels)
+        daemon = self.exporter(
+            "ceph",
+            {
+                "conf": str(lab.conf),
+                "keyring": str(lab.keyring),
+                "rgw_enabled": lab.with_rgw,
+                "rgw_endpoint": lab.rgw_url if lab.with_rgw else None,
+                **section,
+            },
+            "zcp-ceph",
+            **labels,
+        )
         mgr = lab.mgr_prometheus_url.removeprefix("http://").removesuffix("/metrics")
         self.add_job("ceph", mgr, **labels)
         return daemon
@@ -162,12 +206,23 @@ class Stack:
         """Debian's node_exporter for this machine as hypervisor ``host`` (job ``node``)."""
         binary = require("prometheus-node-exporter", "prometheus-node-exporter")
         port = free_port()
-        daemon = Daemon("node-exporter", [binary, f"--web.listen-address=127.0.0.1:{port}",
-                                          "--collector.disable-defaults", "--collector.cpu",
-                                          "--collector.meminfo", "--collector.diskstats",
-                                          "--collector.netdev", "--collector.loadavg",
-                                          "--collector.uname", "--collector.filesystem"],
-                        self.workdir / "node-exporter", f"http://127.0.0.1:{port}/metrics")
+        daemon = Daemon(
+            "node-exporter",
+            [
+                binary,
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--collector.disable-defaults",
+                "--collector.cpu",
+                "--collector.meminfo",
+                "--collector.diskstats",
+                "--collector.netdev",
+                "--collector.loadavg",
+                "--collector.uname",
+                "--collector.filesystem",
+            ],
+            self.workdir / "node-exporter",
+            f"http://127.0.0.1:{port}/metrics",
+        )
         daemon.start(30)
         self.daemons.append(daemon)
         self.on_close("node-exporter", daemon.stop)
@@ -178,8 +233,12 @@ class Stack:
         """Debian's Pushgateway (job ``pushgateway``, honouring the pushed job label); its URL."""
         binary = require("prometheus-pushgateway", "prometheus-pushgateway")
         port = free_port()
-        daemon = Daemon("pushgateway", [binary, f"--web.listen-address=127.0.0.1:{port}"],
-                        self.workdir / "pushgateway", f"http://127.0.0.1:{port}/-/ready")
+        daemon = Daemon(
+            "pushgateway",
+            [binary, f"--web.listen-address=127.0.0.1:{port}"],
+            self.workdir / "pushgateway",
+            f"http://127.0.0.1:{port}/-/ready",
+        )
         daemon.start(30)
         self.daemons.append(daemon)
         self.on_close("pushgateway", daemon.stop)
@@ -196,20 +255,29 @@ class Stack:
         self.add_job("alertmanager", am.url.removeprefix("http://"))
         return am
 
-    def prometheus(self, rule_files: list[Path], interval: str = "5s",
-                   alertmanager: AlertmanagerServer | None = None) -> PrometheusServer:
+    def prometheus(
+        self,
+        rule_files: list[Path],
+        interval: str = "5s",
+        alertmanager: AlertmanagerServer | None = None,
+    ) -> PrometheusServer:
         """Prometheus scraping every job added so far and itself (job ``prometheus``), with
         ``rule_files``."""
         port = free_port()
         self.add_job("prometheus", f"127.0.0.1:{port}")
         config: dict[str, Any] = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval},
-            "scrape_configs": self.jobs}
+            "scrape_configs": self.jobs,
+        }
         if alertmanager is not None:
-            config["alerting"] = {"alertmanagers": [{"static_configs": [
-                {"targets": [alertmanager.url.removeprefix("http://")]}]}]}
-        prom = PrometheusServer(self.workdir / "prometheus", config, rule_files=rule_files,
-                                port=port)
+            config["alerting"] = {
+                "alertmanagers": [
+                    {"static_configs": [{"targets": [alertmanager.url.removeprefix("http://")]}]}
+                ]
+            }
+        prom = PrometheusServer(
+            self.workdir / "prometheus", config, rule_files=rule_files, port=port
+        )
         prom.start()
         self.daemons.append(prom)
         self.on_close("prometheus", prom.stop)

@@ -21,11 +21,19 @@ class VictoriaMetricsServer(Daemon):
         binary = require("victoria-metrics", "victoria-metrics")
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__("victoria-metrics", [
-            binary, f"-storageDataPath={workdir / 'data'}",
-            f"-httpListenAddr=127.0.0.1:{self.port}", "-retentionPeriod=100y",
-            "-search.latencyOffset=0s", "-loggerFormat=json",
-        ], workdir, f"{self.url}/health")
+        super().__init__(
+            "victoria-metrics",
+            [
+                binary,
+                f"-storageDataPath={workdir / 'data'}",
+                f"-httpListenAddr=127.0.0.1:{self.port}",
+                "-retentionPeriod=100y",
+                "-search.latencyOffset=0s",
+                "-loggerFormat=json",
+            ],
+            workdir,
+            f"{self.url}/health",
+        )
 
     def load(self, series: Iterable[HistorySeries], batch: int = 200_000) -> int:
         """Import ``series`` (text format, ms timestamps) and make it searchable at once."""
@@ -34,11 +42,15 @@ class VictoriaMetricsServer(Daemon):
 
         def flush() -> None:
             if lines:
-                resp = requests.post(f"{self.url}/api/v1/import/prometheus",
-                                     data="".join(lines).encode(), timeout=300)
+                resp = requests.post(
+                    f"{self.url}/api/v1/import/prometheus",
+                    data="".join(lines).encode(),
+                    timeout=300,
+                )
                 if resp.status_code not in (200, 204):
-                    raise DaemonError(f"VictoriaMetrics import failed: {resp.status_code} "
-                                      f"{resp.text[:300]}")
+                    raise DaemonError(
+                        f"VictoriaMetrics import failed: {resp.status_code} {resp.text[:300]}"
+                    )
                 lines.clear()
 
         for line in import_text(series):

@@ -35,11 +35,16 @@ def _options(section: MeteringConfig) -> Any:
     from metering.records import Rules
 
     return Options(
-        rules=Rules(max_gap_ms=int(section.max_gap_seconds * 1000),
-                    hold_ms=int(section.scrape_interval_seconds * 1000),
-                    max_outage_ms=int(section.max_outage_seconds * 1000)),
-        chunk_hours=section.chunk_hours, settle=timedelta(seconds=section.settle_seconds),
-        backfill=timedelta(hours=section.backfill_hours), lock_ttl=section.lock_ttl_seconds)
+        rules=Rules(
+            max_gap_ms=int(section.max_gap_seconds * 1000),
+            hold_ms=int(section.scrape_interval_seconds * 1000),
+            max_outage_ms=int(section.max_outage_seconds * 1000),
+        ),
+        chunk_hours=section.chunk_hours,
+        settle=timedelta(seconds=section.settle_seconds),
+        backfill=timedelta(hours=section.backfill_hours),
+        lock_ttl=section.lock_ttl_seconds,
+    )
 
 
 def _engine(section: MeteringConfig) -> Any:
@@ -50,24 +55,41 @@ def _engine(section: MeteringConfig) -> Any:
     return engine
 
 
-PROM = click.option("--prometheus", "query_url", default=None, metavar="URL",
-                    help="Query API of the samples (Prometheus or VictoriaMetrics); default: "
-                         "metering.query_url.")
-DB = click.option("--database", "database_url", default=None, metavar="URL",
-                  help="SQLAlchemy URL of the billing database; default: "
-                       "metering.database_url.")
+PROM = click.option(
+    "--prometheus",
+    "query_url",
+    default=None,
+    metavar="URL",
+    help="Query API of the samples (Prometheus or VictoriaMetrics); default: metering.query_url.",
+)
+DB = click.option(
+    "--database",
+    "database_url",
+    default=None,
+    metavar="URL",
+    help="SQLAlchemy URL of the billing database; default: metering.database_url.",
+)
 
 
 @metering.command("run")
-@click.option("--from", "start", default=None, metavar="TIME",
-              help="First hour (UTC unless the time says; default: the watermark).")
-@click.option("--to", "end", default=None, metavar="TIME",
-              help="End hour, exclusive (default: the last settled hour).")
+@click.option(
+    "--from",
+    "start",
+    default=None,
+    metavar="TIME",
+    help="First hour (UTC unless the time says; default: the watermark).",
+)
+@click.option(
+    "--to",
+    "end",
+    default=None,
+    metavar="TIME",
+    help="End hour, exclusive (default: the last settled hour).",
+)
 @PROM
 @DB
 @click.pass_context
-def metering_run(ctx: click.Context, start: str | None, end: str | None,
-                 **flags: Any) -> None:
+def metering_run(ctx: click.Context, start: str | None, end: str | None, **flags: Any) -> None:
     """Meter every settled hour since the last run (or --from/--to): exact hourly usage
     records, priced, written exactly once; months already final get adjustment lines."""
     from metering.job import Job
@@ -89,25 +111,34 @@ def metering_run(ctx: click.Context, start: str | None, end: str | None,
     total = int((hi - lo).total_seconds() // 3600)
     began = time.monotonic()
     try:
-        with click.progressbar(length=total, label=f"metering {lo:%Y-%m-%d %H:%M} to "
-                                                   f"{hi:%Y-%m-%d %H:%M} UTC",
-                               file=sys.stderr, show_pos=True) as bar:
+        with click.progressbar(
+            length=total,
+            label=f"metering {lo:%Y-%m-%d %H:%M} to {hi:%Y-%m-%d %H:%M} UTC",
+            file=sys.stderr,
+            show_pos=True,
+        ) as bar:
             job.progress = bar.update
             result = job.run(lo, hi)
     except Exception as exc:
         push_result(section.pushgateway_url, None, str(exc), time.monotonic() - began)
         raise
-    push_result(section.pushgateway_url, result, "", time.monotonic() - began, engine,
-                book.currency)
-    click.echo(f"run {result.run_id}: {result.hours} hours, {result.records} records, "
-               f"{result.adjustments} adjustments, {result.coverage_warnings} with coverage "
-               f"warnings ({result.samples} samples in {result.queries} queries)")
+    push_result(
+        section.pushgateway_url, result, "", time.monotonic() - began, engine, book.currency
+    )
+    click.echo(
+        f"run {result.run_id}: {result.hours} hours, {result.records} records, "
+        f"{result.adjustments} adjustments, {result.coverage_warnings} with coverage "
+        f"warnings ({result.samples} samples in {result.queries} queries)"
+    )
 
 
 @metering.command("close")
 @click.option("--month", required=True, metavar="YYYY-MM", help="The month to make final.")
-@click.option("--accept-gaps", is_flag=True,
-              help="Close even though some records are flagged (time not billed).")
+@click.option(
+    "--accept-gaps",
+    is_flag=True,
+    help="Close even though some records are flagged (time not billed).",
+)
 @DB
 @click.pass_context
 def metering_close(ctx: click.Context, month: str, accept_gaps: bool, **flags: Any) -> None:
@@ -128,16 +159,33 @@ def metering_close(ctx: click.Context, month: str, accept_gaps: bool, **flags: A
 @metering.command("report")
 @click.option("--month", required=True, metavar="YYYY-MM")
 @click.option("--account", default=None, metavar="ID", help="One account (default: all).")
-@click.option("--granularity", type=click.Choice(["hour", "day", "month"]), default="month",
-              show_default=True, help="hour: the hourly usage records themselves, for audit.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "html"]), default="csv",
-              show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write here (atomically) instead of standard output.")
+@click.option(
+    "--granularity",
+    type=click.Choice(["hour", "day", "month"]),
+    default="month",
+    show_default=True,
+    help="hour: the hourly usage records themselves, for audit.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json", "html"]), default="csv", show_default=True
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write here (atomically) instead of standard output.",
+)
 @DB
 @click.pass_context
-def metering_report(ctx: click.Context, month: str, account: str | None, granularity: str,
-                    fmt: str, out: Path | None, **flags: Any) -> None:
+def metering_report(
+    ctx: click.Context,
+    month: str,
+    account: str | None,
+    granularity: str,
+    fmt: str,
+    out: Path | None,
+    **flags: Any,
+) -> None:
     """A month's charges as FOCUS CSV lines, JSON or a readable HTML statement; amounts are
     rounded per line so that the lines sum exactly to the statement total."""
     from metering.pricing import load_price_book
@@ -157,12 +205,17 @@ def metering_report(ctx: click.Context, month: str, account: str | None, granula
 
 @metering.command("reconcile")
 @click.option("--month", required=True, metavar="YYYY-MM")
-@click.option("--exceptions", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="YAML list of known differences to ignore (account, type, reason).")
+@click.option(
+    "--exceptions",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML list of known differences to ignore (account, type, reason).",
+)
 @DB
 @click.pass_context
-def metering_reconcile(ctx: click.Context, month: str, exceptions: Path | None,
-                       **flags: Any) -> None:
+def metering_reconcile(
+    ctx: click.Context, month: str, exceptions: Path | None, **flags: Any
+) -> None:
     """Compare the month with CloudStack's own usage records (listUsageRecords) per account,
     usage type and day; differences beyond the tolerances are listed and exit 1."""
     from metering.reconcile import reconcile

@@ -70,8 +70,9 @@ class Usage:
     coverage: Coverage = field(default_factory=Coverage)
 
 
-def counter_delta(series: Series, start: int, end: int, max_gap: int,
-                  max_outage: int | None = None) -> Usage:
+def counter_delta(
+    series: Series, start: int, end: int, max_gap: int, max_outage: int | None = None
+) -> Usage:
     """The exact increase of one counter series in ``[start, end)``.
 
     Every pair of consecutive samples whose later one falls in the period contributes its
@@ -123,9 +124,9 @@ def _time(sample: tuple[int, Decimal]) -> int:
     return sample[0]
 
 
-def steps(series: Series, max_gap: int, hold: int,
-          value: Callable[[Decimal], Decimal] = lambda v: v
-          ) -> list[tuple[int, int, Decimal]]:
+def steps(
+    series: Series, max_gap: int, hold: int, value: Callable[[Decimal], Decimal] = lambda v: v
+) -> list[tuple[int, int, Decimal]]:
     """The step function of a series: ``(from, to, value)`` pieces, each sample holding until
     the next one within ``max_gap``, else for ``hold``."""
     out = []
@@ -137,8 +138,7 @@ def steps(series: Series, max_gap: int, hold: int,
     return out
 
 
-def integral(pieces: Iterable[list[tuple[int, int, Decimal]]], start: int, end: int
-             ) -> Usage:
+def integral(pieces: Iterable[list[tuple[int, int, Decimal]]], start: int, end: int) -> Usage:
     """The time integral (value x milliseconds) over ``[start, end)`` of the maximum of several
     step functions (one resource's series), with its coverage."""
     spans: list[tuple[int, int, Decimal]] = []
@@ -177,8 +177,14 @@ def integral(pieces: Iterable[list[tuple[int, int, Decimal]]], start: int, end: 
     return usage
 
 
-def unbilled(pieces: Iterable[list[tuple[int, int, Decimal]]], raw: Iterable[Series],
-             start: int, end: int, max_gap: int, max_outage: int | None = None) -> int:
+def unbilled(
+    pieces: Iterable[list[tuple[int, int, Decimal]]],
+    raw: Iterable[Series],
+    start: int,
+    end: int,
+    max_gap: int,
+    max_outage: int | None = None,
+) -> int:
     """Milliseconds inside ``[start, end)`` not billed because two samples of a series were more
     than ``max_gap`` and at most ``max_outage`` apart (a gap; further apart is the series
     ending and a new one starting), only the part no other series of the resource covered."""
@@ -204,9 +210,15 @@ def unbilled(pieces: Iterable[list[tuple[int, int, Decimal]]], raw: Iterable[Ser
     return total
 
 
-def time_usage(series: Sequence[Series], start: int, end: int, max_gap: int, hold: int,
-               value: Callable[[Series, Decimal], Decimal], max_outage: int | None = None
-               ) -> Usage:
+def time_usage(
+    series: Sequence[Series],
+    start: int,
+    end: int,
+    max_gap: int,
+    hold: int,
+    value: Callable[[Series, Decimal], Decimal],
+    max_outage: int | None = None,
+) -> Usage:
     """A gauge/state/presence resource's usage in ``[start, end)``: the integral of the
     maximum of its series' step functions, ``value`` mapping each sample (state -> 0/1, or a
     weight), in base-unit x milliseconds converted to base-unit x seconds."""
@@ -217,8 +229,9 @@ def time_usage(series: Sequence[Series], start: int, end: int, max_gap: int, hol
     return usage
 
 
-def counter_usage(series: Sequence[Series], start: int, end: int, max_gap: int,
-                  max_outage: int | None = None) -> Usage:
+def counter_usage(
+    series: Sequence[Series], start: int, end: int, max_gap: int, max_outage: int | None = None
+) -> Usage:
     """A counter resource's usage: the sum of its series' exact deltas."""
     total = Usage()
     for s in series:
@@ -228,8 +241,7 @@ def counter_usage(series: Sequence[Series], start: int, end: int, max_gap: int,
     return total
 
 
-def weighted(state: Series, weights: Sequence[Series], counts: Callable[[Decimal], bool]
-             ) -> Series:
+def weighted(state: Series, weights: Sequence[Series], counts: Callable[[Decimal], bool]) -> Series:
     """``state`` with each sample replaced by the weight in effect then (the weight series
     with the same labels) when ``counts`` says the state counts, else 0."""
     key = tuple((k, v) for k, v in state.labels)
@@ -243,7 +255,6 @@ def weighted(state: Series, weights: Sequence[Series], counts: Callable[[Decimal
         w = values[j][1] if j >= 0 else ZERO
         out.append((t, w if counts(v) else ZERO))
     return Series(state.labels, tuple(out))
-
 
 
 def samples_hash(series: Iterable[Series]) -> str:

@@ -101,8 +101,14 @@ def points(source: QuerySource, hours: Sequence[int], rules: Rules) -> Points:
     return Points(query, out)
 
 
-def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequence[int],
-               rules: Rules, grid: Points) -> FamilyAggregates:
+def aggregates(
+    source: QuerySource,
+    selector: str,
+    counter: bool,
+    hours: Sequence[int],
+    rules: Rules,
+    grid: Points,
+) -> FamilyAggregates:
     """One family's aggregates for the hours starting at ``hours`` (ms); ``grid`` from
     :func:`points` for the same hours and rules."""
     tile, span, shift_tiles = _tiles(rules)
@@ -132,21 +138,29 @@ def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequenc
     # the tile counts reach ``max_outage`` beyond the chunk: a series absent from an hour but
     # present on both sides within it may be in a gap (see fast_records)
     beyond = reach_hours(rules) * HOUR_MS
-    each(f"count_over_time(count_over_time({selector}[{tile}ms])[{span}ms:{tile}ms])",
-         first - beyond + shift_tiles, last + beyond + shift_tiles, shift_tiles, "tiles")
+    each(
+        f"count_over_time(count_over_time({selector}[{tile}ms])[{span}ms:{tile}ms])",
+        first - beyond + shift_tiles,
+        last + beyond + shift_tiles,
+        shift_tiles,
+        "tiles",
+    )
     if not out.series:  # nothing of this family around these hours: nothing more to ask
         return out
-    each(f"count_over_time({selector}[{HOUR_MS}ms])", ends[0] - 1, ends[1] - 1,
-         HOUR_MS - 1, "samples")
+    each(
+        f"count_over_time({selector}[{HOUR_MS}ms])",
+        ends[0] - 1,
+        ends[1] - 1,
+        HOUR_MS - 1,
+        "samples",
+    )
     window = HOUR_MS + 2 * tile
     if counter:
-        each(f"resets({selector}[{window}ms])", ends[0] - 1, ends[1] - 1, HOUR_MS - 1,
-             "resets")
+        each(f"resets({selector}[{window}ms])", ends[0] - 1, ends[1] - 1, HOUR_MS - 1, "resets")
         # the last sample before each hour boundary k (index k): hour i runs from
         # boundary i to boundary i + 1
         edges: dict[Labels, dict[int, Decimal]] = defaultdict(dict)
-        for item in run(f"last_over_time({selector}[{2 * tile}ms])", first - 1,
-                        ends[1] - 1):
+        for item in run(f"last_over_time({selector}[{2 * tile}ms])", first - 1, ends[1] - 1):
             for t, v in item["values"]:
                 edges[_labels(item["metric"])][index(t, -1)] = Decimal(v)
         for labels, per in out.series.items():
@@ -154,10 +168,10 @@ def aggregates(source: QuerySource, selector: str, counter: bool, hours: Sequenc
                 agg.before = edges[labels].get(i)
                 agg.last = edges[labels].get(i + 1)
     else:
-        each(f"min_over_time({selector}[{window}ms])", ends[0] - 1, ends[1] - 1,
-             HOUR_MS - 1, "low")
-        each(f"max_over_time({selector}[{window}ms])", ends[0] - 1, ends[1] - 1,
-             HOUR_MS - 1, "high")
+        each(f"min_over_time({selector}[{window}ms])", ends[0] - 1, ends[1] - 1, HOUR_MS - 1, "low")
+        each(
+            f"max_over_time({selector}[{window}ms])", ends[0] - 1, ends[1] - 1, HOUR_MS - 1, "high"
+        )
     return out
 
 
@@ -168,8 +182,7 @@ def reach_hours(rules: Rules) -> int:
 
 def _around(per: dict[int, HourAggregates], i: int, k: int) -> bool:
     """Is a series absent from hour ``i`` present within ``k`` hours on both sides of it?"""
-    return any(j in per for j in range(i - k, i)) and \
-        any(j in per for j in range(i + 1, i + k + 1))
+    return any(j in per for j in range(i - k, i)) and any(j in per for j in range(i + 1, i + k + 1))
 
 
 def regular(agg: HourAggregates | None, points: int | None, counter: bool) -> bool:
@@ -189,9 +202,15 @@ class FastResult:
     raw: set[tuple[tuple[str, ...], int]]
 
 
-def fast_records(meter: Meter, family: FamilyAggregates, weights: FamilyAggregates | None,
-                 hours: Sequence[int], rules: Rules, owners: dict[str, str] | None,
-                 evaluated: datetime) -> FastResult:
+def fast_records(
+    meter: Meter,
+    family: FamilyAggregates,
+    weights: FamilyAggregates | None,
+    hours: Sequence[int],
+    rules: Rules,
+    owners: dict[str, str] | None,
+    evaluated: datetime,
+) -> FastResult:
     """The records of every (resource, hour) whose series are all regular; the rest for raw.
 
     A resource-hour is regular when each of its series present around the hour is, and none
@@ -219,8 +238,8 @@ def fast_records(meter: Meter, family: FamilyAggregates, weights: FamilyAggregat
         for i in range(len(hours)):
             present = [m for m in members if i in family.series[m]]
             if len(present) < len(members) and any(
-                    _around(family.series[m], i, reach) for m in members
-                    if i not in family.series[m]):
+                _around(family.series[m], i, reach) for m in members if i not in family.series[m]
+            ):
                 raw.add((key, i))
                 continue
             if not present:
@@ -231,8 +250,9 @@ def fast_records(meter: Meter, family: FamilyAggregates, weights: FamilyAggregat
                 continue
             quantity = Decimal(0)
             if counter:
-                quantity = sum((Decimal(a.last or 0) - Decimal(a.before or 0) for a in aggs),
-                               Decimal(0))
+                quantity = sum(
+                    (Decimal(a.last or 0) - Decimal(a.before or 0) for a in aggs), Decimal(0)
+                )
             else:
                 values = []
                 for m, a in zip(present, aggs, strict=True):
@@ -248,25 +268,49 @@ def fast_records(meter: Meter, family: FamilyAggregates, weights: FamilyAggregat
             if not quantity:
                 continue
             if meter.owner == "label":
-                account = next((dict(m).get("account_id", "") for m in present
-                                if dict(m).get("account_id")), "")
+                account = next(
+                    (dict(m).get("account_id", "") for m in present if dict(m).get("account_id")),
+                    "",
+                )
             else:
                 account = (owners or {}).get(resource, "")
-            digest = hashlib.sha256("|".join(sorted(
-                f"{names[m]}:{a.tiles},{a.samples},{a.low},{a.high},{a.resets},{a.before},"
-                f"{a.last}" for m, a in zip(present, aggs, strict=True))).encode()
+            digest = hashlib.sha256(
+                "|".join(
+                    sorted(
+                        f"{names[m]}:{a.tiles},{a.samples},{a.low},{a.high},{a.resets},{a.before},"
+                        f"{a.last}"
+                        for m, a in zip(present, aggs, strict=True)
+                    )
+                ).encode()
             ).hexdigest()[:32]
             start = starts[i]
-            records.append(Record(
-                key_of(meter.name, resource, cls, isos[i], hours[i]), meter.name, start,
-                ends[i], resource, cls, account, quantity, meter.base_unit,
-                sum(a.samples for a in aggs), bound, Decimal(0), 0,
-                "" if account else "unowned", query, evaluated, digest))
+            records.append(
+                Record(
+                    key_of(meter.name, resource, cls, isos[i], hours[i]),
+                    meter.name,
+                    start,
+                    ends[i],
+                    resource,
+                    cls,
+                    account,
+                    quantity,
+                    meter.base_unit,
+                    sum(a.samples for a in aggs),
+                    bound,
+                    Decimal(0),
+                    0,
+                    "" if account else "unowned",
+                    query,
+                    evaluated,
+                    digest,
+                )
+            )
     return FastResult(records, raw)
 
 
-def _value(meter: Meter, labels: Labels, agg: HourAggregates,
-           weights: FamilyAggregates | None, i: int) -> Decimal | None:
+def _value(
+    meter: Meter, labels: Labels, agg: HourAggregates, weights: FamilyAggregates | None, i: int
+) -> Decimal | None:
     """A regular series' constant value as the meter counts it (None: needs raw)."""
     assert agg.low is not None
     if meter.kind == "presence":

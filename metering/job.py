@@ -114,23 +114,25 @@ class Rater:
         month = str(Month.of(record.period_start, book.tz(record.account_id)))
         if not record.account_id:
             return month, "", Decimal(0)
-        price = book.price(meter.name, record.storage_class, record.account_id,
-                           record.period_start)
+        price = book.price(meter.name, record.storage_class, record.account_id, record.period_start)
         # the unit price as stored (20 decimals): the amount can be recomputed from the row
         unit = book.unit_price(price, meter, record.account_id, record.period_start).quantize(
-            UNIT_PRICE, ROUND_HALF_EVEN)
+            UNIT_PRICE, ROUND_HALF_EVEN
+        )
         return month, price.version, unit
 
 
-def owners_in(source: QuerySource, meters: Sequence[Meter], start: int, end: int,
-              gap: int) -> dict[str, dict[str, str]]:
+def owners_in(
+    source: QuerySource, meters: Sequence[Meter], start: int, end: int, gap: int
+) -> dict[str, dict[str, str]]:
     """Per info family the meters name, resource id -> account, seen within ``gap`` of
     ``[start, end)`` (ms)."""
     owners: dict[str, dict[str, str]] = {}
     for meter in meters:
         if meter.owner != "label" and meter.owner not in owners:
-            owners[meter.owner] = source.owners(meter.owner, meter.resource_label,
-                                                start - gap, end + gap)
+            owners[meter.owner] = source.owners(
+                meter.owner, meter.resource_label, start - gap, end + gap
+            )
     return owners
 
 
@@ -143,8 +145,13 @@ def with_matcher(selector: str, label: str, values: Sequence[str]) -> str:
     return f"{selector}{{{matcher}}}"
 
 
-def compute(source: QuerySource, meters: Sequence[Meter], hours: Sequence[datetime],
-            rules: Rules, fast: bool = True) -> tuple[list[Record], int]:
+def compute(
+    source: QuerySource,
+    meters: Sequence[Meter],
+    hours: Sequence[datetime],
+    rules: Rules,
+    fast: bool = True,
+) -> tuple[list[Record], int]:
     """The records of ``meters`` for ``hours`` (one chunk), and the raw samples read.
 
     With ``fast``, resource-hours the store proves regular come from aggregates
@@ -160,13 +167,15 @@ def compute(source: QuerySource, meters: Sequence[Meter], hours: Sequence[dateti
     grid = points(source, starts, rules) if fast else None
     raw_cache: dict[tuple[str, int, int], Fetched] = {}
 
-    def raw(selector: str, keys: Sequence[str], label: str, lo: int = start,
-            hi: int = end) -> Fetched:
+    def raw(
+        selector: str, keys: Sequence[str], label: str, lo: int = start, hi: int = end
+    ) -> Fetched:
         narrowed = with_matcher(selector, label, keys) if keys else selector
         got = raw_cache.get((narrowed, lo, hi))
         if got is None:
-            got = raw_cache[(narrowed, lo, hi)] = source.raw(narrowed, lo - rules.reach_ms,
-                                                             hi + rules.reach_ms)
+            got = raw_cache[(narrowed, lo, hi)] = source.raw(
+                narrowed, lo - rules.reach_ms, hi + rules.reach_ms
+            )
         return got
 
     for meter in meters:
@@ -179,11 +188,18 @@ def compute(source: QuerySource, meters: Sequence[Meter], hours: Sequence[dateti
         for selector in (meter.family, meter.weight):
             if selector and selector not in aggs:
                 assert grid is not None
-                aggs[selector] = aggregates(source, selector, counter and selector ==
-                                            meter.family, starts, rules, grid)
-        result = fast_records(meter, aggs[meter.family],
-                              aggs.get(meter.weight) if meter.weight else None, starts,
-                              rules, owners.get(meter.owner), evaluated)
+                aggs[selector] = aggregates(
+                    source, selector, counter and selector == meter.family, starts, rules, grid
+                )
+        result = fast_records(
+            meter,
+            aggs[meter.family],
+            aggs.get(meter.weight) if meter.weight else None,
+            starts,
+            rules,
+            owners.get(meter.owner),
+            evaluated,
+        )
         records += result.records
         if not result.raw:
             continue
@@ -194,11 +210,21 @@ def compute(source: QuerySource, meters: Sequence[Meter], hours: Sequence[dateti
             keys = sorted({key[0] for key, _t in wanted})
             lo, hi = starts[run_hours[0]], starts[run_hours[-1]] + HOUR_MS
             fetched = raw(meter.family, keys, meter.resource_label, lo, hi)
-            weights = raw(meter.weight, keys, meter.resource_label, lo, hi) \
-                if meter.weight else None
-            records += [r for r in build(meter, fetched, [starts[i] for i in run_hours],
-                                         rules, owners.get(meter.owner), weights)
-                        if (tuple(_key_of(r, meter)), to_ms(r.period_start)) in wanted]
+            weights = (
+                raw(meter.weight, keys, meter.resource_label, lo, hi) if meter.weight else None
+            )
+            records += [
+                r
+                for r in build(
+                    meter,
+                    fetched,
+                    [starts[i] for i in run_hours],
+                    rules,
+                    owners.get(meter.owner),
+                    weights,
+                )
+                if (tuple(_key_of(r, meter)), to_ms(r.period_start)) in wanted
+            ]
     samples = sum(f.samples for f in raw_cache.values())
     return records, samples
 
@@ -215,17 +241,29 @@ def _runs(indices: Sequence[int]) -> list[list[int]]:
 
 
 def _key_of(record: Record, meter: Meter) -> list[str]:
-    return [record.resource_id if k == meter.resource_label else
-            record.storage_class if k == "storage_class" else "" for k in meter.key]
+    return [
+        record.resource_id
+        if k == meter.resource_label
+        else record.storage_class
+        if k == "storage_class"
+        else ""
+        for k in meter.key
+    ]
 
 
 class Job:
     """One configured metering job."""
 
-    def __init__(self, source: QuerySource, engine: Engine, book: PriceBook,
-                 meters: Sequence[Meter], options: Options,
-                 progress: Callable[[int], None] | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        source: QuerySource,
+        engine: Engine,
+        book: PriceBook,
+        meters: Sequence[Meter],
+        options: Options,
+        progress: Callable[[int], None] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.source = source
         self.engine = engine
         self.book = book
@@ -252,9 +290,11 @@ class Job:
             start = mark if mark is not None else floor_hour(settled - self.options.backfill)
         start, end = floor_hour(start), floor_hour(end)
         if end > settled:
-            raise MeteringError(f"{end.isoformat()} has not settled yet (settle_seconds: "
-                                f"{self.options.settle.total_seconds():g}); the latest end is "
-                                f"{settled.isoformat()}")
+            raise MeteringError(
+                f"{end.isoformat()} has not settled yet (settle_seconds: "
+                f"{self.options.settle.total_seconds():g}); the latest end is "
+                f"{settled.isoformat()}"
+            )
         return start, end
 
     def run(self, start: datetime | None = None, end: datetime | None = None) -> RunResult:
@@ -264,8 +304,9 @@ class Job:
             return self._run(start, end)
         except SQLAlchemyError as exc:
             first = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
-            raise MeteringError(f"the billing database failed: "
-                                f"{first[0] if first else type(exc).__name__}") from None
+            raise MeteringError(
+                f"the billing database failed: {first[0] if first else type(exc).__name__}"
+            ) from None
 
     def _run(self, start: datetime | None, end: datetime | None) -> RunResult:
         start, end = self.plan(start, end)
@@ -273,9 +314,18 @@ class Job:
         result = RunResult(run_id, start, end)
         with run_lock(self.engine, run_id, self.options.lock_ttl) as pg:
             with Session(self.engine) as s, s.begin():
-                s.add(Run(id=run_id, command="run", started_at=self.now(), status="running",
-                          period_from=start, period_to=end, source_url=self.source.url,
-                          price_book_version=self.book.version))
+                s.add(
+                    Run(
+                        id=run_id,
+                        command="run",
+                        started_at=self.now(),
+                        status="running",
+                        period_from=start,
+                        period_to=end,
+                        source_url=self.source.url,
+                        price_book_version=self.book.version,
+                    )
+                )
             try:
                 rater = Rater(self.book, self.by_name)
                 hours = []
@@ -284,7 +334,7 @@ class Job:
                     hours.append(t)
                     t += HOUR
                 for i in range(0, len(hours), self.options.chunk_hours):
-                    chunk = hours[i:i + self.options.chunk_hours]
+                    chunk = hours[i : i + self.options.chunk_hours]
                     records, samples = self.records_of(chunk)
                     rater.clear()
                     rated = [rater(r) for r in records]
@@ -293,8 +343,7 @@ class Job:
                     result.samples += samples
                     self.progress(len(chunk))
             except Exception as exc:
-                with contextlib.suppress(SQLAlchemyError), Session(self.engine) as s, \
-                        s.begin():
+                with contextlib.suppress(SQLAlchemyError), Session(self.engine) as s, s.begin():
                     run = s.get(Run, run_id)
                     if run is not None:
                         run.status, run.finished_at = "failed", self.now()
@@ -307,34 +356,56 @@ class Job:
                 run.status, run.finished_at = "ok", self.now()
                 run.records, run.adjustments = result.records, result.adjustments
                 run.coverage_warnings = result.coverage_warnings
-        log.info("metering run done", extra={
-            "run_id": run_id, "from": start.isoformat(), "to": end.isoformat(),
-            "records": result.records, "adjustments": result.adjustments,
-            "coverage_warnings": result.coverage_warnings, "samples": result.samples})
+        log.info(
+            "metering run done",
+            extra={
+                "run_id": run_id,
+                "from": start.isoformat(),
+                "to": end.isoformat(),
+                "records": result.records,
+                "adjustments": result.adjustments,
+                "coverage_warnings": result.coverage_warnings,
+                "samples": result.samples,
+            },
+        )
         return result
 
-    def _write(self, run_id: str, rated: list[Rated], chunk: list[datetime], lease: bool,
-               result: RunResult) -> None:
+    def _write(
+        self, run_id: str, rated: list[Rated], chunk: list[datetime], lease: bool, result: RunResult
+    ) -> None:
         """One chunk's records, charges, adjustments and the watermark: one transaction."""
         lo, hi = chunk[0], chunk[-1] + HOUR
         with Session(self.engine) as s, s.begin():
             if lease:
                 take_lease(s, run_id, self.options.lock_ttl)
-            final = {(st.account_id, st.month) for st in s.scalars(
-                select(Statement).where(Statement.status == "final"))}
+            final = {
+                (st.account_id, st.month)
+                for st in s.scalars(select(Statement).where(Statement.status == "final"))
+            }
             # everything already there for these hours, in two queries (bulk writes below:
             # a month of hourly records is millions of rows)
-            in_chunk = select(UsageRecord.key).where(UsageRecord.period_start >= lo,
-                                                     UsageRecord.period_start < hi)
-            existing = {u.key: u for u in s.scalars(
-                select(UsageRecord).where(UsageRecord.period_start >= lo,
-                                          UsageRecord.period_start < hi))}
-            charges = {c.record_key: c for c in s.scalars(
-                select(Charge).where(Charge.record_key.in_(in_chunk)))}
+            in_chunk = select(UsageRecord.key).where(
+                UsageRecord.period_start >= lo, UsageRecord.period_start < hi
+            )
+            existing = {
+                u.key: u
+                for u in s.scalars(
+                    select(UsageRecord).where(
+                        UsageRecord.period_start >= lo, UsageRecord.period_start < hi
+                    )
+                )
+            }
+            charges = {
+                c.record_key: c
+                for c in s.scalars(select(Charge).where(Charge.record_key.in_(in_chunk)))
+            }
             adjusted: dict[str, list[Adjustment]] = {}  # final months' corrections so far
             if final:
-                for adj in s.scalars(select(Adjustment).where(Adjustment.period_start >= lo,
-                                                              Adjustment.period_start < hi)):
+                for adj in s.scalars(
+                    select(Adjustment).where(
+                        Adjustment.period_start >= lo, Adjustment.period_start < hi
+                    )
+                ):
                     adjusted.setdefault(adj.record_key, []).append(adj)
             new_records, changed_records = [], []
             new_charges, changed_charges, dropped = [], [], []
@@ -342,8 +413,13 @@ class Job:
                 rec = item.record
                 if (rec.account_id, item.month) in final:
                     result.adjustments += self._adjust(
-                        s, run_id, item, existing.get(rec.key), charges.get(rec.key),
-                        adjusted.setdefault(rec.key, []))
+                        s,
+                        run_id,
+                        item,
+                        existing.get(rec.key),
+                        charges.get(rec.key),
+                        adjusted.setdefault(rec.key, []),
+                    )
                     continue
                 result.records += 1
                 result.coverage_warnings += bool(rec.flags)
@@ -358,11 +434,16 @@ class Job:
                     if charge is not None:
                         dropped.append(rec.key)
                     continue
-                cvalues = {"record_key": rec.key, "account_id": rec.account_id,
-                           "billing_month": item.month, "price_version": item.price_version,
-                           "price_book_version": self.book.version,
-                           "unit_price": item.unit_price, "currency": self.book.currency,
-                           "amount": item.amount}
+                cvalues = {
+                    "record_key": rec.key,
+                    "account_id": rec.account_id,
+                    "billing_month": item.month,
+                    "price_version": item.price_version,
+                    "price_book_version": self.book.version,
+                    "unit_price": item.unit_price,
+                    "currency": self.book.currency,
+                    "amount": item.amount,
+                }
                 if charge is None:
                     new_charges.append(cvalues)
                 elif _changed(charge, cvalues):
@@ -385,8 +466,15 @@ class Job:
             if mark is None or lo <= mark:
                 advance(s, hi)
 
-    def _adjust(self, s: Session, run_id: str, item: Rated, original: UsageRecord | None,
-                charge: Charge | None, earlier: list[Adjustment]) -> int:
+    def _adjust(
+        self,
+        s: Session,
+        run_id: str,
+        item: Rated,
+        original: UsageRecord | None,
+        charge: Charge | None,
+        earlier: list[Adjustment],
+    ) -> int:
         """A signed adjustment for what changed in a final month (0 or 1 line), net of the
         ``earlier`` adjustments of the record (the new one is appended to them)."""
         rec = item.record
@@ -400,17 +488,31 @@ class Job:
         dq, da = rec.quantity - quantity, item.amount - amount
         if not dq and not da:
             return 0
-        key = hashlib.sha256(f"{rec.key}|{rec.samples_hash}|{item.price_version}|"
-                             f"{item.amount}|{quantity}|{amount}".encode()).hexdigest()[:32]
+        key = hashlib.sha256(
+            f"{rec.key}|{rec.samples_hash}|{item.price_version}|"
+            f"{item.amount}|{quantity}|{amount}".encode()
+        ).hexdigest()[:32]
         if any(adj.key == key for adj in earlier):
             return 0
         adjustment = Adjustment(
-            key=key, account_id=rec.account_id, month=item.month, record_key=rec.key,
-            meter=rec.meter, resource_id=rec.resource_id, storage_class=rec.storage_class,
-            period_start=rec.period_start, quantity_delta=dq, unit=rec.unit, amount_delta=da,
-            currency=self.book.currency, price_version=item.price_version,
-            reason="late-data" if dq else "price-correction", samples_hash=rec.samples_hash,
-            run_id=run_id, created_at=self.now())
+            key=key,
+            account_id=rec.account_id,
+            month=item.month,
+            record_key=rec.key,
+            meter=rec.meter,
+            resource_id=rec.resource_id,
+            storage_class=rec.storage_class,
+            period_start=rec.period_start,
+            quantity_delta=dq,
+            unit=rec.unit,
+            amount_delta=da,
+            currency=self.book.currency,
+            price_version=item.price_version,
+            reason="late-data" if dq else "price-correction",
+            samples_hash=rec.samples_hash,
+            run_id=run_id,
+            created_at=self.now(),
+        )
         s.add(adjustment)
         earlier.append(adjustment)
         return 1
@@ -425,14 +527,26 @@ def _by_record_key(values: dict[str, object]) -> str:
 
 
 def _record_values(rec: Record, run_id: str) -> dict[str, object]:
-    return {"key": rec.key, "meter": rec.meter, "period_start": rec.period_start,
-            "period_end": rec.period_end, "resource_id": rec.resource_id,
-            "storage_class": rec.storage_class, "account_id": rec.account_id,
-            "quantity": rec.quantity, "unit": rec.unit, "samples": rec.samples,
-            "longest_gap_s": rec.longest_gap_s, "unbilled_s": rec.unbilled_s,
-            "resets": rec.resets, "flags": rec.flags, "query": rec.query,
-            "evaluated_at": rec.evaluated_at, "samples_hash": rec.samples_hash,
-            "run_id": run_id}
+    return {
+        "key": rec.key,
+        "meter": rec.meter,
+        "period_start": rec.period_start,
+        "period_end": rec.period_end,
+        "resource_id": rec.resource_id,
+        "storage_class": rec.storage_class,
+        "account_id": rec.account_id,
+        "quantity": rec.quantity,
+        "unit": rec.unit,
+        "samples": rec.samples,
+        "longest_gap_s": rec.longest_gap_s,
+        "unbilled_s": rec.unbilled_s,
+        "resets": rec.resets,
+        "flags": rec.flags,
+        "query": rec.query,
+        "evaluated_at": rec.evaluated_at,
+        "samples_hash": rec.samples_hash,
+        "run_id": run_id,
+    }
 
 
 def _changed(row: object, values: dict[str, object]) -> bool:

@@ -93,8 +93,10 @@ class UsageRecord(Base):
     """An hourly usage record; ``key`` is deterministic (meter, resource, class, hour)."""
 
     __tablename__ = "usage_records"
-    __table_args__ = (Index("ix_usage_period_meter", "period_start", "meter"),
-                      Index("ix_usage_account_period", "account_id", "period_start"))
+    __table_args__ = (
+        Index("ix_usage_period_meter", "period_start", "meter"),
+        Index("ix_usage_account_period", "account_id", "period_start"),
+    )
 
     key: Mapped[str] = mapped_column(String(32), primary_key=True)
     meter: Mapped[str] = mapped_column(String(64))
@@ -123,8 +125,9 @@ class Charge(Base):
     __tablename__ = "charges"
     __table_args__ = (Index("ix_charges_account_month", "account_id", "billing_month"),)
 
-    record_key: Mapped[str] = mapped_column(ForeignKey("usage_records.key", ondelete="CASCADE"),
-                                            primary_key=True)
+    record_key: Mapped[str] = mapped_column(
+        ForeignKey("usage_records.key", ondelete="CASCADE"), primary_key=True
+    )
     account_id: Mapped[str] = mapped_column(String(64))
     billing_month: Mapped[str] = mapped_column(String(7))
     price_version: Mapped[str] = mapped_column(String(32))

@@ -50,8 +50,9 @@ def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise MeteringError(f"unknown timezone {name!r} (an IANA name, e.g. Europe/Berlin)"
-                            ) from None
+        raise MeteringError(
+            f"unknown timezone {name!r} (an IANA name, e.g. Europe/Berlin)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ def parse_instant(text: str) -> datetime:
     try:
         t = datetime.fromisoformat(text)
     except ValueError:
-        raise MeteringError(f"{text!r} is not a date or time (e.g. 2026-11-01 or "
-                            "2026-11-01T13:00Z)") from None
+        raise MeteringError(
+            f"{text!r} is not a date or time (e.g. 2026-11-01 or 2026-11-01T13:00Z)"
+        ) from None
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)

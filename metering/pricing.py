@@ -51,9 +51,15 @@ class Price:
     @functools.cached_property
     def version(self) -> str:
         """A short stable id of this entry (lineage of every charge it rated)."""
-        doc = [self.meter, self.storage_class, str(self.amount), self.per,
-               self.since.isoformat(), self.until.isoformat() if self.until else "",
-               self.account]
+        doc = [
+            self.meter,
+            self.storage_class,
+            str(self.amount),
+            self.per,
+            self.since.isoformat(),
+            self.until.isoformat() if self.until else "",
+            self.account,
+        ]
         return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:12]
 
 
@@ -77,12 +83,15 @@ class PriceBook:
         override if it has one then, else the default."""
         for who in (account, ""):
             for p in self.prices:
-                if p.account == who and p.meter == meter and \
-                        p.storage_class == storage_class and p.covers(t):
+                if (
+                    p.account == who
+                    and p.meter == meter
+                    and p.storage_class == storage_class
+                    and p.covers(t)
+                ):
                     return p
         what = f"{meter}/{storage_class}" if storage_class else meter
-        raise PriceBookError(f"price book {self.version}: no price for {what} at "
-                             f"{t.isoformat()}")
+        raise PriceBookError(f"price book {self.version}: no price for {what} at {t.isoformat()}")
 
     def unit_price(self, price: Price, meter: Meter, account: str, t: datetime) -> Decimal:
         """The price of one billing unit in the hour starting at ``t`` (prorated if monthly)."""
@@ -117,8 +126,9 @@ def _instant(value: Any, where: str) -> datetime:
 
 def _decimal(value: Any, where: str) -> Decimal:
     if isinstance(value, float):
-        raise PriceBookError(f"{where}: write the price as a string (\"0.10\"): a YAML float "
-                             "is not exact")
+        raise PriceBookError(
+            f'{where}: write the price as a string ("0.10"): a YAML float is not exact'
+        )
     try:
         amount = Decimal(str(value))
     except InvalidOperation:
@@ -146,30 +156,37 @@ def _entries(items: Any, account: str, prefix: str) -> list[Price]:
             raise PriceBookError(f"{where}: unknown key {unknown[0]!r}")
         meter = BY_NAME.get(str(item.get("meter")))
         if meter is None:
-            raise PriceBookError(f"{where}: unknown meter {item.get('meter')!r} (one of "
-                                 f"{', '.join(BY_NAME)})")
+            raise PriceBookError(
+                f"{where}: unknown meter {item.get('meter')!r} (one of {', '.join(BY_NAME)})"
+            )
         where = f"{where} ({meter.name})"
         cls = str(item.get("class") or "")
         if meter.classes and cls not in CLASSES:
-            raise PriceBookError(f"{where}: needs class: one of {', '.join(CLASSES)}"
-                                 + (f", not {cls!r}" if cls else ""))
+            raise PriceBookError(
+                f"{where}: needs class: one of {', '.join(CLASSES)}"
+                + (f", not {cls!r}" if cls else "")
+            )
         if not meter.classes and cls:
             raise PriceBookError(f"{where}: {meter.name} has no storage classes")
         per = item.get("per", "unit")
         if per not in ("unit", "month"):
             raise PriceBookError(f"{where}: per is unit or month, not {per!r}")
         if per == "month" and meter.unit not in TIME_UNITS:
-            raise PriceBookError(f"{where}: per: month needs a time-based meter "
-                                 f"({meter.name} is priced per {meter.unit})")
+            raise PriceBookError(
+                f"{where}: per: month needs a time-based meter "
+                f"({meter.name} is priced per {meter.unit})"
+            )
         if "price" not in item or "from" not in item:
             raise PriceBookError(f"{where}: needs price and from")
         since = _instant(item["from"], where)
         until = _instant(item["to"], where) if item.get("to") is not None else None
         if until is not None and until <= since:
-            raise PriceBookError(f"{where}: to ({until.date()}) is not after from "
-                                 f"({since.date()})")
-        out.append(Price(meter.name, cls, _decimal(item["price"], where), per, since, until,
-                         account, where))
+            raise PriceBookError(f"{where}: to ({until.date()}) is not after from ({since.date()})")
+        out.append(
+            Price(
+                meter.name, cls, _decimal(item["price"], where), per, since, until, account, where
+            )
+        )
     return out
 
 
@@ -181,9 +198,11 @@ def _no_overlaps(prices: list[Price]) -> None:
         group.sort(key=lambda p: p.since)
         for a, b in itertools.pairwise(group):
             if a.until is None or a.until > b.since:
-                raise PriceBookError(f"{b.where} overlaps {a.where}: both price "
-                                     f"{a.meter}{'/' + a.storage_class if a.storage_class else ''}"
-                                     f" from {b.since.date()}")
+                raise PriceBookError(
+                    f"{b.where} overlaps {a.where}: both price "
+                    f"{a.meter}{'/' + a.storage_class if a.storage_class else ''}"
+                    f" from {b.since.date()}"
+                )
 
 
 def parse_price_book(data: Any, source: str = "<price book>") -> PriceBook:
@@ -191,8 +210,7 @@ def parse_price_book(data: Any, source: str = "<price book>") -> PriceBook:
     if not isinstance(data, dict):
         raise PriceBookError(f"invalid price book {source}: the top level must be a mapping")
     try:
-        unknown = sorted(set(data) - {"currency", "timezone", "proration", "prices",
-                                      "accounts"})
+        unknown = sorted(set(data) - {"currency", "timezone", "proration", "prices", "accounts"})
         if unknown:
             raise PriceBookError(f"unknown key {unknown[0]!r}")
         currency = str(data.get("currency", ""))
@@ -219,11 +237,24 @@ def parse_price_book(data: Any, source: str = "<price book>") -> PriceBook:
         _no_overlaps(prices)
     except PriceBookError as exc:
         raise PriceBookError(f"invalid price book {source}: {exc}") from None
-    canonical = json.dumps({"currency": currency, "timezone": tz, "proration": proration,
-                            "timezones": timezones,
-                            "prices": sorted(p.version for p in prices)}, sort_keys=True)
-    return PriceBook(currency, tz, proration, tuple(prices), timezones,
-                     hashlib.sha256(canonical.encode()).hexdigest()[:12])
+    canonical = json.dumps(
+        {
+            "currency": currency,
+            "timezone": tz,
+            "proration": proration,
+            "timezones": timezones,
+            "prices": sorted(p.version for p in prices),
+        },
+        sort_keys=True,
+    )
+    return PriceBook(
+        currency,
+        tz,
+        proration,
+        tuple(prices),
+        timezones,
+        hashlib.sha256(canonical.encode()).hexdigest()[:12],
+    )
 
 
 def load_price_book(path: Path | None) -> PriceBook:

@@ -30,13 +30,16 @@ from zcp.config import CloudStackConfig
 # usage type -> (our meters, our base unit per CloudStack unit, tolerance: relative, absolute)
 COMPARED: dict[int, tuple[str, tuple[str, ...], Decimal, Decimal, Decimal]] = {
     1: ("RUNNING_VM", ("vm.running_hours",), Decimal(3600), Decimal("0.01"), Decimal("0.1")),
-    2: ("ALLOCATED_VM", ("vm.allocated_hours",), Decimal(3600), Decimal("0.01"),
-        Decimal("0.1")),
+    2: ("ALLOCATED_VM", ("vm.allocated_hours",), Decimal(3600), Decimal("0.01"), Decimal("0.1")),
     3: ("IP_ADDRESS", ("ip.hours",), Decimal(3600), Decimal("0.01"), Decimal("0.1")),
-    4: ("NETWORK_BYTES_SENT", ("network.bytes_sent",), Decimal(1), Decimal("0.02"),
-        Decimal(2**20)),
-    5: ("NETWORK_BYTES_RECEIVED", ("network.bytes_received",), Decimal(1), Decimal("0.02"),
-        Decimal(2**20)),
+    4: ("NETWORK_BYTES_SENT", ("network.bytes_sent",), Decimal(1), Decimal("0.02"), Decimal(2**20)),
+    5: (
+        "NETWORK_BYTES_RECEIVED",
+        ("network.bytes_received",),
+        Decimal(1),
+        Decimal("0.02"),
+        Decimal(2**20),
+    ),
     6: ("VOLUME", ("volume.gib_hours",), Decimal(3600), Decimal("0.01"), Decimal(2**30)),
     9: ("SNAPSHOT", ("snapshot.gib_hours",), Decimal(3600), Decimal("0.02"), Decimal(2**30)),
 }
@@ -72,13 +75,30 @@ class Reconciliation:
         """A table for the terminal."""
         from tabulate import tabulate
 
-        table = [[r.account_id, r.usage_type, r.day, f"{r.ours:.3f}", f"{r.theirs:.3f}",
-                  r.status + (f" ({r.reason})" if r.reason else "")] for r in self.rows]
-        head = f"reconciliation {self.month}: {len(self.rows)} rows, " \
-               f"{len(self.differences)} beyond tolerance\n"
-        return head + tabulate(table, headers=["account", "type", "day", "ours",
-                                               "cloudstack", "status"],
-                               disable_numparse=True) + "\n"
+        table = [
+            [
+                r.account_id,
+                r.usage_type,
+                r.day,
+                f"{r.ours:.3f}",
+                f"{r.theirs:.3f}",
+                r.status + (f" ({r.reason})" if r.reason else ""),
+            ]
+            for r in self.rows
+        ]
+        head = (
+            f"reconciliation {self.month}: {len(self.rows)} rows, "
+            f"{len(self.differences)} beyond tolerance\n"
+        )
+        return (
+            head
+            + tabulate(
+                table,
+                headers=["account", "type", "day", "ours", "cloudstack", "status"],
+                disable_numparse=True,
+            )
+            + "\n"
+        )
 
 
 def load_exceptions(path: Path | None) -> list[dict[str, str]]:
@@ -89,8 +109,7 @@ def load_exceptions(path: Path | None) -> list[dict[str, str]]:
         data = yaml.safe_load(path.read_text()) or []
     except (OSError, yaml.YAMLError) as exc:
         raise MeteringError(f"cannot read exceptions {path}: {exc}") from None
-    if not isinstance(data, list) or not all(isinstance(d, dict) and "reason" in d
-                                             for d in data):
+    if not isinstance(data, list) or not all(isinstance(d, dict) and "reason" in d for d in data):
         raise MeteringError(f"exceptions {path}: a list of {{account, type, day, reason}}")
     return [{k: str(v) for k, v in d.items()} for d in data]
 
@@ -101,10 +120,19 @@ def ours(engine: Engine, month: Month) -> dict[tuple[str, int, str], Decimal]:
     factor = {t: f for t, (_n, _m, f, _r, _a) in COMPARED.items()}
     out: dict[tuple[str, int, str], Decimal] = defaultdict(Decimal)
     with Session(engine) as s:
-        rows = s.execute(select(UsageRecord.account_id, UsageRecord.meter,
-                                UsageRecord.period_start, UsageRecord.quantity).where(
-            UsageRecord.period_start >= month.start, UsageRecord.period_start < month.end,
-            UsageRecord.meter.in_(list(by_meter)), UsageRecord.account_id != ""))
+        rows = s.execute(
+            select(
+                UsageRecord.account_id,
+                UsageRecord.meter,
+                UsageRecord.period_start,
+                UsageRecord.quantity,
+            ).where(
+                UsageRecord.period_start >= month.start,
+                UsageRecord.period_start < month.end,
+                UsageRecord.meter.in_(list(by_meter)),
+                UsageRecord.account_id != "",
+            )
+        )
         for account, meter, start, quantity in rows:
             t = by_meter[meter]
             out[(account, t, start.strftime("%Y-%m-%d"))] += quantity / factor[t]
@@ -130,9 +158,12 @@ def theirs(records: list[dict[str, Any]]) -> dict[tuple[str, int, str], Decimal]
     return out
 
 
-def compare(month: str, mine: dict[tuple[str, int, str], Decimal],
-            cs: dict[tuple[str, int, str], Decimal],
-            exceptions: list[dict[str, str]]) -> Reconciliation:
+def compare(
+    month: str,
+    mine: dict[tuple[str, int, str], Decimal],
+    cs: dict[tuple[str, int, str], Decimal],
+    exceptions: list[dict[str, str]],
+) -> Reconciliation:
     """Rows for every (account, type, day) either side has."""
     result = Reconciliation(month)
     for key in sorted(set(mine) | set(cs)):
@@ -144,24 +175,31 @@ def compare(month: str, mine: dict[tuple[str, int, str], Decimal],
         status, reason = ("ok", "") if ok else ("differs", "")
         if not ok:
             for exc in exceptions:
-                if exc.get("account", account) == account and \
-                        exc.get("type", name) == name and exc.get("day", day) == day:
+                if (
+                    exc.get("account", account) == account
+                    and exc.get("type", name) == name
+                    and exc.get("day", day) == day
+                ):
                     status, reason = "excepted", exc["reason"]
                     break
         result.rows.append(Row(account, name, day, a, b, status, reason))
     return result
 
 
-def reconcile(engine: Engine, cloudstack: CloudStackConfig, month: str,
-              exceptions: Path | None = None) -> Reconciliation:
+def reconcile(
+    engine: Engine, cloudstack: CloudStackConfig, month: str, exceptions: Path | None = None
+) -> Reconciliation:
     """Fetch CloudStack's usage records of ``month`` (UTC) and compare."""
     from zcp.inventory.cloudstack import CloudStackSource
 
     m = Month.parse(month)
     source = CloudStackSource(cloudstack)
     last = m.end - timedelta(days=1)
-    records = source.list_all("listUsageRecords", startdate=m.start.strftime("%Y-%m-%d"),
-                          enddate=last.strftime("%Y-%m-%d"))
+    records = source.list_all(
+        "listUsageRecords",
+        startdate=m.start.strftime("%Y-%m-%d"),
+        enddate=last.strftime("%Y-%m-%d"),
+    )
     return compare(month, ours(engine, m), theirs(records), load_exceptions(exceptions))
 
 

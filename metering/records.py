@@ -76,12 +76,12 @@ class Record:
 
 def record_key(meter: str, resource_id: str, storage_class: str, start: datetime) -> str:
     """The deterministic id of a record: the same period, resource and meter always give it."""
-    return key_of(meter, resource_id, storage_class, start.isoformat(),
-                  int(start.timestamp()) * 1000)
+    return key_of(
+        meter, resource_id, storage_class, start.isoformat(), int(start.timestamp()) * 1000
+    )
 
 
-def key_of(meter: str, resource_id: str, storage_class: str, start_iso: str,
-           start_ms: int) -> str:
+def key_of(meter: str, resource_id: str, storage_class: str, start_iso: str, start_ms: int) -> str:
     """:func:`record_key` with the start already in ISO 8601 and in ms (a chunk's hours are
     few): the hour since the epoch (8 hex digits), then 24 hex digits of the SHA-256 of meter,
     resource, class and start. Keys sort by time, so a run's inserts append to the key index
@@ -91,8 +91,7 @@ def key_of(meter: str, resource_id: str, storage_class: str, start_iso: str,
     return f"{start_ms // HOUR_MS:08x}{hashlib.sha256(text.encode()).hexdigest()[:24]}"
 
 
-def _near(series: Series, times: Sequence[int], start: int, end: int, rules: Rules
-          ) -> Series:
+def _near(series: Series, times: Sequence[int], start: int, end: int, rules: Rules) -> Series:
     """The samples a period ``[start, end)`` is computed from: those within ``max_gap`` of
     it, and the neighbour on each side beyond that when it is within ``max_outage`` (the other
     side of a gap). Nothing depends on samples further away, so the same data gives the same
@@ -115,15 +114,22 @@ def _value(meter: Meter) -> Callable[[Series, Decimal], Decimal]:
     return lambda s, v: Decimal(1 if meter.counts(dict(s.labels), v) else 0)
 
 
-def build(meter: Meter, fetched: Fetched, hours: Sequence[int], rules: Rules,
-          owners: dict[str, str] | None = None, weights: Fetched | None = None
-          ) -> list[Record]:
+def build(
+    meter: Meter,
+    fetched: Fetched,
+    hours: Sequence[int],
+    rules: Rules,
+    owners: dict[str, str] | None = None,
+    weights: Fetched | None = None,
+) -> list[Record]:
     """The records of ``meter`` for the hours starting at ``hours`` (ms) from ``fetched``."""
     series: Iterable[Series] = fetched.series
     if meter.weight:
         wanted = weights.series if weights is not None else []
-        series = [weighted(s, wanted, functools.partial(meter.counts, dict(s.labels)))
-                  for s in fetched.series]
+        series = [
+            weighted(s, wanted, functools.partial(meter.counts, dict(s.labels)))
+            for s in fetched.series
+        ]
     groups: dict[tuple[str, ...], list[Series]] = {}
     for s in series:
         key = tuple(s.label(k) for k in meter.key)
@@ -137,8 +143,7 @@ def build(meter: Meter, fetched: Fetched, hours: Sequence[int], rules: Rules,
         resource = key[0]
         cls = dict(zip(meter.key, key, strict=True)).get("storage_class", "")
         if meter.owner == "label":
-            account = next((s.label("account_id") for s in members if s.label("account_id")),
-                           "")
+            account = next((s.label("account_id") for s in members if s.label("account_id")), "")
         else:
             account = (owners or {}).get(resource, "")
         times = [[t for t, _v in s.samples] for s in members]
@@ -153,13 +158,29 @@ def build(meter: Meter, fetched: Fetched, hours: Sequence[int], rules: Rules,
             cov = usage.coverage
             if not usage.quantity and not cov.unbilled_ms:
                 continue
-            flags = ",".join(f for f, on in (("gap", cov.unbilled_ms > 0),
-                                             ("unowned", not account)) if on)
+            flags = ",".join(
+                f for f, on in (("gap", cov.unbilled_ms > 0), ("unowned", not account)) if on
+            )
             start = from_ms(h)
-            out.append(Record(
-                record_key(meter.name, resource, cls, start), meter.name, start, from_ms(end),
-                resource, cls, account, usage.quantity, meter.base_unit, cov.samples,
-                Decimal(cov.longest_gap_ms) / MS, Decimal(cov.unbilled_ms) / MS, cov.resets,
-                flags, fetched.query, evaluated,
-                samples_hash(near)))
+            out.append(
+                Record(
+                    record_key(meter.name, resource, cls, start),
+                    meter.name,
+                    start,
+                    from_ms(end),
+                    resource,
+                    cls,
+                    account,
+                    usage.quantity,
+                    meter.base_unit,
+                    cov.samples,
+                    Decimal(cov.longest_gap_ms) / MS,
+                    Decimal(cov.unbilled_ms) / MS,
+                    cov.resets,
+                    flags,
+                    fetched.query,
+                    evaluated,
+                    samples_hash(near),
+                )
+            )
     return out

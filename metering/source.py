@@ -50,10 +50,15 @@ class QuerySource:
     def __init__(self, url: str, timeout: float = 120.0, retries: int = 2) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
-        retry = Retry(total=retries, backoff_factor=0.5, status_forcelist=(502, 503, 504),
-                      allowed_methods=("GET", "POST"))
-        self.api = PrometheusConnect(self.url, retry=retry, timeout=int(timeout) or 1,
-                                     method="POST")
+        retry = Retry(
+            total=retries,
+            backoff_factor=0.5,
+            status_forcelist=(502, 503, 504),
+            allowed_methods=("GET", "POST"),
+        )
+        self.api = PrometheusConnect(
+            self.url, retry=retry, timeout=int(timeout) or 1, method="POST"
+        )
         self.queries = 0
         self.samples = 0
 
@@ -63,34 +68,47 @@ class QuerySource:
         try:
             result = call()
         except PrometheusApiClientException as exc:
-            raise SourceError(f"the query API at {self.url} refused {query!r}: "
-                              f"{_reason(exc)}") from None
+            raise SourceError(
+                f"the query API at {self.url} refused {query!r}: {_reason(exc)}"
+            ) from None
         except requests.Timeout:
-            raise SourceError(f"the query API at {self.url} did not answer within "
-                              f"{self.timeout:g}s") from None
+            raise SourceError(
+                f"the query API at {self.url} did not answer within {self.timeout:g}s"
+            ) from None
         except requests.RequestException as exc:
-            raise SourceError(f"cannot reach the query API at {self.url}: "
-                              f"{type(exc).__name__}") from None
+            raise SourceError(
+                f"cannot reach the query API at {self.url}: {type(exc).__name__}"
+            ) from None
         except ValueError:
-            raise SourceError(f"the query API at {self.url} sent something that is not "
-                              "JSON") from None
+            raise SourceError(
+                f"the query API at {self.url} sent something that is not JSON"
+            ) from None
         if not isinstance(result, list):
-            raise SourceError(f"the query API at {self.url} answered {query!r} with "
-                              f"{type(result).__name__}, not a list")
+            raise SourceError(
+                f"the query API at {self.url} answered {query!r} with "
+                f"{type(result).__name__}, not a list"
+            )
         return result
 
     def _query(self, query: str, at_ms: int) -> list[dict[str, Any]]:
-        return self._call(query, lambda: self.api.custom_query(
-            query, params={"time": ms_param(at_ms)}))
+        return self._call(
+            query, lambda: self.api.custom_query(query, params={"time": ms_param(at_ms)})
+        )
 
-    def range(self, query: str, first_ms: int, last_ms: int, step_ms: int
-              ) -> list[dict[str, Any]]:
+    def range(self, query: str, first_ms: int, last_ms: int, step_ms: int) -> list[dict[str, Any]]:
         """A range query evaluated at ``first_ms``, ``first_ms + step_ms``, ... ``last_ms``
         (exact millisecond times, which the library's datetime arguments would round)."""
         epoch = datetime.fromtimestamp(0, UTC)
-        return self._call(query, lambda: self.api.custom_query_range(
-            query, epoch, epoch, f"{step_ms // 1000}",
-            params={"start": ms_param(first_ms), "end": ms_param(last_ms)}))
+        return self._call(
+            query,
+            lambda: self.api.custom_query_range(
+                query,
+                epoch,
+                epoch,
+                f"{step_ms // 1000}",
+                params={"start": ms_param(first_ms), "end": ms_param(last_ms)},
+            ),
+        )
 
     def raw(self, selector: str, start_ms: int, end_ms: int) -> Fetched:
         """Every raw sample with ``start_ms <= t < end_ms`` of the series ``selector``."""
@@ -100,8 +118,9 @@ class QuerySource:
         out = []
         total = 0
         for item in self._query(query, at):
-            labels = tuple(sorted((k, v) for k, v in item.get("metric", {}).items()
-                                  if k != "__name__"))
+            labels = tuple(
+                sorted((k, v) for k, v in item.get("metric", {}).items() if k != "__name__")
+            )
             samples = []
             for ts, value in item.get("values", ()):
                 t = round(float(ts) * 1000)
@@ -109,8 +128,9 @@ class QuerySource:
                     try:
                         v = Decimal(value)
                     except (InvalidOperation, TypeError):
-                        raise SourceError(f"{query}: sample value {value!r} is not a number"
-                                          ) from None
+                        raise SourceError(
+                            f"{query}: sample value {value!r} is not a number"
+                        ) from None
                     if v.is_finite():
                         samples.append((t, v))
             if samples:
@@ -122,11 +142,14 @@ class QuerySource:
     def owners(self, family: str, key: str, start_ms: int, end_ms: int) -> dict[str, str]:
         """``key`` -> ``account_id`` from an info family's series seen in the window."""
         at = end_ms - 1
-        query = (f'max by ({key}, account_id) (last_over_time({family}{{account_id!=""}}'
-                 f"[{at - start_ms + 1}ms]))")
+        query = (
+            f'max by ({key}, account_id) (last_over_time({family}{{account_id!=""}}'
+            f"[{at - start_ms + 1}ms]))"
+        )
         out: dict[str, str] = {}
-        for item in sorted(self._query(query, at), key=lambda i: json.dumps(i["metric"],
-                                                                             sort_keys=True)):
+        for item in sorted(
+            self._query(query, at), key=lambda i: json.dumps(i["metric"], sort_keys=True)
+        ):
             metric = item.get("metric", {})
             if metric.get(key):
                 out.setdefault(metric[key], metric.get("account_id", ""))

@@ -67,8 +67,10 @@ def upgrade(engine: Engine) -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except OperationalError as exc:
-        raise MeteringError(f"cannot use the database {_safe(str(engine.url))}: "
-                            f"{str(exc.orig).strip().splitlines()[0]}") from None
+        raise MeteringError(
+            f"cannot use the database {_safe(str(engine.url))}: "
+            f"{str(exc.orig).strip().splitlines()[0]}"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -81,8 +83,7 @@ def run_lock(engine: Engine, owner: str, ttl: float) -> Iterator[Connection | No
             got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             conn.commit()
             if not got:
-                raise LockedError("another metering run holds the database lock "
-                                  "(pg_advisory_lock)")
+                raise LockedError("another metering run holds the database lock (pg_advisory_lock)")
             yield conn
         finally:
             with contextlib.suppress(SQLAlchemyError):
@@ -112,8 +113,10 @@ def take_lease(s: Session, owner: str, ttl: float) -> None:
         lease.owner = owner
         lease.expires_at = now + timedelta(seconds=ttl)
     else:
-        raise LockedError(f"another metering run ({lease.owner}) holds the database lock "
-                          f"until {lease.expires_at.isoformat(timespec='seconds')}")
+        raise LockedError(
+            f"another metering run ({lease.owner}) holds the database lock "
+            f"until {lease.expires_at.isoformat(timespec='seconds')}"
+        )
     s.flush()
 
 
@@ -128,20 +131,22 @@ def bulk_insert(s: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> 
     dialect = conn.dialect
     columns = list(table.columns)
     compiled = insert(table).compile(dialect=dialect, column_keys=[c.key for c in columns])
-    processors = {c.key: _memo(c, c.type.dialect_impl(dialect).bind_processor(dialect))
-                  for c in columns}
+    processors = {
+        c.key: _memo(c, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in columns
+    }
     # column by column: one comprehension per column, not a test per value
     keys = list(compiled.positiontup or ()) if compiled.positional else list(processors)
-    values = [[p(row[k]) for row in rows] if (p := processors[k]) else [row[k] for row in rows]
-              for k in keys]
+    values = [
+        [p(row[k]) for row in rows] if (p := processors[k]) else [row[k] for row in rows]
+        for k in keys
+    ]
     params: list[Any] = list(zip(*values, strict=True))
     if not compiled.positional:
         params = [dict(zip(keys, row, strict=True)) for row in params]
     conn.exec_driver_sql(str(compiled), params)
 
 
-def _memo(column: Column[Any], process: Callable[[Any], Any] | None
-          ) -> Callable[[Any], Any] | None:
+def _memo(column: Column[Any], process: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
     """A datetime column's processor, memoised for one insert (a chunk's rows share a few
     hours). Only datetimes: equal Decimals can differ in digits (1 and 1.0), which must be
     kept."""

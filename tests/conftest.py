@@ -46,8 +46,11 @@ def default_inventory() -> Inventory:
 @pytest.fixture
 def cloudstack(default_inventory: Inventory) -> Iterator[CloudStackSim]:
     """A CloudStack API test server holding the demo cloud (one per test: tests stop it)."""
-    sim = CloudStackSim(CloudStackState.from_inventory(default_inventory),
-                        keys={ADMIN_KEY: ADMIN_SECRET}, job_seconds=0.1)
+    sim = CloudStackSim(
+        CloudStackState.from_inventory(default_inventory),
+        keys={ADMIN_KEY: ADMIN_SECRET},
+        job_seconds=0.1,
+    )
     with sim:
         yield sim
 
@@ -56,10 +59,13 @@ def cloudstack(default_inventory: Inventory) -> Iterator[CloudStackSim]:
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     """One real Prometheus for the session; tests rewrite its config through ``write_config``."""
     need_binary("prometheus", "prometheus")
-    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [],
-    })
+    server = PrometheusServer(
+        tmp_path_factory.mktemp("prometheus"),
+        {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [],
+        },
+    )
     server.start()
     yield server
     server.stop()
@@ -69,10 +75,13 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusS
 def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertmanagerServer]:
     """One real Alertmanager for the session."""
     need_binary("prometheus-alertmanager", "prometheus-alertmanager")
-    server = AlertmanagerServer(tmp_path_factory.mktemp("alertmanager"), {
-        "route": {"receiver": "null"},
-        "receivers": [{"name": "null"}],
-    })
+    server = AlertmanagerServer(
+        tmp_path_factory.mktemp("alertmanager"),
+        {
+            "route": {"receiver": "null"},
+            "receivers": [{"name": "null"}],
+        },
+    )
     server.start()
     yield server
     server.stop()
@@ -84,8 +93,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     if report.failed and call.when == "call":
-        daemons = [item.funcargs[n] for n in ("prometheus", "alertmanager")
-                   if n in getattr(item, "funcargs", {})]
+        daemons = [
+            item.funcargs[n]
+            for n in ("prometheus", "alertmanager")
+            if n in getattr(item, "funcargs", {})
+        ]
         if daemons:
             copy_logs(daemons, FAILED_LOGS / item.name)
 
@@ -159,10 +171,14 @@ def ceph_cloud(ceph_lab: Any, default_inventory: Inventory) -> dict[str, Any]:
     ceph_lab.create_image("odd-pool", "scratch", "16M", write_bytes=4 * MIB)
     acme = next(t for t in default_inventory.tenants if t.name == "acme")
     keys = ceph_lab.rgw_user(acme.account_id)
-    s3 = boto3.client("s3", endpoint_url=ceph_lab.rgw_url, region_name="default",
-                      aws_access_key_id=keys["access_key"],
-                      aws_secret_access_key=keys["secret_key"],
-                      config=BotoConfig(s3={"addressing_style": "path"}))
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=ceph_lab.rgw_url,
+        region_name="default",
+        aws_access_key_id=keys["access_key"],
+        aws_secret_access_key=keys["secret_key"],
+        config=BotoConfig(s3={"addressing_style": "path"}),
+    )
     objects = {"site": [50_000, 70_000], "logs": [1_000]}
     for bucket, sizes in objects.items():
         s3.create_bucket(Bucket=bucket)
@@ -171,8 +187,18 @@ def ceph_cloud(ceph_lab: Any, default_inventory: Inventory) -> dict[str, Any]:
     s3.get_object(Bucket="site", Key="o0")["Body"].read()
     globex = next(t for t in default_inventory.tenants if t.name == "globex")
     ceph_lab.run("ceph", "fs", "subvolumegroup", "create", "cephfs", globex.account_id)
-    ceph_lab.run("ceph", "fs", "subvolume", "create", "cephfs", "data", "--group_name",
-                 globex.account_id, "--size", str(32 * MIB))
+    ceph_lab.run(
+        "ceph",
+        "fs",
+        "subvolume",
+        "create",
+        "cephfs",
+        "data",
+        "--group_name",
+        globex.account_id,
+        "--size",
+        str(32 * MIB),
+    )
     return {"written": written, "account": acme.account_id, "objects": objects, "s3": s3}
 
 

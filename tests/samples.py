@@ -33,5 +33,4 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def series(samples: Samples, name: str, **labels: str) -> list[dict[str, str]]:
     """Label sets of the series ``name`` whose labels include ``labels``."""
-    return [dict(ls) for (n, ls), _ in samples.items()
-            if n == name and set(labels.items()) <= ls]
+    return [dict(ls) for (n, ls), _ in samples.items() if n == name and set(labels.items()) <= ls]

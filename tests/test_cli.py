@@ -18,15 +18,23 @@ from tests.conftest import ADMIN_KEY, ADMIN_SECRET, need_binary
 from zcp_obs.cli import cli
 
 # each group the application mounts, with the commands its part really has
-GROUPS = {"inventory": {"show"}, "exporter": {"libvirt", "ovs", "ceph", "inventory"},
-          "alerts": {"build", "check"},
-          "metering": {"run", "close", "report", "reconcile", "db"},
-          "dashboards": {"build", "check", "upload", "provision", "preview"}}
+GROUPS = {
+    "inventory": {"show"},
+    "exporter": {"libvirt", "ovs", "ceph", "inventory"},
+    "alerts": {"build", "check"},
+    "metering": {"run", "close", "report", "reconcile", "db"},
+    "dashboards": {"build", "check", "upload", "provision", "preview"},
+}
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zcp_obs", *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "zcp_obs", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def write_config(tmp_path: Path, doc: dict[str, object]) -> Path:
@@ -63,21 +71,25 @@ def test_every_group_lists_its_real_commands(group: str) -> None:
 
 def test_systemd_units_run_real_commands() -> None:
     units = sorted((Path(__file__).resolve().parents[1] / "deploy" / "systemd").glob("*.service"))
-    assert {u.name for u in units} >= {"zcp-obs-inventory.service",
-                                        "zcp-obs-libvirt-exporter.service",
-                                        "zcp-obs-ovs-exporter.service",
-                                        "zcp-obs-ceph-exporter.service"}
+    assert {u.name for u in units} >= {
+        "zcp-obs-inventory.service",
+        "zcp-obs-libvirt-exporter.service",
+        "zcp-obs-ovs-exporter.service",
+        "zcp-obs-ceph-exporter.service",
+    }
     for unit in units:
-        exec_start = next(line for line in unit.read_text().splitlines()
-                          if line.startswith("ExecStart="))
+        exec_start = next(
+            line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")
+        )
         argv = exec_start.removeprefix("ExecStart=").split()[1:]
         result = CliRunner().invoke(cli, [*argv, "--help"])
         assert result.exit_code == 0, f"{unit.name}: {result.output}"
 
 
 @pytest.mark.parametrize("name", ["region", "hypervisor", "ceph", "metering"])
-def test_production_configs_are_valid(name: str, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_production_configs_are_valid(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from zcp.config import load_config
 
     text = (Path(__file__).resolve().parents[1] / "deploy" / "config" / f"{name}.yaml").read_text()
@@ -96,39 +108,59 @@ def test_production_configs_are_valid(name: str, tmp_path: Path,
 
 
 def test_inventory_show_from_cloudstack(cloudstack: CloudStackSim, tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, {"cloudstack": {"url": cloudstack.url, "api_key": ADMIN_KEY,
-                                                 "secret_key": ADMIN_SECRET}})
-    result = run("--config", str(cfg), "inventory", "show", "--source", "cloudstack",
-                 "--format", "json")
+    cfg = write_config(
+        tmp_path,
+        {"cloudstack": {"url": cloudstack.url, "api_key": ADMIN_KEY, "secret_key": ADMIN_SECRET}},
+    )
+    result = run(
+        "--config", str(cfg), "inventory", "show", "--source", "cloudstack", "--format", "json"
+    )
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["source"] == "cloudstack"
     assert sorted(v["name"] for v in doc["vms"]) == [
-        "app-1", "batch-1", "db-1", "tps-1", "web-1", "web-2"]
-    table = run("--config", str(cfg), "inventory", "show", "--source", "cloudstack",
-                "--kind", "vms")
+        "app-1",
+        "batch-1",
+        "db-1",
+        "tps-1",
+        "web-1",
+        "web-2",
+    ]
+    table = run(
+        "--config", str(cfg), "inventory", "show", "--source", "cloudstack", "--kind", "vms"
+    )
     assert table.returncode == 0
     assert "i-2-10-VM" in table.stdout and "## vms (6)" in table.stdout
 
 
 def test_wrong_secret_is_a_one_line_error(cloudstack: CloudStackSim, tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, {"cloudstack": {"url": cloudstack.url, "api_key": ADMIN_KEY,
-                                                 "secret_key": "wrong-secret"}})
-    result = run("--config", str(cfg), "--log-format", "text", "inventory", "show",
-                 "--source", "cloudstack")
+    cfg = write_config(
+        tmp_path,
+        {"cloudstack": {"url": cloudstack.url, "api_key": ADMIN_KEY, "secret_key": "wrong-secret"}},
+    )
+    result = run(
+        "--config", str(cfg), "--log-format", "text", "inventory", "show", "--source", "cloudstack"
+    )
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert errors == [f"Error: CloudStack at {cloudstack.url} rejected the API key or signature "
-                      "(401: unable to verify user credentials and/or request signature); check "
-                      "cloudstack.api_key and cloudstack.secret_key"]
+    assert errors == [
+        f"Error: CloudStack at {cloudstack.url} rejected the API key or signature "
+        "(401: unable to verify user credentials and/or request signature); check "
+        "cloudstack.api_key and cloudstack.secret_key"
+    ]
     assert "Traceback" not in result.stderr and "wrong-secret" not in result.stderr
 
 
-def test_cached_copy_is_shown_when_cloudstack_is_down(cloudstack: CloudStackSim,
-                                                      tmp_path: Path) -> None:
-    cfg = write_config(tmp_path, {
-        "cloudstack": {"url": cloudstack.url, "api_key": ADMIN_KEY, "secret_key": ADMIN_SECRET},
-        "inventory": {"source": "cloudstack", "cache_file": str(tmp_path / "cache.json")}})
+def test_cached_copy_is_shown_when_cloudstack_is_down(
+    cloudstack: CloudStackSim, tmp_path: Path
+) -> None:
+    cfg = write_config(
+        tmp_path,
+        {
+            "cloudstack": {"url": cloudstack.url, "api_key": ADMIN_KEY, "secret_key": ADMIN_SECRET},
+            "inventory": {"source": "cloudstack", "cache_file": str(tmp_path / "cache.json")},
+        },
+    )
     assert run("--config", str(cfg), "inventory", "show").returncode == 0
     cloudstack.stop()
     result = run("--config", str(cfg), "inventory", "show", "--kind", "tenants")
@@ -141,22 +173,23 @@ def test_bad_config_is_a_one_line_error(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, {"inventory": {"sourze": "file"}})
     result = run("--config", str(cfg), "inventory", "show")
     assert result.returncode == 1
-    assert result.stderr.strip() == (
-        f"Error: invalid config {cfg}: inventory.sourze: unknown key")
+    assert result.stderr.strip() == (f"Error: invalid config {cfg}: inventory.sourze: unknown key")
 
 
 def test_missing_cloudstack_section(tmp_path: Path) -> None:
-    result = run("--config", str(write_config(tmp_path, {})), "inventory", "show",
-                 "--source", "cloudstack")
+    result = run(
+        "--config", str(write_config(tmp_path, {})), "inventory", "show", "--source", "cloudstack"
+    )
     assert result.returncode == 1
     assert result.stderr.strip().endswith(
-        "Error: inventory source is cloudstack but the config has no cloudstack:")
+        "Error: inventory source is cloudstack but the config has no cloudstack:"
+    )
 
 
 def table(lines: list[str], title: str) -> list[str]:
     """The rows of the table printed under ``title`` (after its header and rule lines)."""
-    rows = lines[lines.index(title) + 3:]
-    return rows[:rows.index("")] if "" in rows else rows
+    rows = lines[lines.index(title) + 3 :]
+    return rows[: rows.index("")] if "" in rows else rows
 
 
 @pytest.mark.integration
@@ -165,8 +198,9 @@ def test_demo_brings_up_prometheus_with_the_inventory(tmp_path: Path) -> None:
     need_binary("libvirtd", "libvirt-daemon")
     need_binary("ovs-vswitchd", "openvswitch-switch")
     need_binary("ceph-mon", "ceph-mon")
-    result = run("--log-format", "text", "demo", "--duration", "0",
-                 "--workdir", str(tmp_path / "demo"))
+    result = run(
+        "--log-format", "text", "demo", "--duration", "0", "--workdir", str(tmp_path / "demo")
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any(line.split()[:3] == ["acme", "ROOT/customers", "3"] for line in lines)
@@ -196,35 +230,48 @@ def test_demo_brings_up_prometheus_with_the_inventory(tmp_path: Path) -> None:
 
 
 def test_the_application_runs_without_the_lab() -> None:
-    code = ("import sys\n"
-            "class NoLab:  # as on a hypervisor: the lab distribution is not installed\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.partition('.')[0] == 'lab':\n"
-            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
-            "sys.meta_path.insert(0, NoLab())\n"
-            "from click.testing import CliRunner\n"
-            "from zcp_obs.cli import cli\n"
-            "out = CliRunner().invoke(cli, ['--help']).output\n"
-            "commands = {l.split()[0] for l in out.split('Commands:')[1].splitlines()[1:]}\n"
-            "parts = {'alerts', 'dashboards', 'exporter', 'inventory', 'metering'}\n"
-            "assert commands == parts, out\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    code = (
+        "import sys\n"
+        "class NoLab:  # as on a hypervisor: the lab distribution is not installed\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] == 'lab':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoLab())\n"
+        "from click.testing import CliRunner\n"
+        "from zcp_obs.cli import cli\n"
+        "out = CliRunner().invoke(cli, ['--help']).output\n"
+        "commands = {l.split()[0] for l in out.split('Commands:')[1].splitlines()[1:]}\n"
+        "parts = {'alerts', 'dashboards', 'exporter', 'inventory', 'metering'}\n"
+        "assert commands == parts, out\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.integration
-def test_the_production_wheel_holds_the_core_the_parts_and_the_application(
-        tmp_path: Path) -> None:
+def test_the_production_wheel_holds_the_core_the_parts_and_the_application(tmp_path: Path) -> None:
     import zipfile
 
     root = Path(__file__).resolve().parents[1]
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q",
-                            "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q", "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr
     (wheel,) = tmp_path.glob("zcp_observability-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert tops == {"zcp", "zcp_obs", "exporters", "alerts", "dashboards", "metering",
-                    "tenant_stack"}
+    assert tops == {
+        "zcp",
+        "zcp_obs",
+        "exporters",
+        "alerts",
+        "dashboards",
+        "metering",
+        "tenant_stack",
+    }
     assert "zcp/inventory/default.yaml" in names

@@ -39,7 +39,7 @@ def _resolve_secret(value: Any) -> Any:
             raise ValueError("must not be empty")
         return value
     if isinstance(value, dict) and len(value) == 1:
-        (kind, ref), = value.items()
+        ((kind, ref),) = value.items()
         if kind == "env":
             if not isinstance(ref, str) or ref not in os.environ:
                 raise ValueError(f"environment variable {ref!r} is not set")
@@ -110,7 +110,8 @@ class InventoryServiceSource(_Model):
 
     url: str = Field(description="base URL of the inventory service, e.g. http://inv1:9180")
     host: str | None = Field(
-        None, description="ask only for this hypervisor's VMs (with their volumes and NICs)")
+        None, description="ask only for this hypervisor's VMs (with their volumes and NICs)"
+    )
     timeout_seconds: float = Field(10.0, gt=0)
 
     @field_validator("url")
@@ -125,7 +126,8 @@ class InventoryConfig(_Model):
     source: Literal["file", "cloudstack", "service"] = "file"
     file: Path | None = Field(None, description="YAML inventory; default: the embedded demo cloud")
     service: InventoryServiceSource | None = Field(
-        None, description="the inventory service, for source: service")
+        None, description="the inventory service, for source: service"
+    )
     refresh_interval_seconds: float = Field(300.0, gt=0)
     cache_file: Path | None = Field(None, description="last good copy kept across restarts")
     storage_classes: dict[str, StorageClass] = Field(
@@ -201,7 +203,8 @@ class AlertingConfig(_Model):
 
     runbook_base_url: str = Field(
         "https://git.example.com/zcp-observability/blob/main/alerts/runbooks",
-        description="runbook_url = <this>/<area>.md#<alertname lower-cased>")
+        description="runbook_url = <this>/<area>.md#<alertname lower-cased>",
+    )
     webhook: WebhookReceiver | None = None
     email: EmailReceiver | None = None
     pagerduty: PagerDutyReceiver | None = None
@@ -224,15 +227,18 @@ class CephConfig(_Model):
     keyring: Path | None = None
     pool_classes: dict[str, StorageClass] = Field(
         default_factory=dict,
-        description="Ceph pool -> storage class, for pools the inventory does not map")
+        description="Ceph pool -> storage class, for pools the inventory does not map",
+    )
     rgw_uid_pattern: str = Field(
         "(?P<account_id>.+)",
-        description="regex on the RGW uid; group account_id is the CloudStack account uuid")
+        description="regex on the RGW uid; group account_id is the CloudStack account uuid",
+    )
     rgw_enabled: bool = Field(True, description="false: the cluster has no RGW, skip it")
     rgw_endpoint: str | None = Field(None, description="http(s)://host:port of radosgw")
     cephfs_group_pattern: str = Field(
         "(?P<account_id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})",
-        description="regex on a CephFS subvolume group; group account_id is the account uuid")
+        description="regex on a CephFS subvolume group; group account_id is the account uuid",
+    )
     rbd_interval_seconds: float = Field(300.0, gt=0)
     rgw_interval_seconds: float = Field(300.0, gt=0)
     df_interval_seconds: float = Field(60.0, gt=0)
@@ -256,9 +262,15 @@ class CephConfig(_Model):
         return _require_http(value).rstrip("/") if value else value
 
 
-Deadline = Annotated[float, Field(ge=0.1, le=120,
-                                   description="longest a scrape may take (Prometheus's "
-                                               "X-Prometheus-Scrape-Timeout-Seconds lowers it)")]
+Deadline = Annotated[
+    float,
+    Field(
+        ge=0.1,
+        le=120,
+        description="longest a scrape may take (Prometheus's "
+        "X-Prometheus-Scrape-Timeout-Seconds lowers it)",
+    ),
+]
 LibvirtGroup = Literal["state", "cpu", "balloon", "vcpu", "interface", "block"]
 
 
@@ -269,13 +281,16 @@ class LibvirtExporterConfig(_Model):
     listen: Listen = "127.0.0.1:9177"
     deadline_seconds: Deadline = 8.0
     hostname: str | None = Field(
-        None, description="this hypervisor's name in zcp_vm_info of VMs the inventory does not "
-                          "know (default: the system host name)")
+        None,
+        description="this hypervisor's name in zcp_vm_info of VMs the inventory does not "
+        "know (default: the system host name)",
+    )
     groups: tuple[LibvirtGroup, ...] = ("state", "cpu", "balloon", "vcpu", "interface", "block")
     chunks: int = Field(4, ge=1, le=64, description="concurrent bulk stats calls per scrape")
     connections: int = Field(2, ge=1, le=8, description="libvirt connections they use")
     procfs: bool | None = Field(
-        None, description="CPU/vCPU/RSS from /proc (default: on for a local qemu:/// URI)")
+        None, description="CPU/vCPU/RSS from /proc (default: on for a local qemu:/// URI)"
+    )
 
 
 class OvsExporterConfig(_Model):
@@ -284,11 +299,13 @@ class OvsExporterConfig(_Model):
     db: str = "unix:/var/run/openvswitch/db.sock"
     rundir: Path = Path("/var/run/openvswitch")
     vswitchd_ctl: str | None = Field(
-        None, description="ovs-vswitchd's unixctl socket (default: from the pid file in rundir)")
+        None, description="ovs-vswitchd's unixctl socket (default: from the pid file in rundir)"
+    )
     listen: Listen = "127.0.0.1:9475"
     deadline_seconds: Deadline = 8.0
-    call_timeout_seconds: float = Field(2.0, gt=0, le=60,
-                                        description="deadline of each unixctl call")
+    call_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="deadline of each unixctl call"
+    )
 
     @field_validator("db")
     @classmethod
@@ -324,29 +341,54 @@ class ExportersConfig(_Model):
 class MeteringConfig(_Model):
     """The metering job (``zcp-obs metering``): where samples and records live, the gap rules."""
 
-    query_url: str = Field("http://127.0.0.1:9090", description=(
-        "Prometheus-compatible query API holding the raw samples: the long-term store "
-        "(VictoriaMetrics) for a month and more"))
+    query_url: str = Field(
+        "http://127.0.0.1:9090",
+        description=(
+            "Prometheus-compatible query API holding the raw samples: the long-term store "
+            "(VictoriaMetrics) for a month and more"
+        ),
+    )
     database_url: Secret = Field(
         SecretStr("sqlite:////var/lib/zcp-obs/metering.db"),
-        description="SQLAlchemy URL (sqlite:///PATH, postgresql+psycopg://user:pw@host/db)")
+        description="SQLAlchemy URL (sqlite:///PATH, postgresql+psycopg://user:pw@host/db)",
+    )
     price_book: Path | None = Field(None, description="YAML price book; default: embedded")
-    settle_seconds: float = Field(900.0, ge=0, description="a period is metered only this "
-                                                           "long after it ends")
-    max_gap_seconds: float = Field(300.0, gt=0, description=(
-        "samples further apart are not bridged: that time is not billed, the record flagged"))
-    max_outage_seconds: float = Field(3600.0, gt=0, description=(
-        "samples further apart than max_gap and at most this are a gap (not billed, every "
-        "hour it touches flagged); further apart is a series ending and a new one starting "
-        "(a VM stopped, then started): not billed, not flagged"))
-    scrape_interval_seconds: float = Field(60.0, gt=0, description=(
-        "how long a sample holds when no next sample follows within max_gap"))
+    settle_seconds: float = Field(
+        900.0, ge=0, description="a period is metered only this long after it ends"
+    )
+    max_gap_seconds: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "samples further apart are not bridged: that time is not billed, the record flagged"
+        ),
+    )
+    max_outage_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "samples further apart than max_gap and at most this are a gap (not billed, every "
+            "hour it touches flagged); further apart is a series ending and a new one starting "
+            "(a VM stopped, then started): not billed, not flagged"
+        ),
+    )
+    scrape_interval_seconds: float = Field(
+        60.0,
+        gt=0,
+        description=("how long a sample holds when no next sample follows within max_gap"),
+    )
     chunk_hours: int = Field(24, ge=1, le=168, description="hours fetched and written at once")
-    backfill_hours: int = Field(24, ge=1, description="first run without a watermark: how "
-                                                      "far back to start")
+    backfill_hours: int = Field(
+        24, ge=1, description="first run without a watermark: how far back to start"
+    )
     query_timeout_seconds: float = Field(120.0, gt=0)
-    lock_ttl_seconds: float = Field(120.0, gt=0, description=(
-        "the run lease on databases without advisory locks expires this long after a crash"))
+    lock_ttl_seconds: float = Field(
+        120.0,
+        gt=0,
+        description=(
+            "the run lease on databases without advisory locks expires this long after a crash"
+        ),
+    )
     optional_meters: tuple[str, ...] = Field((), description="e.g. disk.read_requests")
     pushgateway_url: str | None = Field(None, description="push the job's own metrics here")
 
@@ -357,10 +399,10 @@ class MeteringConfig(_Model):
 
     @model_validator(mode="after")
     def _gap_rules(self) -> MeteringConfig:
-        if not (self.scrape_interval_seconds <= self.max_gap_seconds
-                <= self.max_outage_seconds):
-            raise ValueError("needs scrape_interval_seconds <= max_gap_seconds <= "
-                             "max_outage_seconds")
+        if not (self.scrape_interval_seconds <= self.max_gap_seconds <= self.max_outage_seconds):
+            raise ValueError(
+                "needs scrape_interval_seconds <= max_gap_seconds <= max_outage_seconds"
+            )
         return self
 
 
@@ -369,8 +411,9 @@ class GrafanaConfig(_Model):
 
     url: str = Field(description="Grafana's base URL, e.g. https://grafana.example.com")
     token: Secret = Field(description="a service-account token (Editor in the target org)")
-    org_id: int | None = Field(None, ge=1, description="X-Grafana-Org-Id (a tenant's org); "
-                                                       "default: the token's org")
+    org_id: int | None = Field(
+        None, ge=1, description="X-Grafana-Org-Id (a tenant's org); default: the token's org"
+    )
     folder_uid: str = Field("zcp", min_length=1, max_length=40)
     folder_title: str = Field("ZCP", min_length=1)
     timeout_seconds: float = Field(10.0, gt=0)

@@ -215,16 +215,21 @@ def setup_logging(service: str, cfg: LoggingConfig | None = None) -> None:
 
 def collect_log_metrics() -> Iterator[Metric]:
     """The Loki shipper's health, for the process's /metrics."""
-    yield CounterMetricFamily("zcp_log_loki_sent", "Log records pushed to Loki.",
-                              value=loki_stats.sent)
-    yield CounterMetricFamily("zcp_log_loki_failed", "Log records whose push to Loki failed.",
-                              value=loki_stats.failed)
-    yield CounterMetricFamily("zcp_log_loki_dropped",
-                              "Log records dropped because the Loki queue was full.",
-                              value=loki_stats.dropped)
+    yield CounterMetricFamily(
+        "zcp_log_loki_sent", "Log records pushed to Loki.", value=loki_stats.sent
+    )
+    yield CounterMetricFamily(
+        "zcp_log_loki_failed", "Log records whose push to Loki failed.", value=loki_stats.failed
+    )
+    yield CounterMetricFamily(
+        "zcp_log_loki_dropped",
+        "Log records dropped because the Loki queue was full.",
+        value=loki_stats.dropped,
+    )
     depth = sum(h.records.qsize() for h in _installed if isinstance(h, LokiQueueHandler))
-    yield GaugeMetricFamily("zcp_log_loki_queue_depth", "Log records waiting for Loki.",
-                            value=depth)
+    yield GaugeMetricFamily(
+        "zcp_log_loki_queue_depth", "Log records waiting for Loki.", value=depth
+    )
 
 
 class FailureLog:
@@ -232,8 +237,9 @@ class FailureLog:
     error message (warning), a reminder with the count while it stays failed (every
     ``every`` seconds), and its recovery (info)."""
 
-    def __init__(self, logger: logging.Logger, message: str, every: float = 300.0,
-                 clock: Any = None) -> None:
+    def __init__(
+        self, logger: logging.Logger, message: str, every: float = 300.0, clock: Any = None
+    ) -> None:
         self.logger = logger
         self.message = message
         self.every = every
@@ -261,5 +267,6 @@ class FailureLog:
         with self._lock:
             last = self._state.pop(key, None)
         if last is not None:
-            self.logger.info(f"{self.message}: recovered", extra={
-                "source": key, "failures": last[2], **fields})
+            self.logger.info(
+                f"{self.message}: recovered", extra={"source": key, "failures": last[2], **fields}
+            )

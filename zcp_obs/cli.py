@@ -21,11 +21,20 @@ from zcp.logs import setup_logging
 
 
 @click.group(cls=ZcpGroup, context_settings=CONTEXT)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              envvar=CONFIG_ENV, help=f"YAML config file (default: ${CONFIG_ENV}, else built-in "
-                                      "defaults: the embedded demo inventory, logs to stderr).")
-@click.option("--log-format", type=click.Choice(["json", "text"]), default=None,
-              help="Override logging.format from the config.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=CONFIG_ENV,
+    help=f"YAML config file (default: ${CONFIG_ENV}, else built-in "
+    "defaults: the embedded demo inventory, logs to stderr).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "text"]),
+    default=None,
+    help="Override logging.format from the config.",
+)
 @click.version_option(package_name="zcp-observability")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, log_format: str | None) -> None:
@@ -40,8 +49,9 @@ def cli(ctx: click.Context, config_path: Path | None, log_format: str | None) ->
     except ZcpError as exc:
         raise click.ClickException(str(exc)) from None
     if log_format is not None:
-        cfg = cfg.model_copy(update={"logging": cfg.logging.model_copy(
-            update={"format": log_format})})
+        cfg = cfg.model_copy(
+            update={"logging": cfg.logging.model_copy(update={"format": log_format})}
+        )
     ctx.ensure_object(dict).update(config=cfg, config_path=config_path)
     setup_logging(f"zcp-obs-{ctx.invoked_subcommand or 'cli'}", cfg.logging)
 

@@ -18,13 +18,20 @@ __all__ = ["DEFAULT_PORT", "CephCollector", "CephSources", "run"]
 def run(cfg: Config, section: CephExporterConfig) -> None:
     """Run the exporter until SIGTERM/SIGINT."""
     if not section.conf.exists():
-        raise ConfigError(f"{section.conf} not found (--conf, or exporters.ceph.conf in the "
-                          "config)")
+        raise ConfigError(
+            f"{section.conf} not found (--conf, or exporters.ceph.conf in the config)"
+        )
     cache = make_cache(cfg)
     cache.start()
     sources = CephSources(section).start()
     host, port = split_listen(section.listen)
-    server = ExporterServer("ceph", CephCollector(sources, cache, section), host, port,
-                            section.deadline_seconds)
-    serve_until_signal(server, [sources.stop, cache.stop], conf=str(section.conf),
-                       id=section.id, inventory=cfg.inventory.source)
+    server = ExporterServer(
+        "ceph", CephCollector(sources, cache, section), host, port, section.deadline_seconds
+    )
+    serve_until_signal(
+        server,
+        [sources.stop, cache.stop],
+        conf=str(section.conf),
+        id=section.id,
+        inventory=cfg.inventory.source,
+    )

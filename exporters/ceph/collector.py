@@ -20,8 +20,9 @@ IMAGE = ["pool", "image", "storage_class", "volume_id"]
 def pool_classes(inv: Inventory, cfg: CephConfig) -> dict[str, str]:
     """Ceph pool -> storage class: the inventory's RBD pools (``path`` is the Ceph pool),
     overridden by the config's ``ceph.pool_classes``."""
-    out: dict[str, str] = {sp.path: sp.storage_class for sp in inv.storage_pools
-                           if sp.path and sp.storage_class}
+    out: dict[str, str] = {
+        sp.path: sp.storage_class for sp in inv.storage_pools if sp.path and sp.storage_class
+    }
     out.update(cfg.pool_classes)
     return out
 
@@ -66,26 +67,37 @@ class CephCollector:
         info = GaugeMetricFamily(
             "zcp_ceph_pool_info",
             "A Ceph pool and its storage class (value 1; empty class: not mapped).",
-            labels=["pool", "pool_id", "storage_class"])
+            labels=["pool", "pool_id", "storage_class"],
+        )
         unmapped = 0
         for p in snap.pools:
             cls = classes.get(p.name, "")
             unmapped += 0 if cls else 1
             info.add_metric([p.name, str(p.id), cls], 1)
         yield info
-        yield GaugeMetricFamily("ceph_exporter_pools_unmapped",
-                                "Pools no storage class is configured for.", value=unmapped)
+        yield GaugeMetricFamily(
+            "ceph_exporter_pools_unmapped",
+            "Pools no storage class is configured for.",
+            value=unmapped,
+        )
 
     def _rbd(self, snap: Snapshot, classes: dict[str, str], inv: Inventory) -> Iterator[Metric]:
-        prov = GaugeMetricFamily("ceph_rbd_image_provisioned_bytes",
-                                 "Provisioned size of an RBD image (rbd du).", labels=IMAGE)
-        used = GaugeMetricFamily("ceph_rbd_image_used_bytes",
-                                 "Bytes an RBD image's head uses (rbd du).", labels=IMAGE)
-        snaps = GaugeMetricFamily("ceph_rbd_image_snapshots", "Snapshots of an RBD image.",
-                                  labels=IMAGE)
-        snap_used = GaugeMetricFamily("ceph_rbd_image_snapshot_used_bytes",
-                                      "Bytes an RBD image's snapshots use (rbd du).",
-                                      labels=IMAGE)
+        prov = GaugeMetricFamily(
+            "ceph_rbd_image_provisioned_bytes",
+            "Provisioned size of an RBD image (rbd du).",
+            labels=IMAGE,
+        )
+        used = GaugeMetricFamily(
+            "ceph_rbd_image_used_bytes", "Bytes an RBD image's head uses (rbd du).", labels=IMAGE
+        )
+        snaps = GaugeMetricFamily(
+            "ceph_rbd_image_snapshots", "Snapshots of an RBD image.", labels=IMAGE
+        )
+        snap_used = GaugeMetricFamily(
+            "ceph_rbd_image_snapshot_used_bytes",
+            "Bytes an RBD image's snapshots use (rbd du).",
+            labels=IMAGE,
+        )
         by_image = inv.volume_by_rbd_image
         found = []
         for pool, images in sorted(snap.images.items()):
@@ -103,10 +115,16 @@ class CephCollector:
         yield volume_info_metric(found)
 
     def _rgw(self, snap: Snapshot) -> Iterator[Metric]:
-        b_bytes = GaugeMetricFamily("ceph_rgw_bucket_stored_bytes", "Bytes stored in a bucket.",
-                                    labels=["bucket", "owner", "account_id"])
-        b_objs = GaugeMetricFamily("ceph_rgw_bucket_objects", "Objects in a bucket.",
-                                   labels=["bucket", "owner", "account_id"])
+        b_bytes = GaugeMetricFamily(
+            "ceph_rgw_bucket_stored_bytes",
+            "Bytes stored in a bucket.",
+            labels=["bucket", "owner", "account_id"],
+        )
+        b_objs = GaugeMetricFamily(
+            "ceph_rgw_bucket_objects",
+            "Objects in a bucket.",
+            labels=["bucket", "owner", "account_id"],
+        )
         per_user: dict[str, list[int]] = {}
         for b in snap.buckets:
             account = self.account_of(b.owner)
@@ -118,10 +136,12 @@ class CephCollector:
             agg[2] += 1
         yield from (b_bytes, b_objs)
         user = ["user", "account_id"]
-        u_bytes = GaugeMetricFamily("ceph_rgw_user_stored_bytes",
-                                    "Bytes stored in a user's buckets.", labels=user)
-        u_objs = GaugeMetricFamily("ceph_rgw_user_objects", "Objects in a user's buckets.",
-                                   labels=user)
+        u_bytes = GaugeMetricFamily(
+            "ceph_rgw_user_stored_bytes", "Bytes stored in a user's buckets.", labels=user
+        )
+        u_objs = GaugeMetricFamily(
+            "ceph_rgw_user_objects", "Objects in a user's buckets.", labels=user
+        )
         u_bkts = GaugeMetricFamily("ceph_rgw_user_buckets", "Buckets a user owns.", labels=user)
         for uid, (nbytes, objs, bkts) in sorted(per_user.items()):
             labels = [uid, self.account_of(uid)]
@@ -130,16 +150,20 @@ class CephCollector:
             u_bkts.add_metric(labels, bkts)
         yield from (u_bytes, u_objs, u_bkts)
         fams = {
-            "ops": CounterMetricFamily("ceph_rgw_user_ops", "S3/Swift requests (usage log).",
-                                       labels=user),
-            "successful_ops": CounterMetricFamily("ceph_rgw_user_successful_ops",
-                                                  "Successful requests (usage log).",
-                                                  labels=user),
-            "bytes_sent": CounterMetricFamily("ceph_rgw_user_sent_bytes",
-                                              "Bytes sent to clients (usage log).", labels=user),
-            "bytes_received": CounterMetricFamily("ceph_rgw_user_received_bytes",
-                                                  "Bytes received from clients (usage log).",
-                                                  labels=user),
+            "ops": CounterMetricFamily(
+                "ceph_rgw_user_ops", "S3/Swift requests (usage log).", labels=user
+            ),
+            "successful_ops": CounterMetricFamily(
+                "ceph_rgw_user_successful_ops", "Successful requests (usage log).", labels=user
+            ),
+            "bytes_sent": CounterMetricFamily(
+                "ceph_rgw_user_sent_bytes", "Bytes sent to clients (usage log).", labels=user
+            ),
+            "bytes_received": CounterMetricFamily(
+                "ceph_rgw_user_received_bytes",
+                "Bytes received from clients (usage log).",
+                labels=user,
+            ),
         }
         for u in snap.usage:
             labels = [u.user, self.account_of(u.user)]
@@ -149,38 +173,59 @@ class CephCollector:
 
     def _cephfs(self, snap: Snapshot, classes: dict[str, str]) -> Iterator[Metric]:
         labels = ["fs", "group", "subvolume", "account_id", "storage_class"]
-        used = GaugeMetricFamily("ceph_cephfs_subvolume_used_bytes",
-                                 "Bytes used in a CephFS subvolume (recursive).", labels=labels)
-        quota = GaugeMetricFamily("ceph_cephfs_subvolume_quota_bytes",
-                                  "Quota of a CephFS subvolume (only where one is set).",
-                                  labels=labels)
+        used = GaugeMetricFamily(
+            "ceph_cephfs_subvolume_used_bytes",
+            "Bytes used in a CephFS subvolume (recursive).",
+            labels=labels,
+        )
+        quota = GaugeMetricFamily(
+            "ceph_cephfs_subvolume_quota_bytes",
+            "Quota of a CephFS subvolume (only where one is set).",
+            labels=labels,
+        )
         for v in snap.subvolumes:
             m = self.group_pattern.fullmatch(v.group)
-            values = [v.fs, v.group, v.name, m.group("account_id") if m else "",
-                      classes.get(v.data_pool, "")]
+            values = [
+                v.fs,
+                v.group,
+                v.name,
+                m.group("account_id") if m else "",
+                classes.get(v.data_pool, ""),
+            ]
             used.add_metric(values, v.used_bytes)
             if v.quota_bytes is not None:
                 quota.add_metric(values, v.quota_bytes)
         yield from (used, quota)
-        yield GaugeMetricFamily("ceph_cephfs_filesystems", "CephFS file systems present.",
-                                value=len(snap.filesystems))
+        yield GaugeMetricFamily(
+            "ceph_cephfs_filesystems", "CephFS file systems present.", value=len(snap.filesystems)
+        )
 
     def _health(self, snap: Snapshot) -> Iterator[Metric]:
         src = ["source"]
-        up = GaugeMetricFamily("ceph_exporter_source_up",
-                               "1 if the source's last refresh succeeded.", labels=src)
-        last = GaugeMetricFamily("ceph_exporter_source_last_refresh_timestamp_seconds",
-                                 "Unix time of the source's last complete refresh (its data "
-                                 "is as old as this).", labels=src)
-        dur = GaugeMetricFamily("ceph_exporter_source_refresh_duration_seconds",
-                                "Duration of the source's last refresh.", labels=src)
-        fails = CounterMetricFamily("ceph_exporter_source_refresh_failures",
-                                    "Failed refreshes of the source.", labels=src)
+        up = GaugeMetricFamily(
+            "ceph_exporter_source_up", "1 if the source's last refresh succeeded.", labels=src
+        )
+        last = GaugeMetricFamily(
+            "ceph_exporter_source_last_refresh_timestamp_seconds",
+            "Unix time of the source's last complete refresh (its data is as old as this).",
+            labels=src,
+        )
+        dur = GaugeMetricFamily(
+            "ceph_exporter_source_refresh_duration_seconds",
+            "Duration of the source's last refresh.",
+            labels=src,
+        )
+        fails = CounterMetricFamily(
+            "ceph_exporter_source_refresh_failures", "Failed refreshes of the source.", labels=src
+        )
         for name, st in sorted(snap.states.items()):
             up.add_metric([name], 1 if st.ok else 0)
             last.add_metric([name], st.last_success)
             dur.add_metric([name], st.duration)
             fails.add_metric([name], st.failures)
         yield from (up, last, dur, fails)
-        yield GaugeMetricFamily("ceph_rbd_images", "RBD images in the last rbd refresh.",
-                                value=sum(len(v) for v in snap.images.values()))
+        yield GaugeMetricFamily(
+            "ceph_rbd_images",
+            "RBD images in the last rbd refresh.",
+            value=sum(len(v) for v in snap.images.values()),
+        )

@@ -56,8 +56,11 @@ def parse_rbd_du(text: str, pool: str) -> list[ImageUsage]:
             snaps.append(e)
             continue
         heads[e["name"]] = ImageUsage(
-            pool, str(e["name"]), _int(e.get("provisioned_size"), "provisioned_size"),
-            _int(e.get("used_size"), "used_size"))
+            pool,
+            str(e["name"]),
+            _int(e.get("provisioned_size"), "provisioned_size"),
+            _int(e.get("used_size"), "used_size"),
+        )
     for e in snaps:
         head = heads.get(e["name"])
         if head is not None:
@@ -93,8 +96,16 @@ def parse_bucket_stats(text: str) -> list[Bucket]:
             size += _int(cat.get("size", 0), "size")
             actual += _int(cat.get("size_actual", 0), "size_actual")
             objects += _int(cat.get("num_objects", 0), "num_objects")
-        out.append(Bucket(str(b["bucket"]), str(b.get("owner", "")), str(b.get("tenant", "")),
-                          size, actual, objects))
+        out.append(
+            Bucket(
+                str(b["bucket"]),
+                str(b.get("owner", "")),
+                str(b.get("tenant", "")),
+                size,
+                actual,
+                objects,
+            )
+        )
     return out
 
 
@@ -120,10 +131,15 @@ def parse_usage(text: str) -> list[UserUsage]:
         total = u.get("total") if isinstance(u, dict) else None
         if not isinstance(total, dict) or "user" not in u:
             raise CephOutputError(f"radosgw-admin usage show: bad entry {u!r:.80}")
-        out.append(UserUsage(str(u["user"]), _int(total.get("ops", 0), "ops"),
-                             _int(total.get("successful_ops", 0), "successful_ops"),
-                             _int(total.get("bytes_sent", 0), "bytes_sent"),
-                             _int(total.get("bytes_received", 0), "bytes_received")))
+        out.append(
+            UserUsage(
+                str(u["user"]),
+                _int(total.get("ops", 0), "ops"),
+                _int(total.get("successful_ops", 0), "successful_ops"),
+                _int(total.get("bytes_sent", 0), "bytes_sent"),
+                _int(total.get("bytes_received", 0), "bytes_received"),
+            )
+        )
     return out
 
 
@@ -156,9 +172,14 @@ def parse_df(text: str) -> list[Pool]:
         stats = p.get("stats") if isinstance(p, dict) else None
         if not isinstance(stats, dict) or "name" not in p:
             raise CephOutputError(f"ceph df: bad pool {p!r:.80}")
-        out.append(Pool(str(p["name"]), _int(p.get("id"), "id"),
-                        _int(stats.get("stored", 0), "stored"),
-                        _int(stats.get("max_avail", 0), "max_avail")))
+        out.append(
+            Pool(
+                str(p["name"]),
+                _int(p.get("id"), "id"),
+                _int(stats.get("stored", 0), "stored"),
+                _int(stats.get("max_avail", 0), "max_avail"),
+            )
+        )
     return out
 
 
@@ -167,8 +188,11 @@ def rbd_pool_names(text: str) -> list[str]:
     doc = _load(text, "ceph osd pool ls detail")
     if not isinstance(doc, list):
         raise CephOutputError("ceph osd pool ls detail: expected a list")
-    return [str(p["pool_name"]) for p in doc
-            if isinstance(p, dict) and "rbd" in (p.get("application_metadata") or {})]
+    return [
+        str(p["pool_name"])
+        for p in doc
+        if isinstance(p, dict) and "rbd" in (p.get("application_metadata") or {})
+    ]
 
 
 def parse_fs_ls(text: str) -> list[str]:
@@ -205,6 +229,11 @@ def parse_subvolume_info(text: str, fs: str, group: str, name: str) -> Subvolume
     if not isinstance(doc, dict):
         raise CephOutputError(f"ceph fs subvolume info {name}: expected an object")
     quota = doc.get("bytes_quota")
-    return Subvolume(fs, group, name, _int(doc.get("bytes_used"), "bytes_used"),
-                     quota if isinstance(quota, int) and not isinstance(quota, bool) else None,
-                     str(doc.get("data_pool", "")))
+    return Subvolume(
+        fs,
+        group,
+        name,
+        _int(doc.get("bytes_used"), "bytes_used"),
+        quota if isinstance(quota, int) and not isinstance(quota, bool) else None,
+        str(doc.get("data_pool", "")),
+    )

@@ -74,8 +74,7 @@ def cli_runner(cfg: CephConfig) -> Runner:
         try:
             proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise CephCommandError(f"{' '.join(argv)}: no answer within {timeout:.0f}s") \
-                from None
+            raise CephCommandError(f"{' '.join(argv)}: no answer within {timeout:.0f}s") from None
         except OSError as exc:
             raise CephCommandError(f"{argv[0]}: {exc.strerror}") from None
         if proc.returncode != 0:
@@ -131,15 +130,17 @@ class CephSources:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> CephSources:
-        for name, interval, fn in (("df", self.cfg.df_interval_seconds, self.refresh_df),
-                                   ("rbd", self.cfg.rbd_interval_seconds, self.refresh_rbd),
-                                   ("rgw", self.cfg.rgw_interval_seconds, self.refresh_rgw),
-                                   ("cephfs", self.cfg.rbd_interval_seconds,
-                                    self.refresh_cephfs)):
+        for name, interval, fn in (
+            ("df", self.cfg.df_interval_seconds, self.refresh_df),
+            ("rbd", self.cfg.rbd_interval_seconds, self.refresh_rbd),
+            ("rgw", self.cfg.rgw_interval_seconds, self.refresh_rgw),
+            ("cephfs", self.cfg.rbd_interval_seconds, self.refresh_cephfs),
+        ):
             if name not in self.sources:
                 continue
-            t = threading.Thread(target=self._loop, args=(name, interval, fn),
-                                 name=f"ceph-{name}", daemon=True)
+            t = threading.Thread(
+                target=self._loop, args=(name, interval, fn), name=f"ceph-{name}", daemon=True
+            )
             t.start()
             self._threads.append(t)
         return self
@@ -162,11 +163,16 @@ class CephSources:
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            return Snapshot(list(self._data.pools), list(self._data.rbd_pools),
-                            dict(self._data.images), list(self._data.buckets),
-                            list(self._data.usage), list(self._data.subvolumes),
-                            list(self._data.filesystems),
-                            {k: SourceState(**vars(v)) for k, v in self._data.states.items()})
+            return Snapshot(
+                list(self._data.pools),
+                list(self._data.rbd_pools),
+                dict(self._data.images),
+                list(self._data.buckets),
+                list(self._data.usage),
+                list(self._data.subvolumes),
+                list(self._data.filesystems),
+                {k: SourceState(**vars(v)) for k, v in self._data.states.items()},
+            )
 
     def _finish(self, name: str, started: float, error: str) -> None:
         with self._lock:
@@ -184,9 +190,10 @@ class CephSources:
             self._failures.failed(name, error)
         else:
             self._failures.ok(name)
-            log.debug("ceph source refreshed", extra={"source": name,
-                                                      "seconds": round(time.monotonic()
-                                                                       - started, 3)})
+            log.debug(
+                "ceph source refreshed",
+                extra={"source": name, "seconds": round(time.monotonic() - started, 3)},
+            )
 
     # -- sources -------------------------------------------------------------------------------
     def refresh_df(self) -> None:
@@ -241,19 +248,20 @@ class CephSources:
             try:
                 requests.get(self.cfg.rgw_endpoint, timeout=min(timeout, 5.0))
             except requests.RequestException as exc:
-                errors.append(f"radosgw at {self.cfg.rgw_endpoint} does not answer: "
-                              f"{type(exc).__name__}")
+                errors.append(
+                    f"radosgw at {self.cfg.rgw_endpoint} does not answer: {type(exc).__name__}"
+                )
         try:
             buckets = parse_bucket_stats(self.run(["radosgw-admin", "bucket", "stats"], timeout))
-            usage = parse_usage(self.run(["radosgw-admin", "usage", "show",
-                                          "--show-log-entries=false"], timeout))
+            usage = parse_usage(
+                self.run(["radosgw-admin", "usage", "show", "--show-log-entries=false"], timeout)
+            )
         except (CephCommandError, CephOutputError) as exc:
             errors.append(str(exc))
         else:
             with self._lock:
                 self._data.buckets, self._data.usage = buckets, usage
         self._finish("rgw", started, "; ".join(errors))
-
 
     def refresh_cephfs(self) -> None:
         """Subvolumes of every CephFS (none present: an empty, successful refresh)."""
@@ -263,9 +271,14 @@ class CephSources:
             filesystems = parse_fs_ls(self.run(["ceph", "fs", "ls"], timeout))
             wanted: list[tuple[str, str, str]] = []
             for fs in filesystems:
-                groups = [g for g in parse_name_list(
-                    self.run(["ceph", "fs", "subvolumegroup", "ls", fs], timeout),
-                    "ceph fs subvolumegroup ls") if not g.startswith("_")]
+                groups = [
+                    g
+                    for g in parse_name_list(
+                        self.run(["ceph", "fs", "subvolumegroup", "ls", fs], timeout),
+                        "ceph fs subvolumegroup ls",
+                    )
+                    if not g.startswith("_")
+                ]
                 for group in ["_nogroup", *groups]:
                     argv = ["ceph", "fs", "subvolume", "ls", fs]
                     if group != "_nogroup":

@@ -18,8 +18,9 @@ __all__ = ["DEFAULT_PORT", "InventoryService", "run", "serve"]
 def serve(service: InventoryService, listen: str, deadline: float) -> ExporterServer:
     """An HTTP server (not started) for ``service``: /metrics and the snapshot route."""
     host, port = split_listen(listen)
-    return ExporterServer("inventory", service, host, port, deadline,
-                          routes={PATH: service.snapshot})
+    return ExporterServer(
+        "inventory", service, host, port, deadline, routes={PATH: service.snapshot}
+    )
 
 
 def run(cfg: Config, section: InventoryExporterConfig) -> None:

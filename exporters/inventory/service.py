@@ -58,8 +58,10 @@ class InventoryService:
         """The cache's health and the snapshot requests served."""
         yield from self.cache.collect()
         served = CounterMetricFamily(
-            "zcp_inventory_service_requests", "Snapshot requests answered, by view and status.",
-            labels=["view", "code"])
+            "zcp_inventory_service_requests",
+            "Snapshot requests answered, by view and status.",
+            labels=["view", "code"],
+        )
         with self._lock:
             for (view, code), n in sorted(self.requests.items()):
                 served.add_metric([view, code], n)
@@ -105,13 +107,20 @@ class InventoryService:
         inv = self.cache.current()
         if inv.fetched_at is None:
             reason = self.cache.last_error or "first refresh in progress"
-            return Reply(503, "text/plain; charset=utf-8",
-                         f"no inventory loaded yet: {reason}\n".encode(),
-                         {"Retry-After": "5"})
+            return Reply(
+                503,
+                "text/plain; charset=utf-8",
+                f"no inventory loaded yet: {reason}\n".encode(),
+                {"Retry-After": "5"},
+            )
         gz = "gzip" in (headers.get("accept-encoding") or "")
         encoded, body = self._view(inv, host, gz)
-        meta = {"ETag": encoded.etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding",
-                FETCHED_AT_HEADER: encoded.fetched_at.isoformat() if encoded.fetched_at else ""}
+        meta = {
+            "ETag": encoded.etag,
+            "Cache-Control": "no-cache",
+            "Vary": "Accept-Encoding",
+            FETCHED_AT_HEADER: encoded.fetched_at.isoformat() if encoded.fetched_at else "",
+        }
         if etag_matches(headers.get("if-none-match"), encoded.etag):
             return Reply(304, MEDIA_TYPE, b"", meta)
         if gz:

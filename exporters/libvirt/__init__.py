@@ -18,11 +18,18 @@ def run(cfg: Config, section: LibvirtExporterConfig) -> None:
     """Run the exporter until SIGTERM/SIGINT."""
     cache = make_cache(cfg)
     cache.start()
-    source = LibvirtSource(section.uri, section.groups, chunks=section.chunks,
-                           connections=section.connections, procfs=section.procfs)
-    collector = LibvirtCollector(source, cache, section.hostname or socket.gethostname(),
-                                 section.deadline_seconds)
+    source = LibvirtSource(
+        section.uri,
+        section.groups,
+        chunks=section.chunks,
+        connections=section.connections,
+        procfs=section.procfs,
+    )
+    collector = LibvirtCollector(
+        source, cache, section.hostname or socket.gethostname(), section.deadline_seconds
+    )
     host, port = split_listen(section.listen)
     server = ExporterServer("libvirt", collector, host, port, section.deadline_seconds)
-    serve_until_signal(server, [source.close, cache.stop], uri=section.uri,
-                       inventory=cfg.inventory.source)
+    serve_until_signal(
+        server, [source.close, cache.stop], uri=section.uri, inventory=cfg.inventory.source
+    )

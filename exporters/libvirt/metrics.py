@@ -38,36 +38,90 @@ class Spec:
 
 CPU = [
     Spec("time", "libvirt_domain_cpu_time_seconds", "CPU time used by the domain.", True, NS),
-    Spec("user", "libvirt_domain_cpu_user_seconds", "User CPU time used by the domain.", True,
-         NS),
-    Spec("system", "libvirt_domain_cpu_system_seconds", "System CPU time used by the domain.",
-         True, NS),
+    Spec("user", "libvirt_domain_cpu_user_seconds", "User CPU time used by the domain.", True, NS),
+    Spec(
+        "system",
+        "libvirt_domain_cpu_system_seconds",
+        "System CPU time used by the domain.",
+        True,
+        NS,
+    ),
 ]
 VCPU = [
     Spec("time", "libvirt_domain_vcpu_time_seconds", "Time a vCPU spent running.", True, NS),
-    Spec("wait", "libvirt_domain_vcpu_wait_seconds",
-         "Time a vCPU spent waiting on I/O or for the host to wake it.", True, NS),
-    Spec("delay", "libvirt_domain_vcpu_delay_seconds",
-         "Time a vCPU was ready but waited on the host run queue (steal).", True, NS),
+    Spec(
+        "wait",
+        "libvirt_domain_vcpu_wait_seconds",
+        "Time a vCPU spent waiting on I/O or for the host to wake it.",
+        True,
+        NS,
+    ),
+    Spec(
+        "delay",
+        "libvirt_domain_vcpu_delay_seconds",
+        "Time a vCPU was ready but waited on the host run queue (steal).",
+        True,
+        NS,
+    ),
 ]
 BALLOON = [
-    Spec("maximum", "libvirt_domain_memory_maximum_bytes", "Maximum memory of the domain.",
-         False, KIB),
+    Spec(
+        "maximum",
+        "libvirt_domain_memory_maximum_bytes",
+        "Maximum memory of the domain.",
+        False,
+        KIB,
+    ),
     Spec("current", "libvirt_domain_memory_balloon_bytes", "Current balloon size.", False, KIB),
-    Spec("rss", "libvirt_domain_memory_rss_bytes", "Resident set size of the QEMU process.",
-         False, KIB),
-    Spec("available", "libvirt_domain_memory_available_bytes",
-         "Memory the guest sees (guest-reported, needs the balloon driver).", False, KIB),
-    Spec("unused", "libvirt_domain_memory_unused_bytes",
-         "Memory unused by the guest (guest-reported).", False, KIB),
-    Spec("usable", "libvirt_domain_memory_usable_bytes",
-         "Memory the guest can use without swapping (guest-reported).", False, KIB),
-    Spec("disk_caches", "libvirt_domain_memory_disk_caches_bytes",
-         "Guest memory used for disk caches (guest-reported).", False, KIB),
-    Spec("swap_in", "libvirt_domain_memory_swap_in_bytes", "Memory swapped in by the guest.",
-         True, KIB),
-    Spec("swap_out", "libvirt_domain_memory_swap_out_bytes", "Memory swapped out by the guest.",
-         True, KIB),
+    Spec(
+        "rss",
+        "libvirt_domain_memory_rss_bytes",
+        "Resident set size of the QEMU process.",
+        False,
+        KIB,
+    ),
+    Spec(
+        "available",
+        "libvirt_domain_memory_available_bytes",
+        "Memory the guest sees (guest-reported, needs the balloon driver).",
+        False,
+        KIB,
+    ),
+    Spec(
+        "unused",
+        "libvirt_domain_memory_unused_bytes",
+        "Memory unused by the guest (guest-reported).",
+        False,
+        KIB,
+    ),
+    Spec(
+        "usable",
+        "libvirt_domain_memory_usable_bytes",
+        "Memory the guest can use without swapping (guest-reported).",
+        False,
+        KIB,
+    ),
+    Spec(
+        "disk_caches",
+        "libvirt_domain_memory_disk_caches_bytes",
+        "Guest memory used for disk caches (guest-reported).",
+        False,
+        KIB,
+    ),
+    Spec(
+        "swap_in",
+        "libvirt_domain_memory_swap_in_bytes",
+        "Memory swapped in by the guest.",
+        True,
+        KIB,
+    ),
+    Spec(
+        "swap_out",
+        "libvirt_domain_memory_swap_out_bytes",
+        "Memory swapped out by the guest.",
+        True,
+        KIB,
+    ),
     Spec("major_fault", "libvirt_domain_memory_major_faults", "Guest major page faults."),
     Spec("minor_fault", "libvirt_domain_memory_minor_faults", "Guest minor page faults."),
 ]
@@ -80,12 +134,16 @@ BLOCK = [
     Spec("wr.times", "libvirt_domain_block_write_time_seconds", "Time spent writing.", True, NS),
     Spec("fl.reqs", "libvirt_domain_block_flush_requests", "Flush requests on a disk."),
     Spec("fl.times", "libvirt_domain_block_flush_time_seconds", "Time spent flushing.", True, NS),
-    Spec("capacity", "libvirt_domain_block_capacity_bytes", "Disk size seen by the guest.",
-         False),
-    Spec("allocation", "libvirt_domain_block_allocation_bytes",
-         "Highest allocated extent of the disk image.", False),
-    Spec("physical", "libvirt_domain_block_physical_bytes", "Physical size of the disk image.",
-         False),
+    Spec("capacity", "libvirt_domain_block_capacity_bytes", "Disk size seen by the guest.", False),
+    Spec(
+        "allocation",
+        "libvirt_domain_block_allocation_bytes",
+        "Highest allocated extent of the disk image.",
+        False,
+    ),
+    Spec(
+        "physical", "libvirt_domain_block_physical_bytes", "Physical size of the disk image.", False
+    ),
 ]
 NET = [
     Spec("rx.bytes", "libvirt_domain_interface_receive_bytes", "Bytes received by a vNIC."),
@@ -141,26 +199,46 @@ def _unknown_vm_labels(dom: DomainStats, xml: DomainXml | None, host: str) -> li
     if md is None:
         return [dom.uuid, dom.name, "", "", "", "", "", "", "", "", host, "", "", ""]
     memory = str(int(md.memory_mib) * 1024 * 1024) if md.memory_mib.isdigit() else ""
-    return [dom.uuid, dom.name, md.vm_name, md.account_id, md.account, md.domain_id,
-            md.domain_path, md.project_id, md.project, md.zone, host, md.service_offering,
-            md.vcpus, memory]
+    return [
+        dom.uuid,
+        dom.name,
+        md.vm_name,
+        md.account_id,
+        md.account,
+        md.domain_id,
+        md.domain_path,
+        md.project_id,
+        md.project,
+        md.zone,
+        host,
+        md.service_offering,
+        md.vcpus,
+        memory,
+    ]
 
 
-def build_metrics(domains: Iterable[DomainStats], xml: Mapping[str, DomainXml],
-                  inv: Inventory, host: str) -> Iterator[Metric]:
+def build_metrics(
+    domains: Iterable[DomainStats], xml: Mapping[str, DomainXml], inv: Inventory, host: str
+) -> Iterator[Metric]:
     """All per-domain families for one collection."""
     state = GaugeMetricFamily(
         "libvirt_domain_state",
         "Domain state (virDomainState: 0 nostate, 1 running, 2 blocked, 3 paused, 4 shutdown, "
-        "5 shutoff, 6 crashed, 7 pmsuspended).", labels=VM)
-    reason = GaugeMetricFamily("libvirt_domain_state_reason",
-                               "Reason code of the domain state (virDomain<State>Reason).",
-                               labels=VM)
+        "5 shutoff, 6 crashed, 7 pmsuspended).",
+        labels=VM,
+    )
+    reason = GaugeMetricFamily(
+        "libvirt_domain_state_reason",
+        "Reason code of the domain state (virDomain<State>Reason).",
+        labels=VM,
+    )
     vcpus = GaugeMetricFamily("libvirt_domain_vcpus", "vCPUs currently online.", labels=VM)
     vcpus_max = GaugeMetricFamily("libvirt_domain_vcpus_maximum", "Maximum vCPUs.", labels=VM)
-    vcpu_state = GaugeMetricFamily("libvirt_domain_vcpu_state",
-                                   "vCPU state (0 offline, 1 running, 2 blocked).",
-                                   labels=[*VM, "vcpu"])
+    vcpu_state = GaugeMetricFamily(
+        "libvirt_domain_vcpu_state",
+        "vCPU state (0 offline, 1 running, 2 blocked).",
+        labels=[*VM, "vcpu"],
+    )
     cpu = _Families(CPU, VM)
     vcpu = _Families(VCPU, [*VM, "vcpu"])
     balloon = _Families(BALLOON, VM)
@@ -210,4 +288,3 @@ def build_metrics(domains: Iterable[DomainStats], xml: Mapping[str, DomainXml],
             for labels in extra_vm_info:
                 fam.add_metric(labels, 1)
         yield fam
-

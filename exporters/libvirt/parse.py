@@ -85,8 +85,9 @@ class DomainXml:
         if self.memory_kib:
             out["balloon.maximum"] = self.memory_kib
             # without a balloon libvirt reports the whole memory as current
-            out["balloon.current"] = (self.current_memory_kib or self.memory_kib) \
-                if self.balloon else self.memory_kib
+            out["balloon.current"] = (
+                (self.current_memory_kib or self.memory_kib) if self.balloon else self.memory_kib
+            )
         if self.vcpus_max:
             out["vcpu.maximum"] = self.vcpus_max
             out["vcpu.current"] = self.vcpus_current or self.vcpus_max
@@ -126,9 +127,22 @@ def _cloudstack_metadata(metadata: ET.Element | None) -> CloudStackMetadata | No
     )
 
 
-_UNIT_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 1024,
-             "m": 1024, "mib": 1024, "mb": 1e6 / 1024, "g": 1024**2, "gib": 1024**2,
-             "gb": 1e9 / 1024, "t": 1024**3, "tib": 1024**3, "tb": 1e12 / 1024}
+_UNIT_KIB = {
+    "b": 1 / 1024,
+    "bytes": 1 / 1024,
+    "k": 1,
+    "kib": 1,
+    "kb": 1000 / 1024,
+    "m": 1024,
+    "mib": 1024,
+    "mb": 1e6 / 1024,
+    "g": 1024**2,
+    "gib": 1024**2,
+    "gb": 1e9 / 1024,
+    "t": 1024**3,
+    "tib": 1024**3,
+    "tb": 1e12 / 1024,
+}
 
 
 def _kib(el: ET.Element | None) -> int:
@@ -174,8 +188,8 @@ def parse_domain_xml(xml: str) -> DomainXml:
             kind=disk.get("type", ""),
             path=src.get("file") or src.get("dev") or "",
             protocol=src.get("protocol", ""),
-            name=src.get("name") or (f"{src['pool']}/{src['volume']}"
-                                     if "pool" in src and "volume" in src else ""),
+            name=src.get("name")
+            or (f"{src['pool']}/{src['volume']}" if "pool" in src and "volume" in src else ""),
         )
     nics: dict[str, VNic] = {}
     by_mac: dict[str, VNic] = {}
@@ -187,7 +201,8 @@ def parse_domain_xml(xml: str) -> DomainXml:
             mac=mac,
             kind=iface.get("type", ""),
             bridge=(source.get("bridge") or source.get("network") or "")
-            if source is not None else "",
+            if source is not None
+            else "",
         )
         if nic.device:
             nics[nic.device] = nic
@@ -196,14 +211,20 @@ def parse_domain_xml(xml: str) -> DomainXml:
     vcpu = root.find("vcpu")
     balloon = root.find("devices/memballoon")
     stats = balloon.find("stats") if balloon is not None else None
-    return DomainXml(uuid=uuid, name=name, disks=disks, nics=nics, nics_by_mac=by_mac,
-                     cloudstack=_cloudstack_metadata(root.find("metadata")),
-                     memory_kib=_kib(root.find("memory")),
-                     current_memory_kib=_kib(root.find("currentMemory")),
-                     vcpus_max=_int(_text(vcpu)) if vcpu is not None else 0,
-                     vcpus_current=_int(vcpu.get("current")) if vcpu is not None else 0,
-                     balloon=balloon is not None and balloon.get("model", "none") != "none",
-                     balloon_stats_period=_int(stats.get("period")) if stats is not None else 0)
+    return DomainXml(
+        uuid=uuid,
+        name=name,
+        disks=disks,
+        nics=nics,
+        nics_by_mac=by_mac,
+        cloudstack=_cloudstack_metadata(root.find("metadata")),
+        memory_kib=_kib(root.find("memory")),
+        current_memory_kib=_kib(root.find("currentMemory")),
+        vcpus_max=_int(_text(vcpu)) if vcpu is not None else 0,
+        vcpus_current=_int(vcpu.get("current")) if vcpu is not None else 0,
+        balloon=balloon is not None and balloon.get("model", "none") != "none",
+        balloon_stats_period=_int(stats.get("period")) if stats is not None else 0,
+    )
 
 
 # -- stats records ---------------------------------------------------------------------------------
@@ -261,19 +282,23 @@ def group_stats(uuid: str, name: str, stats: dict[str, Any]) -> DomainStats:
     if "state.state" in stats:
         rec.state, rec.state_reason = int(stats["state.state"]), int(stats.get("state.reason", 0))
         rec.groups.add("state")
-    rec.cpu = {k[4:]: int(v) for k, v in stats.items()
-               if k.startswith("cpu.") and isinstance(v, int)}
+    rec.cpu = {
+        k[4:]: int(v) for k, v in stats.items() if k.startswith("cpu.") and isinstance(v, int)
+    }
     if "time" in rec.cpu:
         rec.groups.add("cpu")
-    rec.balloon = {k[8:]: int(v) for k, v in stats.items()
-                   if k.startswith("balloon.") and isinstance(v, int)}
+    rec.balloon = {
+        k[8:]: int(v) for k, v in stats.items() if k.startswith("balloon.") and isinstance(v, int)
+    }
     if "current" in rec.balloon:
         rec.groups.add("balloon")
     if "vcpu.current" in stats:
         rec.vcpu_current = int(stats["vcpu.current"])
         rec.vcpu_maximum = int(stats.get("vcpu.maximum", rec.vcpu_current))
-        rec.vcpus = {i: {k: int(v) for k, v in d.items() if isinstance(v, int)}
-                     for i, d in _indexed(stats, "vcpu").items()}
+        rec.vcpus = {
+            i: {k: int(v) for k, v in d.items() if isinstance(v, int)}
+            for i, d in _indexed(stats, "vcpu").items()
+        }
         rec.groups.add("vcpu")
     if "block.count" in stats:
         seen: set[str] = set()
@@ -282,14 +307,21 @@ def group_stats(uuid: str, name: str, stats: dict[str, Any]) -> DomainStats:
             if device in seen:
                 continue  # a backing-chain layer (VIR_..._STATS_BACKING), not another disk
             seen.add(device)
-            rec.blocks.append(BlockStats(
-                device=device, path=str(d.get("path", "")),
-                values={k: int(v) for k, v in d.items() if isinstance(v, int)}))
+            rec.blocks.append(
+                BlockStats(
+                    device=device,
+                    path=str(d.get("path", "")),
+                    values={k: int(v) for k, v in d.items() if isinstance(v, int)},
+                )
+            )
         rec.groups.add("block")
     if "net.count" in stats:
         for _, d in sorted(_indexed(stats, "net").items()):
-            rec.nets.append(NetStats(device=str(d.get("name", "")),
-                                     values={k: int(v) for k, v in d.items()
-                                             if isinstance(v, int)}))
+            rec.nets.append(
+                NetStats(
+                    device=str(d.get("name", "")),
+                    values={k: int(v) for k, v in d.items() if isinstance(v, int)},
+                )
+            )
         rec.groups.add("interface")
     return rec

@@ -77,8 +77,11 @@ def parse_schedstat_delay(text: str) -> int:
 def parse_cgroup_v2_cpu(text: str) -> tuple[int, int, int]:
     """usage, user and system time (ns) from a cgroup v2 ``cpu.stat``."""
     values = dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
-    return (int(values["usage_usec"]) * 1000, int(values["user_usec"]) * 1000,
-            int(values["system_usec"]) * 1000)
+    return (
+        int(values["usage_usec"]) * 1000,
+        int(values["user_usec"]) * 1000,
+        int(values["system_usec"]) * 1000,
+    )
 
 
 def machine_cgroup(path: str) -> str | None:
@@ -97,8 +100,11 @@ def machine_cgroup(path: str) -> str | None:
 class ProcReader:
     """Finds local QEMU processes by domain uuid and reads libvirt's figures from /proc."""
 
-    def __init__(self, proc: Path = Path("/proc"), cgroup_root: Path = Path("/sys/fs/cgroup"),
-                 ) -> None:
+    def __init__(
+        self,
+        proc: Path = Path("/proc"),
+        cgroup_root: Path = Path("/sys/fs/cgroup"),
+    ) -> None:
         self.proc = proc
         self.cgroup_root = cgroup_root
         self.ns_per_tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
@@ -178,8 +184,9 @@ class ProcReader:
                 if (candidate / "cpu.stat").exists():
                     proc.cgroup_v2 = candidate
             elif "cpuacct" in controllers.split(","):
-                mount = self.cgroup_root / ("cpu,cpuacct" if "cpu" in controllers.split(",")
-                                            else "cpuacct")
+                mount = self.cgroup_root / (
+                    "cpu,cpuacct" if "cpu" in controllers.split(",") else "cpuacct"
+                )
                 if not mount.exists():
                     mount = self.cgroup_root / "cpuacct"
                 candidate = mount / group.lstrip("/")
@@ -188,8 +195,9 @@ class ProcReader:
         return proc
 
     # -- reading -----------------------------------------------------------------------------
-    def read(self, proc: QemuProcess, vcpus: bool = True, cpu: bool = True,
-             rss: bool = True) -> dict[str, int] | None:
+    def read(
+        self, proc: QemuProcess, vcpus: bool = True, cpu: bool = True, rss: bool = True
+    ) -> dict[str, int] | None:
         """libvirt-named stats (``cpu.time``, ``vcpu.0.delay``, ``balloon.rss``...) of ``proc``;
         None when the process is gone or is no longer the one found."""
         base = self.proc / str(proc.pid)
@@ -209,12 +217,14 @@ class ProcReader:
                     out[f"vcpu.{index}.state"] = 1  # VIR_VCPU_RUNNING, as libvirt reports
                     out[f"vcpu.{index}.time"] = (u + s) * self.ns_per_tick
                     out[f"vcpu.{index}.wait"] = self._optional(task / "sched", parse_sched_wait)
-                    out[f"vcpu.{index}.delay"] = self._optional(task / "schedstat",
-                                                                parse_schedstat_delay)
+                    out[f"vcpu.{index}.delay"] = self._optional(
+                        task / "schedstat", parse_schedstat_delay
+                    )
         except (OSError, ValueError, IndexError, KeyError) as exc:
             self.read_errors += 1
-            log.debug("cannot read QEMU process figures", extra={"pid": proc.pid,
-                                                                  "error": str(exc)})
+            log.debug(
+                "cannot read QEMU process figures", extra={"pid": proc.pid, "error": str(exc)}
+            )
             return None
         return out
 
@@ -224,12 +234,19 @@ class ProcReader:
             return {"cpu.time": usage, "cpu.user": user, "cpu.system": system}
         if proc.cpuacct_v1 is not None:
             usage = int((proc.cpuacct_v1 / "cpuacct.usage").read_text())
-            ticks = dict(line.split() for line in
-                         (proc.cpuacct_v1 / "cpuacct.stat").read_text().splitlines())
-            return {"cpu.time": usage, "cpu.user": int(ticks["user"]) * self.ns_per_tick,
-                    "cpu.system": int(ticks["system"]) * self.ns_per_tick}
-        return {"cpu.time": (utime + stime) * self.ns_per_tick,
-                "cpu.user": utime * self.ns_per_tick, "cpu.system": stime * self.ns_per_tick}
+            ticks = dict(
+                line.split() for line in (proc.cpuacct_v1 / "cpuacct.stat").read_text().splitlines()
+            )
+            return {
+                "cpu.time": usage,
+                "cpu.user": int(ticks["user"]) * self.ns_per_tick,
+                "cpu.system": int(ticks["system"]) * self.ns_per_tick,
+            }
+        return {
+            "cpu.time": (utime + stime) * self.ns_per_tick,
+            "cpu.user": utime * self.ns_per_tick,
+            "cpu.system": stime * self.ns_per_tick,
+        }
 
     @staticmethod
     def _optional(path: Path, parse: Callable[[str], int]) -> int:

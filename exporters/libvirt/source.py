@@ -48,7 +48,6 @@ NOWAIT = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
 RUNNING = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED)
 
 
-
 def is_local_uri(uri: str) -> bool:
     """True for a QEMU driver URI of a libvirtd on this host (``qemu:///system``)."""
     parsed = urlsplit(uri)
@@ -101,11 +100,17 @@ def _close_all(conns: Any) -> None:
 class LibvirtSource:
     """Connection, XML cache and single-flight collection against one libvirtd."""
 
-    def __init__(self, uri: str, groups: tuple[str, ...] = tuple(GROUP_FLAGS),
-                 keepalive: tuple[int, int] = (5, 3),
-                 open_conn: Callable[[str], Any] | None = None,
-                 chunks: int = 4, connections: int = 2, procfs: bool | None = None,
-                 proc_reader: ProcReader | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        groups: tuple[str, ...] = tuple(GROUP_FLAGS),
+        keepalive: tuple[int, int] = (5, 3),
+        open_conn: Callable[[str], Any] | None = None,
+        chunks: int = 4,
+        connections: int = 2,
+        procfs: bool | None = None,
+        proc_reader: ProcReader | None = None,
+    ) -> None:
         unknown = set(groups) - set(GROUP_FLAGS)
         if unknown:
             raise ValueError(f"unknown stat groups: {', '.join(sorted(unknown))}")
@@ -130,9 +135,11 @@ class LibvirtSource:
         self.n_connections = max(1, connections)
         self._extra: list[Any] = []
         self._handles: list[dict[str, Any]] = []
-        self._pool = ThreadPoolExecutor(max_workers=self.chunks,
-                                        thread_name_prefix="libvirt-stats") \
-            if self.chunks > 1 else None
+        self._pool = (
+            ThreadPoolExecutor(max_workers=self.chunks, thread_name_prefix="libvirt-stats")
+            if self.chunks > 1
+            else None
+        )
         # read-only is enough for stats, events and XML (and cannot change a domain)
         self._open = open_conn or libvirt.openReadOnly
         self._conn: Any = None
@@ -189,13 +196,17 @@ class LibvirtSource:
                     except libvirt.libvirtError:
                         pass  # e.g. test:/// drivers have no keepalive
                 primary = opened[0]
-                for event in ("LIFECYCLE", "DEVICE_ADDED", "DEVICE_REMOVED", "METADATA_CHANGE",
-                              "BALLOON_CHANGE"):
+                for event in (
+                    "LIFECYCLE",
+                    "DEVICE_ADDED",
+                    "DEVICE_REMOVED",
+                    "METADATA_CHANGE",
+                    "BALLOON_CHANGE",
+                ):
                     event_id = getattr(libvirt, f"VIR_DOMAIN_EVENT_ID_{event}", None)
                     if event_id is not None:
                         try:
-                            primary.domainEventRegisterAny(None, event_id, self._on_event,
-                                                           None)
+                            primary.domainEventRegisterAny(None, event_id, self._on_event, None)
                         except libvirt.libvirtError:
                             pass
             except BaseException:
@@ -318,8 +329,11 @@ class LibvirtSource:
             out.append(handle)
         return out
 
-    def _plan(self, doms: list[Any], xml: dict[str, DomainXml],
-              ) -> tuple[dict[int, list[Any]], dict[str, QemuProcess]]:
+    def _plan(
+        self,
+        doms: list[Any],
+        xml: dict[str, DomainXml],
+    ) -> tuple[dict[int, list[Any]], dict[str, QemuProcess]]:
         """Which stat groups to ask libvirt for, per domain: ``{flags: [domain]}``; and the
         local QEMU processes whose cpu/vCPU/RSS figures are read from /proc instead."""
         procs: dict[str, QemuProcess] = {}
@@ -371,8 +385,7 @@ class LibvirtSource:
                     fut.set_exception(exc)
                 futures.append(fut)
             else:
-                futures.append(self._pool.submit(target.domainListGetStats, targets, flags,
-                                                 NOWAIT))
+                futures.append(self._pool.submit(target.domainListGetStats, targets, flags, NOWAIT))
         merged: dict[str, tuple[str, dict[str, Any]]] = {}
         failures = []
         for fut in futures:
@@ -397,16 +410,22 @@ class LibvirtSource:
             name, stats = merged[uuid]
             proc = procs.get(uuid)
             if proc is not None and self.procfs is not None and dom.ID() >= 0:
-                extra = self.procfs.read(proc, vcpus="vcpu" in self.groups,
-                                         cpu="cpu" in self.groups,
-                                         rss="balloon" in self.groups)
+                extra = self.procfs.read(
+                    proc,
+                    vcpus="vcpu" in self.groups,
+                    cpu="cpu" in self.groups,
+                    rss="balloon" in self.groups,
+                )
                 if extra is None:
                     self.procfs.forget(uuid)
                 else:
                     n_procfs += 1
                     dxml = xml.get(uuid)
-                    base = {k: v for k, v in (dxml.xml_stats() if dxml else {}).items()
-                            if k.split(".", 1)[0] in self.groups}
+                    base = {
+                        k: v
+                        for k, v in (dxml.xml_stats() if dxml else {}).items()
+                        if k.split(".", 1)[0] in self.groups
+                    }
                     stats = {**base, **stats, **extra}
             out.append((uuid, name, stats))
         self.procfs_domains = n_procfs
@@ -419,14 +438,16 @@ class LibvirtSource:
             if fut is None or fut.done():
                 fut = Future()
                 self._inflight = fut
-                threading.Thread(target=self._run, args=(fut,), name="libvirt-collect",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._run, args=(fut,), name="libvirt-collect", daemon=True
+                ).start()
         try:
             return fut.result(timeout=max(timeout, 0.0))
         except FutureTimeout:
             self.scrape_timeouts += 1
-            return Collection(error=f"libvirt did not answer within {timeout:.1f}s",
-                              duration=timeout)
+            return Collection(
+                error=f"libvirt did not answer within {timeout:.1f}s", duration=timeout
+            )
 
     def _run(self, fut: Future[Collection]) -> None:
         try:
@@ -439,8 +460,9 @@ class LibvirtSource:
 class LibvirtCollector:
     """Prometheus collector: fresh counters per scrape, identity from the cached inventory."""
 
-    def __init__(self, source: LibvirtSource, inventory: InventoryCache, host: str,
-                 timeout: float = 8.0) -> None:
+    def __init__(
+        self, source: LibvirtSource, inventory: InventoryCache, host: str, timeout: float = 8.0
+    ) -> None:
         self.source = source
         self.inventory = inventory
         self.host = host
@@ -451,57 +473,84 @@ class LibvirtCollector:
         start = time.monotonic()
         result = self.source.collect(self.timeout if timeout is None else timeout)
         if not result.error:
-            yield from build_metrics(result.domains, result.xml, self.inventory.current(),
-                                     self.host)
+            yield from build_metrics(
+                result.domains, result.xml, self.inventory.current(), self.host
+            )
         yield from self._self_metrics(result, time.monotonic() - start)
 
     def _self_metrics(self, result: Collection, elapsed: float) -> Iterator[Metric]:
         src = self.source
-        yield GaugeMetricFamily("libvirt_up", "1 if libvirt answered this scrape in time.",
-                                value=0 if result.error else 1)
-        yield GaugeMetricFamily("libvirt_exporter_scrape_duration_seconds",
-                                "Time this scrape waited for libvirt.", value=elapsed)
-        yield GaugeMetricFamily("libvirt_exporter_collection_duration_seconds",
-                                "Duration of the libvirt collection used by this scrape.",
-                                value=result.duration)
+        yield GaugeMetricFamily(
+            "libvirt_up",
+            "1 if libvirt answered this scrape in time.",
+            value=0 if result.error else 1,
+        )
+        yield GaugeMetricFamily(
+            "libvirt_exporter_scrape_duration_seconds",
+            "Time this scrape waited for libvirt.",
+            value=elapsed,
+        )
+        yield GaugeMetricFamily(
+            "libvirt_exporter_collection_duration_seconds",
+            "Duration of the libvirt collection used by this scrape.",
+            value=result.duration,
+        )
         success = GaugeMetricFamily(
             "libvirt_exporter_group_success",
             "1 if every running domain returned this stat group in the last collection.",
-            labels=["group"])
+            labels=["group"],
+        )
         for group in src.groups:
             success.add_metric([group], 1 if result.group_success.get(group) else 0)
         yield success
         yield GaugeMetricFamily(
             "libvirt_exporter_domains_timed_out",
             "Running domains whose stats were skipped in time (busy monitor, NOWAIT).",
-            value=result.incomplete)
-        yield GaugeMetricFamily("libvirt_exporter_domains", "Domains in the last collection.",
-                                value=len(result.domains))
-        yield GaugeMetricFamily("libvirt_exporter_last_success_timestamp_seconds",
-                                "Unix time of the last successful collection.",
-                                value=src.last_success)
-        yield CounterMetricFamily("libvirt_exporter_collections", "Collections run.",
-                                  value=src.collections)
-        yield CounterMetricFamily("libvirt_exporter_collection_errors",
-                                  "Collections that failed with a libvirt error.",
-                                  value=src.collection_errors)
-        yield CounterMetricFamily("libvirt_exporter_scrape_timeouts",
-                                  "Scrapes that gave up waiting for libvirt.",
-                                  value=src.scrape_timeouts)
-        yield CounterMetricFamily("libvirt_exporter_connects",
-                                  "Connections opened to libvirtd.", value=src.reconnects)
-        yield CounterMetricFamily("libvirt_exporter_domain_xml_reads",
-                                  "Domain XML documents read (cache misses).",
-                                  value=src.xml_reads)
+            value=result.incomplete,
+        )
+        yield GaugeMetricFamily(
+            "libvirt_exporter_domains", "Domains in the last collection.", value=len(result.domains)
+        )
+        yield GaugeMetricFamily(
+            "libvirt_exporter_last_success_timestamp_seconds",
+            "Unix time of the last successful collection.",
+            value=src.last_success,
+        )
+        yield CounterMetricFamily(
+            "libvirt_exporter_collections", "Collections run.", value=src.collections
+        )
+        yield CounterMetricFamily(
+            "libvirt_exporter_collection_errors",
+            "Collections that failed with a libvirt error.",
+            value=src.collection_errors,
+        )
+        yield CounterMetricFamily(
+            "libvirt_exporter_scrape_timeouts",
+            "Scrapes that gave up waiting for libvirt.",
+            value=src.scrape_timeouts,
+        )
+        yield CounterMetricFamily(
+            "libvirt_exporter_connects", "Connections opened to libvirtd.", value=src.reconnects
+        )
+        yield CounterMetricFamily(
+            "libvirt_exporter_domain_xml_reads",
+            "Domain XML documents read (cache misses).",
+            value=src.xml_reads,
+        )
         yield GaugeMetricFamily(
             "libvirt_exporter_procfs_domains",
             "Running domains whose CPU/vCPU/RSS figures came from /proc in the last collection.",
-            value=result.procfs_domains)
+            value=result.procfs_domains,
+        )
         if src.procfs is not None:
-            yield CounterMetricFamily("libvirt_exporter_procfs_scans",
-                                      "Scans of /proc for the QEMU processes of new domains.",
-                                      value=src.procfs.scans)
-            yield CounterMetricFamily("libvirt_exporter_procfs_read_errors",
-                                      "Failed reads of a QEMU process's /proc figures.",
-                                      value=src.procfs.read_errors)
+            yield CounterMetricFamily(
+                "libvirt_exporter_procfs_scans",
+                "Scans of /proc for the QEMU processes of new domains.",
+                value=src.procfs.scans,
+            )
+            yield CounterMetricFamily(
+                "libvirt_exporter_procfs_read_errors",
+                "Failed reads of a QEMU process's /proc figures.",
+                value=src.procfs.read_errors,
+            )
         yield from self.inventory.collect()

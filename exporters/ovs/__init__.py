@@ -20,9 +20,19 @@ def run(cfg: Config, section: OvsExporterConfig) -> None:
     cache = make_cache(cfg)
     cache.start()
     replica = OvsdbReplica(section.db).start()
-    collector = OvsCollector(replica, cache, section.rundir, section.vswitchd_ctl,
-                             call_timeout=section.call_timeout_seconds)
+    collector = OvsCollector(
+        replica,
+        cache,
+        section.rundir,
+        section.vswitchd_ctl,
+        call_timeout=section.call_timeout_seconds,
+    )
     host, port = split_listen(section.listen)
     server = ExporterServer("ovs", collector, host, port, section.deadline_seconds)
-    serve_until_signal(server, [replica.stop, cache.stop], db=section.db,
-                       rundir=str(section.rundir), inventory=cfg.inventory.source)
+    serve_until_signal(
+        server,
+        [replica.stop, cache.stop],
+        db=section.db,
+        rundir=str(section.rundir),
+        inventory=cfg.inventory.source,
+    )

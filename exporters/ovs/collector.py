@@ -75,8 +75,14 @@ class Collection:
 class OvsCollector:
     """Prometheus collector for one host's Open vSwitch."""
 
-    def __init__(self, replica: OvsdbReplica, inventory: InventoryCache, rundir: Path,
-                 ctl: str | None = None, call_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        replica: OvsdbReplica,
+        inventory: InventoryCache,
+        rundir: Path,
+        ctl: str | None = None,
+        call_timeout: float = 2.0,
+    ) -> None:
         self.replica = replica
         self.inventory = inventory
         self.rundir = rundir
@@ -110,9 +116,10 @@ class OvsCollector:
                 return shared.result(timeout=wait)
             except FutureTimeout:
                 out = Collection()
-                out.results = {s: SourceResult(False, wait, "the shared collection did not "
-                                                            "finish in time")
-                               for s in SOURCES}
+                out.results = {
+                    s: SourceResult(False, wait, "the shared collection did not finish in time")
+                    for s in SOURCES
+                }
                 return out
         try:
             result = self._gather(timeout)
@@ -133,15 +140,22 @@ class OvsCollector:
         out.snapshot = self.replica.snapshot()
         error = ""
         if out.snapshot is None:
-            error = (f"not connected to {self.replica.remote}" if self.replica.healthy else
-                     "the OVSDB replica's thread is dead or stuck (its data is not served)")
-        out.results["ovsdb"] = SourceResult(out.snapshot is not None,
-                                            time.monotonic() - start, error)
+            error = (
+                f"not connected to {self.replica.remote}"
+                if self.replica.healthy
+                else "the OVSDB replica's thread is dead or stuck (its data is not served)"
+            )
+        out.results["ovsdb"] = SourceResult(
+            out.snapshot is not None, time.monotonic() - start, error
+        )
         pid = vswitchd_pid(self.rundir)
         ctl = self.ctl or (str(self.rundir / f"ovs-vswitchd.{pid}.ctl") if pid else "")
         hung = ""
-        for source, method in (("datapath", "dpctl/show"), ("coverage", "coverage/show"),
-                               ("memory", "memory/show")):
+        for source, method in (
+            ("datapath", "dpctl/show"),
+            ("coverage", "coverage/show"),
+            ("memory", "memory/show"),
+        ):
             start = time.monotonic()
             remaining = min(self.call_timeout, budget_end - start)
             res = SourceResult()
@@ -189,36 +203,50 @@ class OvsCollector:
         if c.results["datapath"].ok:
             yield from _datapath_families(c.datapaths)
         if c.results["coverage"].ok:
-            cov = CounterMetricFamily("ovs_coverage", "ovs-vswitchd coverage event counters.",
-                                      labels=["event"])
+            cov = CounterMetricFamily(
+                "ovs_coverage", "ovs-vswitchd coverage event counters.", labels=["event"]
+            )
             for event, total in sorted(c.coverage.items()):
                 cov.add_metric([event], total)
             yield cov
         if c.results["memory"].ok:
-            objs = GaugeMetricFamily("ovs_vswitchd_objects",
-                                     "Objects ovs-vswitchd holds (memory/show).",
-                                     labels=["kind"])
+            objs = GaugeMetricFamily(
+                "ovs_vswitchd_objects", "Objects ovs-vswitchd holds (memory/show).", labels=["kind"]
+            )
             for kind, n in sorted(c.memory.items()):
                 objs.add_metric([kind], n)
             yield objs
             if c.rss is not None:
-                yield GaugeMetricFamily("ovs_vswitchd_resident_memory_bytes",
-                                        "Resident memory of ovs-vswitchd.", value=c.rss)
+                yield GaugeMetricFamily(
+                    "ovs_vswitchd_resident_memory_bytes",
+                    "Resident memory of ovs-vswitchd.",
+                    value=c.rss,
+                )
         yield from self._self_metrics(c)
         yield from self.inventory.collect()
 
     def _self_metrics(self, c: Collection) -> Iterator[Metric]:
-        yield GaugeMetricFamily("ovs_up", "1 if OVSDB and ovs-vswitchd both answered.",
-                                value=1 if all(r.ok for r in c.results.values()) else 0)
-        ok = GaugeMetricFamily("ovs_collector_success", "1 if this source answered in time.",
-                               labels=["collector"])
-        dur = GaugeMetricFamily("ovs_collector_duration_seconds",
-                                "Time this source took in this scrape.", labels=["collector"])
-        last = GaugeMetricFamily("ovs_collector_last_success_timestamp_seconds",
-                                 "Unix time of this source's last success.",
-                                 labels=["collector"])
-        fails = CounterMetricFamily("ovs_collector_failures", "Failed reads of this source.",
-                                    labels=["collector"])
+        yield GaugeMetricFamily(
+            "ovs_up",
+            "1 if OVSDB and ovs-vswitchd both answered.",
+            value=1 if all(r.ok for r in c.results.values()) else 0,
+        )
+        ok = GaugeMetricFamily(
+            "ovs_collector_success", "1 if this source answered in time.", labels=["collector"]
+        )
+        dur = GaugeMetricFamily(
+            "ovs_collector_duration_seconds",
+            "Time this source took in this scrape.",
+            labels=["collector"],
+        )
+        last = GaugeMetricFamily(
+            "ovs_collector_last_success_timestamp_seconds",
+            "Unix time of this source's last success.",
+            labels=["collector"],
+        )
+        fails = CounterMetricFamily(
+            "ovs_collector_failures", "Failed reads of this source.", labels=["collector"]
+        )
         for source in SOURCES:
             res = c.results[source]
             ok.add_metric([source], 1 if res.ok else 0)
@@ -226,72 +254,116 @@ class OvsCollector:
             last.add_metric([source], self.last_success[source])
             fails.add_metric([source], self.failures[source])
         yield from (ok, dur, last, fails)
-        yield CounterMetricFamily("ovs_exporter_ovsdb_connects",
-                                  "Connections made to ovsdb-server.",
-                                  value=self.replica.connects)
+        yield CounterMetricFamily(
+            "ovs_exporter_ovsdb_connects",
+            "Connections made to ovsdb-server.",
+            value=self.replica.connects,
+        )
         yield GaugeMetricFamily(
-            "ovs_exporter_replica_up", "1 while the OVSDB replica's thread runs and its loop "
+            "ovs_exporter_replica_up",
+            "1 while the OVSDB replica's thread runs and its loop "
             "turned within the last few seconds (0: dead or stuck; its data is not served).",
-            value=1 if self.replica.healthy else 0)
-        yield CounterMetricFamily("ovs_exporter_replica_errors",
-                                  "Errors that made the OVSDB replica start over.",
-                                  value=self.replica.errors)
-        yield CounterMetricFamily("ovs_exporter_collections", "Collections run (concurrent "
-                                  "scrapes share one).", value=self.collections)
+            value=1 if self.replica.healthy else 0,
+        )
+        yield CounterMetricFamily(
+            "ovs_exporter_replica_errors",
+            "Errors that made the OVSDB replica start over.",
+            value=self.replica.errors,
+        )
+        yield CounterMetricFamily(
+            "ovs_exporter_collections",
+            "Collections run (concurrent scrapes share one).",
+            value=self.collections,
+        )
         yield GaugeMetricFamily(
             "ovs_exporter_ovsdb_last_change_timestamp_seconds",
             "Unix time the OVSDB replica last changed (statistics change every 5 s while "
-            "ovs-vswitchd runs).", value=self.replica.last_change)
+            "ovs-vswitchd runs).",
+            value=self.replica.last_change,
+        )
 
 
 def _ovsdb_families(snap: Snapshot, nic_by_mac: Mapping[str, Nic]) -> Iterator[Metric]:
-    counters = {suffix: CounterMetricFamily(f"ovs_interface_{suffix}",
-                                            f"Interface {suffix.replace('_', ' ')} (OVSDB "
-                                            "statistics).", labels=IFACE)
-                for suffix in STATS.values()}
+    counters = {
+        suffix: CounterMetricFamily(
+            f"ovs_interface_{suffix}",
+            f"Interface {suffix.replace('_', ' ')} (OVSDB statistics).",
+            labels=IFACE,
+        )
+        for suffix in STATS.values()
+    }
     link = GaugeMetricFamily("ovs_interface_link_up", "1 if the link is up.", labels=IFACE)
-    admin = GaugeMetricFamily("ovs_interface_admin_up", "1 if administratively up.",
-                              labels=IFACE)
+    admin = GaugeMetricFamily("ovs_interface_admin_up", "1 if administratively up.", labels=IFACE)
     mtu = GaugeMetricFamily("ovs_interface_mtu_bytes", "Interface MTU.", labels=IFACE)
-    ofport = GaugeMetricFamily("ovs_interface_ofport", "OpenFlow port number (-1: failed).",
-                               labels=IFACE)
-    resets = CounterMetricFamily("ovs_interface_link_resets", "Link state changes.",
-                                 labels=IFACE)
-    err = GaugeMetricFamily("ovs_interface_error",
-                            "1 if OVS could not configure the interface (see its error).",
-                            labels=[*IFACE, "error"])
-    tunnel = GaugeMetricFamily("ovs_tunnel_info", "A tunnel interface (value 1).",
-                               labels=["interface", "bridge", "type", "remote_ip",
-                                       "local_ip", "key"])
-    bfd = GaugeMetricFamily("ovs_interface_bfd_up", "1 if BFD is up (where BFD is enabled).",
-                            labels=IFACE)
-    bfd_fwd = GaugeMetricFamily("ovs_interface_bfd_forwarding",
-                                "1 if BFD says the link can forward.", labels=IFACE)
-    cfm = GaugeMetricFamily("ovs_interface_cfm_fault", "1 if CFM reports a fault.",
-                            labels=IFACE)
+    ofport = GaugeMetricFamily(
+        "ovs_interface_ofport", "OpenFlow port number (-1: failed).", labels=IFACE
+    )
+    resets = CounterMetricFamily("ovs_interface_link_resets", "Link state changes.", labels=IFACE)
+    err = GaugeMetricFamily(
+        "ovs_interface_error",
+        "1 if OVS could not configure the interface (see its error).",
+        labels=[*IFACE, "error"],
+    )
+    tunnel = GaugeMetricFamily(
+        "ovs_tunnel_info",
+        "A tunnel interface (value 1).",
+        labels=["interface", "bridge", "type", "remote_ip", "local_ip", "key"],
+    )
+    bfd = GaugeMetricFamily(
+        "ovs_interface_bfd_up", "1 if BFD is up (where BFD is enabled).", labels=IFACE
+    )
+    bfd_fwd = GaugeMetricFamily(
+        "ovs_interface_bfd_forwarding", "1 if BFD says the link can forward.", labels=IFACE
+    )
+    cfm = GaugeMetricFamily("ovs_interface_cfm_fault", "1 if CFM reports a fault.", labels=IFACE)
     for i in snap.interfaces:
         nic = nic_by_mac.get(i.attached_mac) if i.attached_mac else None
-        labels = [i.name, i.bridge, i.type, i.vm_id, i.iface_id, i.attached_mac,
-                  nic.id if nic is not None else ""]
+        labels = [
+            i.name,
+            i.bridge,
+            i.type,
+            i.vm_id,
+            i.iface_id,
+            i.attached_mac,
+            nic.id if nic is not None else "",
+        ]
         for key, suffix in STATS.items():
             if key in i.stats:
                 counters[suffix].add_metric(labels, i.stats[key])
-        for fam, value in ((link, i.link_up), (admin, i.admin_up), (mtu, i.mtu),
-                           (ofport, i.ofport), (resets, i.link_resets), (cfm, i.cfm_fault)):
+        for fam, value in (
+            (link, i.link_up),
+            (admin, i.admin_up),
+            (mtu, i.mtu),
+            (ofport, i.ofport),
+            (resets, i.link_resets),
+            (cfm, i.cfm_fault),
+        ):
             if value is not None:
                 fam.add_metric(labels, value)
         if i.error:
             err.add_metric([*labels, i.error], 1)
         if i.tunnel:
-            tunnel.add_metric([i.name, i.bridge, i.type, i.options.get("remote_ip", ""),
-                               i.options.get("local_ip", ""), i.options.get("key", "")], 1)
+            tunnel.add_metric(
+                [
+                    i.name,
+                    i.bridge,
+                    i.type,
+                    i.options.get("remote_ip", ""),
+                    i.options.get("local_ip", ""),
+                    i.options.get("key", ""),
+                ],
+                1,
+            )
         if "state" in i.bfd:
             bfd.add_metric(labels, 1 if i.bfd["state"] == "up" else 0)
             bfd_fwd.add_metric(labels, 1 if i.bfd.get("forwarding") == "true" else 0)
     yield from counters.values()
     yield from (link, admin, mtu, ofport, resets, err, tunnel, bfd, bfd_fwd, cfm)
-    bridges = GaugeMetricFamily("ovs_bridge_info", "A bridge (value 1).",
-                                labels=["bridge", "datapath_type", "datapath_id", "fail_mode"])
+    bridges = GaugeMetricFamily(
+        "ovs_bridge_info",
+        "A bridge (value 1).",
+        labels=["bridge", "datapath_type", "datapath_id", "fail_mode"],
+    )
     ports = GaugeMetricFamily("ovs_bridge_ports", "Ports on the bridge.", labels=["bridge"])
     for b in snap.bridges:
         bridges.add_metric([b.name, b.datapath_type, b.datapath_id, b.fail_mode], 1)
@@ -301,28 +373,37 @@ def _ovsdb_families(snap: Snapshot, nic_by_mac: Mapping[str, Nic]) -> Iterator[M
 
 
 def _info(snap: Snapshot) -> GaugeMetricFamily:
-    fam = GaugeMetricFamily("ovs_info", "Open vSwitch versions (value 1).",
-                            labels=["ovs_version", "db_version"])
+    fam = GaugeMetricFamily(
+        "ovs_info", "Open vSwitch versions (value 1).", labels=["ovs_version", "db_version"]
+    )
     fam.add_metric([snap.ovs_version, snap.db_version], 1)
     return fam
 
 
 def _datapath_families(datapaths: list[Datapath]) -> Iterator[Metric]:
     fams: dict[str, CounterMetricFamily | GaugeMetricFamily] = {
-        "hit": CounterMetricFamily("ovs_datapath_lookups_hit",
-                                   "Packets that matched a datapath flow.", labels=["datapath"]),
-        "missed": CounterMetricFamily("ovs_datapath_lookups_missed",
-                                      "Packets that went up to ovs-vswitchd.",
-                                      labels=["datapath"]),
-        "lost": CounterMetricFamily("ovs_datapath_lookups_lost",
-                                    "Packets dropped before reaching ovs-vswitchd.",
-                                    labels=["datapath"]),
-        "flows": GaugeMetricFamily("ovs_datapath_flows", "Flows in the datapath.",
-                                   labels=["datapath"]),
-        "masks_hit": CounterMetricFamily("ovs_datapath_masks_hit",
-                                         "Mask lookups that hit.", labels=["datapath"]),
-        "masks_total": GaugeMetricFamily("ovs_datapath_masks", "Masks in the datapath.",
-                                         labels=["datapath"]),
+        "hit": CounterMetricFamily(
+            "ovs_datapath_lookups_hit", "Packets that matched a datapath flow.", labels=["datapath"]
+        ),
+        "missed": CounterMetricFamily(
+            "ovs_datapath_lookups_missed",
+            "Packets that went up to ovs-vswitchd.",
+            labels=["datapath"],
+        ),
+        "lost": CounterMetricFamily(
+            "ovs_datapath_lookups_lost",
+            "Packets dropped before reaching ovs-vswitchd.",
+            labels=["datapath"],
+        ),
+        "flows": GaugeMetricFamily(
+            "ovs_datapath_flows", "Flows in the datapath.", labels=["datapath"]
+        ),
+        "masks_hit": CounterMetricFamily(
+            "ovs_datapath_masks_hit", "Mask lookups that hit.", labels=["datapath"]
+        ),
+        "masks_total": GaugeMetricFamily(
+            "ovs_datapath_masks", "Masks in the datapath.", labels=["datapath"]
+        ),
     }
     for dp in datapaths:
         for key, fam in fams.items():
@@ -330,4 +411,3 @@ def _datapath_families(datapaths: list[Datapath]) -> Iterator[Metric]:
             if value is not None:
                 fam.add_metric([dp.name], value)
     yield from fams.values()
-

@@ -7,14 +7,31 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-TUNNEL_TYPES = frozenset({"vxlan", "geneve", "gre", "stt", "lisp", "erspan", "ip6gre",
-                          "ip6erspan", "gtpu", "bareudp", "srv6"})
+TUNNEL_TYPES = frozenset(
+    {
+        "vxlan",
+        "geneve",
+        "gre",
+        "stt",
+        "lisp",
+        "erspan",
+        "ip6gre",
+        "ip6erspan",
+        "gtpu",
+        "bareudp",
+        "srv6",
+    }
+)
 # OVSDB Interface.statistics key -> (family suffix, direction)
 STATS = {
-    "rx_bytes": "receive_bytes", "tx_bytes": "transmit_bytes",
-    "rx_packets": "receive_packets", "tx_packets": "transmit_packets",
-    "rx_errors": "receive_errors", "tx_errors": "transmit_errors",
-    "rx_dropped": "receive_drops", "tx_dropped": "transmit_drops",
+    "rx_bytes": "receive_bytes",
+    "tx_bytes": "transmit_bytes",
+    "rx_packets": "receive_packets",
+    "tx_packets": "transmit_packets",
+    "rx_errors": "receive_errors",
+    "tx_errors": "transmit_errors",
+    "rx_dropped": "receive_drops",
+    "tx_dropped": "transmit_drops",
 }
 
 
@@ -64,12 +81,18 @@ def interface_from_row(row: dict[str, Any], bridge: str = "", port: str = "") ->
     stats = {k: v for k, v in (row.get("statistics") or {}).items() if _int(v) is not None}
     cfm = row.get("cfm_fault")
     return Interface(
-        name=str(row.get("name", "")), type=str(row.get("type") or "system"),
-        bridge=bridge, port=port,
-        link_up=_updown(row.get("link_state")), admin_up=_updown(row.get("admin_state")),
-        mtu=_int(row.get("mtu")), ofport=_int(row.get("ofport")),
-        link_resets=_int(row.get("link_resets")), stats=stats,
-        vm_id=str(ext.get("vm-id", "")), iface_id=str(ext.get("iface-id", "")),
+        name=str(row.get("name", "")),
+        type=str(row.get("type") or "system"),
+        bridge=bridge,
+        port=port,
+        link_up=_updown(row.get("link_state")),
+        admin_up=_updown(row.get("admin_state")),
+        mtu=_int(row.get("mtu")),
+        ofport=_int(row.get("ofport")),
+        link_resets=_int(row.get("link_resets")),
+        stats=stats,
+        vm_id=str(ext.get("vm-id", "")),
+        iface_id=str(ext.get("iface-id", "")),
         attached_mac=str(ext.get("attached-mac", "")).lower(),
         options={str(k): str(v) for k, v in (row.get("options") or {}).items()},
         bfd={str(k): str(v) for k, v in (row.get("bfd_status") or {}).items()},

@@ -28,8 +28,21 @@ COLUMNS = {
     "Open_vSwitch": ["ovs_version", "db_version", "bridges"],
     "Bridge": ["name", "ports", "datapath_type", "datapath_id", "fail_mode"],
     "Port": ["name", "interfaces"],
-    "Interface": ["name", "type", "statistics", "link_state", "admin_state", "mtu", "ofport",
-                  "link_resets", "external_ids", "options", "bfd_status", "cfm_fault", "error"],
+    "Interface": [
+        "name",
+        "type",
+        "statistics",
+        "link_state",
+        "admin_state",
+        "mtu",
+        "ofport",
+        "link_resets",
+        "external_ids",
+        "options",
+        "bfd_status",
+        "cfm_fault",
+        "error",
+    ],
 }
 
 
@@ -71,14 +84,16 @@ def _row(row: Any, columns: list[str]) -> dict[str, Any]:
 
 def fetch_schema(remote: str, timeout: float) -> dict[str, Any]:
     """The Open_vSwitch schema from the server (``get_schema``), with a connect deadline."""
-    error, stream = ovs.stream.Stream.open_block(ovs.stream.Stream.open(remote),
-                                                 int(timeout * 1000))
+    error, stream = ovs.stream.Stream.open_block(
+        ovs.stream.Stream.open(remote), int(timeout * 1000)
+    )
     if error:
         raise ConnectionError(f"cannot connect to {remote}: error {error}")
     rpc = ovs.jsonrpc.Connection(stream)
     try:
         error, reply = rpc.transact_block(
-            ovs.jsonrpc.Message.create_request("get_schema", ["Open_vSwitch"]))
+            ovs.jsonrpc.Message.create_request("get_schema", ["Open_vSwitch"])
+        )
     finally:
         rpc.close()
     if error or reply is None or reply.error is not None:
@@ -89,8 +104,9 @@ def fetch_schema(remote: str, timeout: float) -> dict[str, Any]:
 class OvsdbReplica:
     """A background thread that keeps the replica; :meth:`snapshot` reads it."""
 
-    def __init__(self, remote: str, probe_interval_ms: int = 5000,
-                 stuck_after: float = 10.0) -> None:
+    def __init__(
+        self, remote: str, probe_interval_ms: int = 5000, stuck_after: float = 10.0
+    ) -> None:
         self.remote = remote
         self.probe_interval_ms = probe_interval_ms
         self._idl: Any = None
@@ -135,13 +151,15 @@ class OvsdbReplica:
     def healthy(self) -> bool:
         """The replica's thread runs and its loop turned recently (not dead, not stuck)."""
         thread = self._thread
-        return bool(thread is not None and thread.is_alive()
-                    and time.monotonic() - self.heartbeat < self.stuck_after)
+        return bool(
+            thread is not None
+            and thread.is_alive()
+            and time.monotonic() - self.heartbeat < self.stuck_after
+        )
 
     def _connected_locked(self) -> bool:
         idl = self._idl
-        return bool(idl is not None and idl.has_ever_connected()
-                    and idl._session.is_connected())
+        return bool(idl is not None and idl.has_ever_connected() and idl._session.is_connected())
 
     def _close_idl_locked(self) -> None:
         if self._idl is not None:
@@ -225,17 +243,22 @@ class OvsdbReplica:
         attached: set[Any] = set()
         for br in tables["Bridge"].rows.values():
             ports = list(br.ports)
-            snap.bridges.append(Bridge(
-                name=br.name, datapath_type=str(br.datapath_type or ""),
-                datapath_id=str(_value(br.datapath_id) or ""),
-                fail_mode=str(_value(br.fail_mode) or ""), ports=len(ports)))
+            snap.bridges.append(
+                Bridge(
+                    name=br.name,
+                    datapath_type=str(br.datapath_type or ""),
+                    datapath_id=str(_value(br.datapath_id) or ""),
+                    fail_mode=str(_value(br.fail_mode) or ""),
+                    ports=len(ports),
+                )
+            )
             for port in ports:
                 for iface in port.interfaces:
                     attached.add(iface.uuid)
-                    snap.interfaces.append(interface_from_row(
-                        _row(iface, COLUMNS["Interface"]), br.name, port.name))
+                    snap.interfaces.append(
+                        interface_from_row(_row(iface, COLUMNS["Interface"]), br.name, port.name)
+                    )
         for iface in tables["Interface"].rows.values():
             if iface.uuid not in attached:  # mid-change: a port being added or removed
-                snap.interfaces.append(interface_from_row(_row(iface,
-                                                               COLUMNS["Interface"])))
+                snap.interfaces.append(interface_from_row(_row(iface, COLUMNS["Interface"])))
         return snap

@@ -26,8 +26,7 @@ class UnixctlTimeout(UnixctlError):
     """The daemon accepted the call but did not answer within the deadline (hung?)."""
 
 
-def call(path: str, method: str, params: list[str] | None = None,
-         timeout: float = 2.0) -> str:
+def call(path: str, method: str, params: list[str] | None = None, timeout: float = 2.0) -> str:
     """Run ``method`` on the unixctl socket ``path``; its text result."""
     deadline = time.monotonic() + timeout
     request = {"method": method, "params": params or [], "id": next(_ids)}

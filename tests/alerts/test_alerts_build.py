@@ -50,13 +50,17 @@ def test_built_rules_and_config_pass_promtool_and_amtool(tmp_path: Path, tools: 
         assert any(not c["exp_alerts"] for t in mine for c in t["alert_rule_test"]), alert.name
 
 
-@pytest.mark.parametrize("mutation", [
-    ("for: 2m", "for: 4m"),  # a longer for: than tested
-    ("severity: critical", "severity: warning"),  # a page downgraded to a ticket
-    ("== 6", "== 7"),  # VMCrashed watching the wrong state
-])
-def test_promtool_tests_catch_a_changed_rule(tmp_path: Path, tools: None,
-                                             mutation: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        ("for: 2m", "for: 4m"),  # a longer for: than tested
+        ("severity: critical", "severity: warning"),  # a page downgraded to a ticket
+        ("== 6", "== 7"),  # VMCrashed watching the wrong state
+    ],
+)
+def test_promtool_tests_catch_a_changed_rule(
+    tmp_path: Path, tools: None, mutation: tuple[str, str]
+) -> None:
     build(tmp_path, AlertingConfig())
     rules = tmp_path / "rules/zcp.rules.yml"
     text = rules.read_text()
@@ -77,7 +81,8 @@ def test_every_alert_is_complete() -> None:
             leftover = re.sub(r"\{\{\s*\$labels\.\w+\s*\}\}", "", text)
             assert "{{" not in leftover, (alert.name, text)
         assert re.search(r"\$labels\.\w+", alert.description) or alert.name in (
-            "MeteringJobFailed",), f"{alert.name}: description names no object"
+            "MeteringJobFailed",
+        ), f"{alert.name}: description names no object"
 
 
 def test_every_alert_has_a_runbook_section() -> None:
@@ -92,8 +97,16 @@ def test_every_alert_has_a_runbook_section() -> None:
 
 def test_an_alert_without_both_cases_is_refused() -> None:
     with pytest.raises(ValueError, match="needs a case that fires and one that stays quiet"):
-        Alert("X", "up == 0", "1m", "warning", "platform", "s", "d",
-              (Case({"up": "0x5"}, ({"job": "x"},)),))
+        Alert(
+            "X",
+            "up == 0",
+            "1m",
+            "warning",
+            "platform",
+            "s",
+            "d",
+            (Case({"up": "0x5"}, ({"job": "x"},)),),
+        )
 
 
 def test_duplicate_alert_names_are_refused(tmp_path: Path) -> None:
@@ -106,8 +119,9 @@ def test_upstream_ceph_rules_are_pinned(tmp_path: Path) -> None:
     if not UPSTREAM.exists():
         need_binary("missing-ceph-prometheus-alerts", "ceph-prometheus-alerts")
     changed = tmp_path / "ceph_default_alerts.yml"
-    changed.write_text(UPSTREAM.read_text().replace('"ceph_health_status == 2"',
-                                                    '"ceph_health_status >= 2"'))
+    changed.write_text(
+        UPSTREAM.read_text().replace('"ceph_health_status == 2"', '"ceph_health_status >= 2"')
+    )
     with pytest.raises(ConfigError, match="upstream Ceph rule CephHealthError changed"):
         ceph_alerts(changed)
     with pytest.raises(ConfigError, match="apt-get install ceph-prometheus-alerts"):
@@ -116,17 +130,27 @@ def test_upstream_ceph_rules_are_pinned(tmp_path: Path) -> None:
     assert {a.name for a in reused} >= {"CephHealthError", "CephOSDDown", "CephPGsUnclean"}
 
 
-def test_receivers_and_secrets_come_from_the_config(tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_receivers_and_secrets_come_from_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PD_KEY", "pd-secret-1234")
     (tmp_path / "smtp").write_text("smtp-secret-5678\n")
-    cfg = parse_config({"alerting": {
-        "webhook": {"url": "https://chat.example/hook/tok-abc"},
-        "email": {"to": "ops@example.com", "sender": "am@example.com",
-                  "smarthost": "smtp.example.com:587", "username": "am",
-                  "password": {"file": str(tmp_path / "smtp")}},
-        "pagerduty": {"routing_key": {"env": "PD_KEY"}},
-    }}, "test").alerting
+    cfg = parse_config(
+        {
+            "alerting": {
+                "webhook": {"url": "https://chat.example/hook/tok-abc"},
+                "email": {
+                    "to": "ops@example.com",
+                    "sender": "am@example.com",
+                    "smarthost": "smtp.example.com:587",
+                    "username": "am",
+                    "password": {"file": str(tmp_path / "smtp")},
+                },
+                "pagerduty": {"routing_key": {"env": "PD_KEY"}},
+            }
+        },
+        "test",
+    ).alerting
     built = build(tmp_path / "out", cfg)
     am = yaml.safe_load(built.alertmanager.read_text())
     recv = {r["name"]: r for r in am["receivers"]}
@@ -141,21 +165,33 @@ def test_receivers_and_secrets_come_from_the_config(tmp_path: Path,
         assert "secret" not in other.read_text()
     # nothing secret is in the code that generates the config
     code = "".join(p.read_text() for p in (Path(__file__).parents[2] / "alerts").glob("*.py"))
-    assert "routing_key\": \"" not in code and "pd-secret" not in code
+    assert 'routing_key": "' not in code and "pd-secret" not in code
 
 
 def test_cli_build_then_check(tmp_path: Path, tools: None) -> None:
     zcp_obs = str(Path(sys.executable).parent / "zcp-obs")
-    out = subprocess.run([zcp_obs, "alerts", "build", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [zcp_obs, "alerts", "build", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "no receivers configured" in out.stderr
-    res = subprocess.run([zcp_obs, "alerts", "check", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [zcp_obs, "alerts", "check", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert re.search(r"ok: \d+ checks passed", res.stdout)
-    missing = subprocess.run([zcp_obs, "alerts", "check", "--out", str(tmp_path / "nope")],
-                             capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [zcp_obs, "alerts", "check", "--out", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 1
     assert missing.stderr.strip().startswith("Error: ") and "alerts build" in missing.stderr
     assert "Traceback" not in missing.stderr
@@ -163,14 +199,22 @@ def test_cli_build_then_check(tmp_path: Path, tools: None) -> None:
 
 # -- inhibition on a real Alertmanager --------------------------------------------------------
 @pytest.fixture(scope="module")
-def built_alertmanager(tmp_path_factory: pytest.TempPathFactory
-                       ) -> Iterator[tuple[AlertmanagerServer, WebhookReceiver]]:
+def built_alertmanager(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[AlertmanagerServer, WebhookReceiver]]:
     need_binary("prometheus-alertmanager", "prometheus-alertmanager")
     receiver = WebhookReceiver()
     workdir = tmp_path_factory.mktemp("am-inhibit")
-    cfg = parse_config({"alerting": {"webhook": {"url": receiver.url},
-                                     "group_wait_seconds": 1, "group_interval_seconds": 1}},
-                       "test").alerting
+    cfg = parse_config(
+        {
+            "alerting": {
+                "webhook": {"url": receiver.url},
+                "group_wait_seconds": 1,
+                "group_interval_seconds": 1,
+            }
+        },
+        "test",
+    ).alerting
     built = build(workdir / "alerts", cfg)
     server = AlertmanagerServer(workdir / "am", yaml.safe_load(built.alertmanager.read_text()))
     server.start()
@@ -181,44 +225,69 @@ def built_alertmanager(tmp_path_factory: pytest.TempPathFactory
 
 def _post(am: AlertmanagerServer, *alerts: dict[str, str]) -> None:
     now = datetime.now(UTC)
-    body = [{"labels": labels, "annotations": {"summary": labels["alertname"]},
-             "startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=5)).isoformat()}
-            for labels in alerts]
+    body = [
+        {
+            "labels": labels,
+            "annotations": {"summary": labels["alertname"]},
+            "startsAt": now.isoformat(),
+            "endsAt": (now + timedelta(minutes=5)).isoformat(),
+        }
+        for labels in alerts
+    ]
     resp = requests.post(f"{am.url}/api/v2/alerts", json=body, timeout=10)
     assert resp.status_code == 200, resp.text
 
 
 @pytest.mark.integration
 def test_inhibition_on_a_real_alertmanager(
-        built_alertmanager: tuple[AlertmanagerServer, WebhookReceiver]) -> None:
+    built_alertmanager: tuple[AlertmanagerServer, WebhookReceiver],
+) -> None:
     am, receiver = built_alertmanager
     vm = {"area": "compute", "severity": "critical"}
-    _post(am,
-          {"alertname": "HypervisorHostDown", "host": "kvm1", **vm},
-          {"alertname": "VMDownUnexpectedly", "host": "kvm1", "vm_id": "a", **vm},
-          {"alertname": "LibvirtExporterDown", "host": "kvm1", **vm},
-          {"alertname": "VMDownUnexpectedly", "host": "kvm2", "vm_id": "b", **vm},
-          {"alertname": "LibvirtUnhealthy", "host": "kvm3", **vm},
-          {"alertname": "VMCrashed", "host": "kvm3", "vm_id": "c", **vm},
-          {"alertname": "CephHealthError", "area": "storage", "severity": "critical"},
-          {"alertname": "CephOSDDown", "area": "storage", "severity": "warning"},
-          {"alertname": "CephPoolFull", "area": "storage", "severity": "critical"},
-          {"alertname": "OVSDown", "host": "kvm4", "area": "network", "severity": "critical"},
-          {"alertname": "VXLANTunnelDown", "host": "kvm4", "area": "network",
-           "severity": "critical"},
-          {"alertname": "InventoryStale", "zone": "z1", "area": "platform", "severity": "warning"},
-          {"alertname": "ExporterInventoryStale", "host": "kvm5", "zone": "z1", "area": "platform",
-           "severity": "warning"},
-          {"alertname": "ExporterInventoryStale", "host": "kvm6", "zone": "z2", "area": "platform",
-           "severity": "warning"})
-    expect_suppressed = {("VMDownUnexpectedly", "kvm1"), ("LibvirtExporterDown", "kvm1"),
-                         ("VMCrashed", "kvm3"), ("CephOSDDown", ""),
-                         ("VXLANTunnelDown", "kvm4"), ("ExporterInventoryStale", "kvm5")}
+    _post(
+        am,
+        {"alertname": "HypervisorHostDown", "host": "kvm1", **vm},
+        {"alertname": "VMDownUnexpectedly", "host": "kvm1", "vm_id": "a", **vm},
+        {"alertname": "LibvirtExporterDown", "host": "kvm1", **vm},
+        {"alertname": "VMDownUnexpectedly", "host": "kvm2", "vm_id": "b", **vm},
+        {"alertname": "LibvirtUnhealthy", "host": "kvm3", **vm},
+        {"alertname": "VMCrashed", "host": "kvm3", "vm_id": "c", **vm},
+        {"alertname": "CephHealthError", "area": "storage", "severity": "critical"},
+        {"alertname": "CephOSDDown", "area": "storage", "severity": "warning"},
+        {"alertname": "CephPoolFull", "area": "storage", "severity": "critical"},
+        {"alertname": "OVSDown", "host": "kvm4", "area": "network", "severity": "critical"},
+        {"alertname": "VXLANTunnelDown", "host": "kvm4", "area": "network", "severity": "critical"},
+        {"alertname": "InventoryStale", "zone": "z1", "area": "platform", "severity": "warning"},
+        {
+            "alertname": "ExporterInventoryStale",
+            "host": "kvm5",
+            "zone": "z1",
+            "area": "platform",
+            "severity": "warning",
+        },
+        {
+            "alertname": "ExporterInventoryStale",
+            "host": "kvm6",
+            "zone": "z2",
+            "area": "platform",
+            "severity": "warning",
+        },
+    )
+    expect_suppressed = {
+        ("VMDownUnexpectedly", "kvm1"),
+        ("LibvirtExporterDown", "kvm1"),
+        ("VMCrashed", "kvm3"),
+        ("CephOSDDown", ""),
+        ("VXLANTunnelDown", "kvm4"),
+        ("ExporterInventoryStale", "kvm5"),
+    }
     seen: list[tuple[dict[tuple[str, str], str], set[tuple[str, str]]]] = []
 
     def inhibited() -> bool:
-        state = {(a["labels"]["alertname"], a["labels"].get("host", "")): a["status"]["state"]
-                 for a in am.alerts()}
+        state = {
+            (a["labels"]["alertname"], a["labels"].get("host", "")): a["status"]["state"]
+            for a in am.alerts()
+        }
         seen.append((state, {k for k, v in state.items() if v == "suppressed"}))
         return seen[-1][1] == expect_suppressed
 
@@ -228,15 +297,24 @@ def test_inhibition_on_a_real_alertmanager(
     assert state[("VMDownUnexpectedly", "kvm2")] == "active"
     assert state[("CephPoolFull", "")] == "active"  # a critical is not a "warning"
     # what reaches the receiver is exactly what is not inhibited, routed by area/severity
-    assert receiver.wait_for(lambda a: a["labels"]["alertname"] == "CephPoolFull", "firing",
-                             0, 20) is not None
+    assert (
+        receiver.wait_for(lambda a: a["labels"]["alertname"] == "CephPoolFull", "firing", 0, 20)
+        is not None
+    )
     time.sleep(2)
-    got = {(a["labels"]["alertname"], a["labels"].get("host", "")) for n in receiver.snapshot()
-           for a in n.alerts("firing")}
+    got = {
+        (a["labels"]["alertname"], a["labels"].get("host", ""))
+        for n in receiver.snapshot()
+        for a in n.alerts("firing")
+    }
     assert got == set(state) - expect_suppressed
     receivers = {n.payload["receiver"] for n in receiver.snapshot()}
-    assert receivers == {"compute-critical", "storage-critical", "network-critical",
-                         "platform-warning"}
+    assert receivers == {
+        "compute-critical",
+        "storage-critical",
+        "network-critical",
+        "platform-warning",
+    }
 
 
 def test_secrets_never_land_in_an_existing_wider_file(tmp_path: Path) -> None:
@@ -248,8 +326,9 @@ def test_secrets_never_land_in_an_existing_wider_file(tmp_path: Path) -> None:
     old.write_text("old: config\n")
     old.chmod(0o644)
     before = old.stat().st_ino
-    cfg = parse_config({"alerting": {"webhook": {"url": "https://chat.example/hook/t"}}},
-                       "test").alerting
+    cfg = parse_config(
+        {"alerting": {"webhook": {"url": "https://chat.example/hook/t"}}}, "test"
+    ).alerting
     built = build(out, cfg)
     assert built.alertmanager.stat().st_ino != before
     assert stat.S_IMODE(built.alertmanager.stat().st_mode) == 0o600
@@ -259,20 +338,31 @@ def test_secrets_never_land_in_an_existing_wider_file(tmp_path: Path) -> None:
 def test_an_unwritable_out_is_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    done = subprocess.run([sys.executable, "-m", "zcp_obs", "alerts", "build", "--out",
-                           str(blocker / "out")], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "zcp_obs", "alerts", "build", "--out", str(blocker / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"Error: cannot write {blocker / 'out' / 'rules'}: Not a directory"]
+        f"Error: cannot write {blocker / 'out' / 'rules'}: Not a directory"
+    ]
 
 
 def test_durations_are_not_truncated(tmp_path: Path) -> None:
     from alerts.alertmanager import _seconds
 
-    assert [_seconds(v) for v in (1.5, 0.25, 30, 3600, 0.0004)] == \
-        ["1s500ms", "250ms", "30s", "3600s", "0s"]
-    cfg = parse_config({"alerting": {"group_wait_seconds": 1.5,
-                                     "group_interval_seconds": 2.25}}, "test").alerting
+    assert [_seconds(v) for v in (1.5, 0.25, 30, 3600, 0.0004)] == [
+        "1s500ms",
+        "250ms",
+        "30s",
+        "3600s",
+        "0s",
+    ]
+    cfg = parse_config(
+        {"alerting": {"group_wait_seconds": 1.5, "group_interval_seconds": 2.25}}, "test"
+    ).alerting
     am = yaml.safe_load(build(tmp_path / "out", cfg).alertmanager.read_text())
     assert am["route"]["group_wait"] == "1s500ms"
     assert am["route"]["group_interval"] == "2s250ms"

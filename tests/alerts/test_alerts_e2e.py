@@ -22,13 +22,23 @@ pytestmark = pytest.mark.integration
 EXPECTED = {"VMDownUnexpectedly", "LibvirtExporterDown", "OVSDown", "CephOSDDown"}
 # a stopped OSD (the only one) also makes the cluster warn and its PGs inactive: these may page
 # too while it is down, nothing else may
-CEPH_CONSEQUENCES = {"CephHealthWarning", "CephHealthError", "CephPGsInactive", "CephPGsUnclean",
-                     "CephOSDHostDown", "RGWDown"}
+CEPH_CONSEQUENCES = {
+    "CephHealthWarning",
+    "CephHealthError",
+    "CephPGsInactive",
+    "CephPGsUnclean",
+    "CephOSDHostDown",
+    "RGWDown",
+}
 
 
 @pytest.fixture(scope="module")
-def alert_lab(libvirt_lab: LibvirtLab, ovs_lab: OvsLab, ceph_lab: CephLab,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[AlertLab]:
+def alert_lab(
+    libvirt_lab: LibvirtLab,
+    ovs_lab: OvsLab,
+    ceph_lab: CephLab,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[AlertLab]:
     need_binary("prometheus", "prometheus")
     need_binary("prometheus-alertmanager", "prometheus-alertmanager")
     workdir = tmp_path_factory.mktemp("alert-lab")
@@ -42,8 +52,14 @@ def alert_lab(libvirt_lab: LibvirtLab, ovs_lab: OvsLab, ceph_lab: CephLab,
 
 
 def _unexpected(lab: AlertLab, allowed: frozenset[str] = frozenset()) -> list[str]:
-    return sorted({a["labels"]["alertname"] for n in lab.receiver.snapshot()
-                   for a in n.alerts() if a["labels"]["alertname"] not in EXPECTED | allowed})
+    return sorted(
+        {
+            a["labels"]["alertname"]
+            for n in lab.receiver.snapshot()
+            for a in n.alerts()
+            if a["labels"]["alertname"] not in EXPECTED | allowed
+        }
+    )
 
 
 def test_a_destroyed_guest_pages_with_its_identity_and_resolves(alert_lab: AlertLab) -> None:
@@ -61,16 +77,19 @@ def test_a_destroyed_guest_pages_with_its_identity_and_resolves(alert_lab: Alert
     alert_lab.lab.destroy_guest(vm.instance_name)
     fired = alert_lab.receiver.wait_for(this_vm, "firing", fault, timeout=60)
     assert fired is not None, "no page for the destroyed guest"
-    page = next(a for n in alert_lab.receiver.snapshot() for a in n.alerts("firing")
-                if this_vm(a))
+    page = next(a for n in alert_lab.receiver.snapshot() for a in n.alerts("firing") if this_vm(a))
     assert page["labels"]["severity"] == "critical" and page["labels"]["area"] == "compute"
     assert page["labels"]["instance_name"] == vm.instance_name
     assert page["labels"]["host"] == HOST and page["labels"]["account"] == "acme"
     assert page["annotations"]["runbook_url"].endswith("/compute.md#vmdownunexpectedly")
     assert vm.id in page["annotations"]["description"]
     # only that VM pages
-    others = {a["labels"].get("vm_id") for n in alert_lab.receiver.snapshot()
-              for a in n.alerts("firing") if a["labels"]["alertname"] == "VMDownUnexpectedly"}
+    others = {
+        a["labels"].get("vm_id")
+        for n in alert_lab.receiver.snapshot()
+        for a in n.alerts("firing")
+        if a["labels"]["alertname"] == "VMDownUnexpectedly"
+    }
     assert others == {vm.id}
 
     repair = time.monotonic()
@@ -90,14 +109,19 @@ def test_a_stopped_exporter_pages_once_and_hides_nothing_else(alert_lab: AlertLa
     try:
         fired = alert_lab.receiver.wait_for(exporter_down, "firing", fault, timeout=60)
         assert fired is not None, "no page for the stopped exporter"
-        page = next(a for n in alert_lab.receiver.snapshot() for a in n.alerts("firing")
-                    if exporter_down(a))
+        page = next(
+            a for n in alert_lab.receiver.snapshot() for a in n.alerts("firing") if exporter_down(a)
+        )
         assert page["labels"]["host"] == HOST and page["labels"]["severity"] == "critical"
         assert page["annotations"]["runbook_url"].endswith("/compute.md#libvirtexporterdown")
         # blind, not down: the VMs of the host must not page while their exporter is away
         time.sleep(6)
-        vm_pages = [a for n in alert_lab.receiver.snapshot()[before:] for a in n.alerts("firing")
-                    if a["labels"]["alertname"].startswith("VM")]
+        vm_pages = [
+            a
+            for n in alert_lab.receiver.snapshot()[before:]
+            for a in n.alerts("firing")
+            if a["labels"]["alertname"].startswith("VM")
+        ]
         assert vm_pages == []
     finally:
         repair = time.monotonic()
@@ -116,8 +140,9 @@ def test_a_stopped_ovs_vswitchd_pages_and_resolves(alert_lab: AlertLab) -> None:
     alert_lab.ovs.vswitchd.stop()
     try:
         assert alert_lab.receiver.wait_for(ovs_down, "firing", fault, timeout=60) is not None
-        page = next(a for n in alert_lab.receiver.snapshot() for a in n.alerts("firing")
-                    if ovs_down(a))
+        page = next(
+            a for n in alert_lab.receiver.snapshot() for a in n.alerts("firing") if ovs_down(a)
+        )
         assert page["labels"]["host"] == HOST and page["labels"]["area"] == "network"
         assert page["annotations"]["runbook_url"].endswith("/network.md#ovsdown")
     finally:
@@ -139,8 +164,9 @@ def test_a_stopped_osd_pages_and_resolves(alert_lab: AlertLab) -> None:
     try:
         fired = alert_lab.receiver.wait_for(osd_down, "firing", fault, timeout=90)
         assert fired is not None, "no page for the stopped OSD"
-        page = next(a for n in alert_lab.receiver.snapshot() for a in n.alerts("firing")
-                    if osd_down(a))
+        page = next(
+            a for n in alert_lab.receiver.snapshot() for a in n.alerts("firing") if osd_down(a)
+        )
         assert page["labels"]["area"] == "storage" and page["labels"]["severity"] == "warning"
         assert page["annotations"]["runbook_url"].endswith("/storage.md#cephosddown")
     finally:

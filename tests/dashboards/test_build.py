@@ -17,15 +17,31 @@ import yaml
 from dashboards.build import LEGACY, Built, DashboardError, build_all, encode, load, panels
 from dashboards.lint import Exception_, check, check_expr, exceptions, lint
 
-OPERATOR = {"zcp-cloud-overview", "zcp-hypervisor", "zcp-vm", "zcp-storage", "zcp-network",
-            "zcp-metering", "zcp-platform"}
-TENANT = {"zcp-tenant-overview", "zcp-tenant-vm", "zcp-tenant-storage", "zcp-tenant-network",
-          "zcp-tenant-usage"}
+OPERATOR = {
+    "zcp-cloud-overview",
+    "zcp-hypervisor",
+    "zcp-vm",
+    "zcp-storage",
+    "zcp-network",
+    "zcp-metering",
+    "zcp-platform",
+}
+TENANT = {
+    "zcp-tenant-overview",
+    "zcp-tenant-vm",
+    "zcp-tenant-storage",
+    "zcp-tenant-network",
+    "zcp-tenant-usage",
+}
 
 
 def zcp(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zcp_obs", "dashboards", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "zcp_obs", "dashboards", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +60,12 @@ def test_the_dashboards_and_their_audiences(built: list[Built]) -> None:
         assert variables[0]["name"] == "datasource" and variables[0]["label"] == "Data source"
         assert "null" not in encode(doc)
         for panel in panels(doc):
-            assert panel["type"] not in ("graph", "singlestat", "table-old", "grafana-piechart"
-                                         "-panel")
+            assert panel["type"] not in (
+                "graph",
+                "singlestat",
+                "table-old",
+                "grafana-piechart-panel",
+            )
             pos = panel["gridPos"]
             assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24
 
@@ -65,8 +85,9 @@ def test_two_builds_are_byte_identical(tmp_path: Path) -> None:
 
 
 def test_chained_variables_refresh_on_time_range_change(built: list[Built]) -> None:
-    vm = {v["name"]: v for v in next(b for b in built
-                                     if b.uid == "zcp-vm").doc["templating"]["list"]}
+    vm = {
+        v["name"]: v for v in next(b for b in built if b.uid == "zcp-vm").doc["templating"]["list"]
+    }
     assert all(vm[n]["refresh"] == 2 for n in ("zone", "host", "tenant", "vm"))
     assert "$zone" in vm["host"]["query"]  # zone -> host -> VM, and tenant -> VM
     assert all(f"${n}" in vm["vm"]["query"] for n in ("zone", "host", "tenant"))
@@ -101,39 +122,59 @@ def test_the_lint_catches_what_it_is_for(built: list[Built]) -> None:
     def rules(change: Any, uid: str = "zcp-vm") -> set[str]:
         return {p.rule for p in check(_broken(built, uid, change))}
 
-    assert rules(lambda d: _first_panel(d)["targets"][0].update(
-        expr="rate(libvirt_domain_cpu_time_seconds_total[5m])")) == \
-        {"target-rate-interval-rule"}
-    assert rules(lambda d: _first_panel(d)["targets"][0].update(
-        expr="sum(libvirt_domain_cpu_time_seconds_total)")) == {"target-counter-agg-rule"}
-    assert rules(lambda d: _first_panel(d)["targets"][0].update(expr="sum(foo")) == \
-        {"target-promql-rule"}
-    assert rules(lambda d: _first_panel(d).update(description="")) == \
-        {"panel-title-description-rule"}
-    assert rules(lambda d: _first_panel(d)["fieldConfig"]["defaults"].pop("unit")) == \
-        {"panel-units-rule"}
-    assert rules(lambda d: _first_panel(d).update(datasource={"uid": "prom-1"})) == \
-        {"panel-datasource-rule"}
+    assert rules(
+        lambda d: _first_panel(d)["targets"][0].update(
+            expr="rate(libvirt_domain_cpu_time_seconds_total[5m])"
+        )
+    ) == {"target-rate-interval-rule"}
+    assert rules(
+        lambda d: _first_panel(d)["targets"][0].update(
+            expr="sum(libvirt_domain_cpu_time_seconds_total)"
+        )
+    ) == {"target-counter-agg-rule"}
+    assert rules(lambda d: _first_panel(d)["targets"][0].update(expr="sum(foo")) == {
+        "target-promql-rule"
+    }
+    assert rules(lambda d: _first_panel(d).update(description="")) == {
+        "panel-title-description-rule"
+    }
+    assert rules(lambda d: _first_panel(d)["fieldConfig"]["defaults"].pop("unit")) == {
+        "panel-units-rule"
+    }
+    assert rules(lambda d: _first_panel(d).update(datasource={"uid": "prom-1"})) == {
+        "panel-datasource-rule"
+    }
     assert rules(lambda d: _first_panel(d).update(targets=[])) == {"panel-no-targets-rule"}
     assert rules(lambda d: _first_panel(d).update(type="graph")) == {"panel-type"}
     assert rules(lambda d: d.update(editable=True)) == {"uneditable-dashboard"}
-    assert rules(lambda d: d["templating"]["list"][4].update(refresh=1)) == \
-        {"template-on-time-change-reload-rule"}
-    assert rules(lambda d: d["templating"]["list"][4].update(
-        query="label_values(zcp_vm_info{, vm_id)")) == {"template-label-promql-rule"}
+    assert rules(lambda d: d["templating"]["list"][4].update(refresh=1)) == {
+        "template-on-time-change-reload-rule"
+    }
+    assert rules(
+        lambda d: d["templating"]["list"][4].update(query="label_values(zcp_vm_info{, vm_id)")
+    ) == {"template-label-promql-rule"}
     assert rules(lambda d: d["templating"]["list"].pop(0)) == {"template-datasource-rule"}
     # a tenant dashboard may only read tenant:* series (a tenant's Prometheus has no other)
-    assert rules(lambda d: _first_panel(d)["targets"][0].update(
-        expr="count(zcp_vm_info)"), "zcp-tenant-overview") == {"tenant-series-rule"}
+    assert rules(
+        lambda d: _first_panel(d)["targets"][0].update(expr="count(zcp_vm_info)"),
+        "zcp-tenant-overview",
+    ) == {"tenant-series-rule"}
 
 
 def test_rate_interval_and_counters_in_nested_expressions() -> None:
-    assert check_expr("sum by (a) (rate(x_total[$__rate_interval])) / "
-                      "clamp_min(sum(irate(y_total[$__rate_interval])), 1)") == []
-    assert [r for r, _m in check_expr("max_over_time(rate(x_total[5m])[1h:])")] == \
-        ["target-rate-interval-rule"]
-    assert [r for r, _m in check_expr("x_total + rate(y_total[$__rate_interval])")] == \
-        ["target-counter-agg-rule"]
+    assert (
+        check_expr(
+            "sum by (a) (rate(x_total[$__rate_interval])) / "
+            "clamp_min(sum(irate(y_total[$__rate_interval])), 1)"
+        )
+        == []
+    )
+    assert [r for r, _m in check_expr("max_over_time(rate(x_total[5m])[1h:])")] == [
+        "target-rate-interval-rule"
+    ]
+    assert [r for r, _m in check_expr("x_total + rate(y_total[$__rate_interval])")] == [
+        "target-counter-agg-rule"
+    ]
 
 
 def test_exceptions_need_a_reason_and_are_written_down(tmp_path: Path) -> None:
@@ -144,8 +185,18 @@ def test_exceptions_need_a_reason_and_are_written_down(tmp_path: Path) -> None:
     with pytest.raises(DashboardError, match="entry 1 needs a rule and a reason"):
         exceptions(bad)
     assert Exception_("panel-units-rule", "zcp-vm", "", "r").covers(
-        next(iter(check(_broken(build_all(), "zcp-vm", lambda d: _first_panel(d)[
-            "fieldConfig"]["defaults"].pop("unit"))))))
+        next(
+            iter(
+                check(
+                    _broken(
+                        build_all(),
+                        "zcp-vm",
+                        lambda d: _first_panel(d)["fieldConfig"]["defaults"].pop("unit"),
+                    )
+                )
+            )
+        )
+    )
 
 
 def test_the_foundation_sdk_round_trip_drops_nothing(built: list[Built]) -> None:
@@ -188,7 +239,8 @@ def test_an_unwritable_out_is_one_line(tmp_path: Path) -> None:
     result = zcp("build", "--out", str(blocker / "sub"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"Error: cannot create {blocker / 'sub'}: Not a directory"]
+        f"Error: cannot create {blocker / 'sub'}: Not a directory"
+    ]
 
 
 def test_check_runs_the_lint() -> None:
@@ -200,8 +252,7 @@ def test_check_runs_the_lint() -> None:
 def test_provisioning_files_for_a_tenant_stack(tmp_path: Path) -> None:
     done = zcp("provision", "--out", str(tmp_path / "grafana"), "--folder", "My cloud")
     assert done.returncode == 0, done.stderr
-    provider = yaml.safe_load((tmp_path / "grafana/provisioning/dashboards/zcp.yaml")
-                              .read_text())
+    provider = yaml.safe_load((tmp_path / "grafana/provisioning/dashboards/zcp.yaml").read_text())
     assert provider["apiVersion"] == 1
     (p,) = provider["providers"]
     assert p["type"] == "file" and p["folder"] == "My cloud" and p["allowUiUpdates"] is False
@@ -216,11 +267,12 @@ def test_an_unreachable_prometheus_is_one_line(tmp_path: Path) -> None:
     from lab.procs import free_port
 
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    for args in (["check", "--prometheus", url],
-                 ["preview", "--prometheus", url, "--out", str(tmp_path)]):
+    for args in (
+        ["check", "--prometheus", url],
+        ["preview", "--prometheus", url, "--out", str(tmp_path)],
+    ):
         done = zcp(*args)
         assert done.returncode == 1, args
-        lines = [line for line in done.stderr.strip().splitlines()
-                 if line.startswith("Error:")]
+        lines = [line for line in done.stderr.strip().splitlines() if line.startswith("Error:")]
         assert lines == [f"Error: cannot reach Prometheus at {url}: ConnectionError"], args
         assert "Traceback" not in done.stderr

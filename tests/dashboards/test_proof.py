@@ -35,15 +35,22 @@ pytestmark = pytest.mark.integration
 
 
 def _wait(prom: PrometheusServer, expr: str, timeout: float = 90) -> None:
-    assert wait_until(lambda: prom.query(expr), timeout, interval=1), \
+    assert wait_until(lambda: prom.query(expr), timeout, interval=1), (
         f"{expr!r} still empty after {timeout:.0f}s"
+    )
 
 
 @pytest.fixture(scope="module")
-def live(libvirt_lab: LibvirtLab, ovs_lab: OvsLab, ceph_lab: CephLab,
-         ceph_cloud: dict[str, Any], victoria: Any, history_victoria: str,
-         default_inventory: Inventory, tmp_path_factory: pytest.TempPathFactory
-         ) -> Iterator[dict[str, Any]]:
+def live(
+    libvirt_lab: LibvirtLab,
+    ovs_lab: OvsLab,
+    ceph_lab: CephLab,
+    ceph_cloud: dict[str, Any],
+    victoria: Any,
+    history_victoria: str,
+    default_inventory: Inventory,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Any]]:
     need_binary("prometheus", "prometheus")
     need_binary("prometheus-node-exporter", "prometheus-node-exporter")
     need_binary("prometheus-pushgateway", "prometheus-pushgateway")
@@ -51,8 +58,15 @@ def live(libvirt_lab: LibvirtLab, ovs_lab: OvsLab, ceph_lab: CephLab,
     ovs_lab.add_bridge("br-int")
     ovs_lab.del_port("br-int", "vx-proof")
     ovs_lab.add_tunnel("br-int", "vx-proof", "192.0.2.77", key="7001", bfd=True)
-    lab = AlertLab(libvirt_lab, workdir, ovs=ovs_lab, ceph=ceph_lab, node=True,
-                   pushgateway=True, ovs_ports=("dbvm", "10.202"))
+    lab = AlertLab(
+        libvirt_lab,
+        workdir,
+        ovs=ovs_lab,
+        ceph=ceph_lab,
+        node=True,
+        pushgateway=True,
+        ovs_ports=("dbvm", "10.202"),
+    )
     tenant_prom: PrometheusServer | None = None
     try:
         lab.start()
@@ -63,36 +77,87 @@ def live(libvirt_lab: LibvirtLab, ovs_lab: OvsLab, ceph_lab: CephLab,
         acme = next(t for t in default_inventory.tenants if t.name == "acme")
         day = T0 + timedelta(days=24)
         ms = int(day.timestamp() * 1000)
-        victoria.load([HistorySeries("zcp_vm_state", tuple(sorted({
-            "job": "zcp-inventory", "vm_id": vm.id, "account_id": vm.account_id,
-            "state": "Running"}.items())), tuple((ms + k * 60_000, 1) for k in range(150)))
-            for vm in lab.inventory.vms])
+        victoria.load(
+            [
+                HistorySeries(
+                    "zcp_vm_state",
+                    tuple(
+                        sorted(
+                            {
+                                "job": "zcp-inventory",
+                                "vm_id": vm.id,
+                                "account_id": vm.account_id,
+                                "state": "Running",
+                            }.items()
+                        )
+                    ),
+                    tuple((ms + k * 60_000, 1) for k in range(150)),
+                )
+                for vm in lab.inventory.vms
+            ]
+        )
         cfg = workdir / "metering.yaml"
-        cfg.write_text(yaml.safe_dump({"metering": {
-            "query_url": history_victoria, "database_url": f"sqlite:///{workdir}/m.db",
-            "settle_seconds": 0, "pushgateway_url": lab.pushgateway_url}}))
-        run = subprocess.run([sys.executable, "-m", "zcp_obs", "--config", str(cfg),
-                              "metering", "run", "--from", day.isoformat(), "--to",
-                              (day + timedelta(hours=2)).isoformat()],
-                             capture_output=True, text=True, timeout=300)
+        cfg.write_text(
+            yaml.safe_dump(
+                {
+                    "metering": {
+                        "query_url": history_victoria,
+                        "database_url": f"sqlite:///{workdir}/m.db",
+                        "settle_seconds": 0,
+                        "pushgateway_url": lab.pushgateway_url,
+                    }
+                }
+            )
+        )
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "zcp_obs",
+                "--config",
+                str(cfg),
+                "metering",
+                "run",
+                "--from",
+                day.isoformat(),
+                "--to",
+                (day + timedelta(hours=2)).isoformat(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert run.returncode == 0, run.stderr
         # a real fault, so that the alert panels have something to show: the acme VM whose
         # id sorts last loses its guest (the dashboards' variables pick the first ones)
-        victim = max((vm for vm in lab.inventory.vms if vm.account_id == acme.account_id),
-                     key=lambda vm: vm.id)
+        victim = max(
+            (vm for vm in lab.inventory.vms if vm.account_id == acme.account_id),
+            key=lambda vm: vm.id,
+        )
         lab.lab.destroy_guest(victim.instance_name)
         # a tenant's own Prometheus: federates acme's series only, scraped by the operator's
-        tenant_prom = PrometheusServer(workdir / "tenant-prometheus", {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{
-                "job_name": "federate", "honor_labels": True, "metrics_path": "/federate",
-                "params": {"match[]": [f'{{tenant="{acme.account_id}"}}']},
-                "static_configs": [{"targets": [prom.url.removeprefix("http://")]}]}]})
+        tenant_prom = PrometheusServer(
+            workdir / "tenant-prometheus",
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "federate",
+                        "honor_labels": True,
+                        "metrics_path": "/federate",
+                        "params": {"match[]": [f'{{tenant="{acme.account_id}"}}']},
+                        "static_configs": [{"targets": [prom.url.removeprefix("http://")]}],
+                    }
+                ],
+            },
+        )
         tenant_prom.start()
-        lab.stack.add_job("tenant-prometheus", tenant_prom.url.removeprefix("http://"),
-                          tenant=acme.account_id)
-        prom.write_config({**yaml.safe_load(prom.config_path.read_text()),
-                           "scrape_configs": lab.stack.jobs})
+        lab.stack.add_job(
+            "tenant-prometheus", tenant_prom.url.removeprefix("http://"), tenant=acme.account_id
+        )
+        prom.write_config(
+            {**yaml.safe_load(prom.config_path.read_text()), "scrape_configs": lab.stack.jobs}
+        )
         _wait(prom, 'ALERTS{alertname="VMDownUnexpectedly",alertstate="firing"}')
         _wait(prom, 'up{job="tenant-prometheus"} == 1')
         _wait(prom, "zcp_metering_usage")
@@ -101,8 +166,12 @@ def live(libvirt_lab: LibvirtLab, ovs_lab: OvsLab, ceph_lab: CephLab,
         _wait(prom, "ceph_cephfs_subvolume_quota_bytes")
         _wait(tenant_prom, "tenant:ceph_rgw_bucket_stored_bytes:max")
         _wait(tenant_prom, "tenant:libvirt_domain_interface_transmit_bytes:rate5m")
-        yield {"operator": prom.url, "tenant": tenant_prom.url, "tenant_id": acme.account_id,
-               "victim": victim.id}
+        yield {
+            "operator": prom.url,
+            "tenant": tenant_prom.url,
+            "tenant_id": acme.account_id,
+            "victim": victim.id,
+        }
     finally:
         copy_logs(lab.daemons(), Path(workdir) / "kept-logs")
         if tenant_prom is not None:
@@ -117,8 +186,9 @@ def _report(proofs: list[Any]) -> list[str]:
 def test_every_operator_panel_shows_data(live: dict[str, Any]) -> None:
     built = build_all()
     began = time.monotonic()
-    proofs = prove_all(built, live["operator"], Window(datetime.now(UTC),
-                                                       timedelta(minutes=10)), "operator")
+    proofs = prove_all(
+        built, live["operator"], Window(datetime.now(UTC), timedelta(minutes=10)), "operator"
+    )
     elapsed = time.monotonic() - began
     assert {p.uid for p in proofs} == {b.uid for b in built if b.audience == "operator"}
     assert _report(proofs) == [], [(p.uid, p.values) for p in proofs if p.problems]
@@ -133,9 +203,13 @@ def test_every_operator_panel_shows_data(live: dict[str, Any]) -> None:
 
 def test_every_tenant_panel_shows_only_that_tenants_data(live: dict[str, Any]) -> None:
     built = build_all()
-    proofs = prove_all(built, live["tenant"], Window(datetime.now(UTC),
-                                                     timedelta(minutes=10)), "tenant",
-                       tenant=live["tenant_id"])
+    proofs = prove_all(
+        built,
+        live["tenant"],
+        Window(datetime.now(UTC), timedelta(minutes=10)),
+        "tenant",
+        tenant=live["tenant_id"],
+    )
     assert {p.uid for p in proofs} == {b.uid for b in built if b.audience == "tenant"}
     assert _report(proofs) == []
 
@@ -146,8 +220,9 @@ def test_a_renamed_metric_fails_the_proof_naming_the_panel(live: dict[str, Any])
     from dashboards.build import Built
 
     vm = next(b for b in build_all() if b.uid == "zcp-vm")
-    text = yaml.safe_dump(vm.doc).replace("libvirt_domain_vcpu_delay_seconds_total",
-                                          "libvirt_domain_vcpu_steal_seconds_total")
+    text = yaml.safe_dump(vm.doc).replace(
+        "libvirt_domain_vcpu_delay_seconds_total", "libvirt_domain_vcpu_steal_seconds_total"
+    )
     broken = Built(vm.source, vm.uid, vm.title, yaml.safe_load(text))
     (proof,) = prove_all([broken], live["operator"], Window(datetime.now(UTC)), "operator")
     assert [(p.rule, p.panel) for p in proof.problems] == [("panel-no-data", "Steal per vCPU")]
@@ -163,13 +238,14 @@ def _colored(png: Any, box: tuple[int, int, int, int], colors: list[str]) -> int
     area = png[top:bottom, left:right, :3]
     hits = np.zeros(area.shape[:2], dtype=bool)
     for c in colors:
-        hits |= (np.abs(area - np.array(to_rgb(c))).max(axis=2) < 0.12)
+        hits |= np.abs(area - np.array(to_rgb(c))).max(axis=2) < 0.12
     return int(hits.sum())
 
 
 @pytest.mark.parametrize("audience", ["operator", "tenant"])
-def test_previews_draw_every_panel_from_live_data(live: dict[str, Any], audience: str,
-                                                  tmp_path: Path) -> None:
+def test_previews_draw_every_panel_from_live_data(
+    live: dict[str, Any], audience: str, tmp_path: Path
+) -> None:
     import json
 
     import matplotlib.image
@@ -178,9 +254,26 @@ def test_previews_draw_every_panel_from_live_data(live: dict[str, Any], audience
     from dashboards.preview import NAMED, PALETTE, TEXT
 
     url = live["operator"] if audience == "operator" else live["tenant"]
-    done = subprocess.run([sys.executable, "-m", "zcp_obs", "dashboards", "preview",
-                           "--prometheus", url, "--out", str(tmp_path), "--audience", audience,
-                           "--window", "600"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zcp_obs",
+            "dashboards",
+            "preview",
+            "--prometheus",
+            url,
+            "--out",
+            str(tmp_path),
+            "--audience",
+            audience,
+            "--window",
+            "600",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     uids = {b.uid for b in build_all() if b.audience == audience}
     assert {p.stem for p in tmp_path.glob("*.png")} == uids
@@ -192,6 +285,5 @@ def test_previews_draw_every_panel_from_live_data(live: dict[str, Any], audience
             assert panel["series"] > 0, (uid, panel["title"])  # the proof says it has data
             # what the data is drawn in: lines and bars in the palette, values in their
             # thresholds' colours, tables in the text colour ("No data" is grey)
-            colors = [TEXT] if panel["kind"] == "table" else [*PALETTE, *NAMED.values(),
-                                                                YELLOW]
+            colors = [TEXT] if panel["kind"] == "table" else [*PALETTE, *NAMED.values(), YELLOW]
             assert _colored(png, tuple(panel["box"]), colors) > 10, (uid, panel["title"])

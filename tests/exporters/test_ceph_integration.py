@@ -30,11 +30,19 @@ def cloud(ceph_cloud: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def exporter(ceph_lab: CephLab, default_inventory: Inventory,
-             cloud: dict[str, Any]) -> Iterator[tuple[CephSources, Any]]:
-    cfg = CephConfig(conf=ceph_lab.conf, keyring=ceph_lab.keyring, rgw_endpoint=ceph_lab.rgw_url,
-                     rbd_interval_seconds=3600, rgw_interval_seconds=3600,
-                     df_interval_seconds=3600, workers=4, command_timeout_seconds=8)
+def exporter(
+    ceph_lab: CephLab, default_inventory: Inventory, cloud: dict[str, Any]
+) -> Iterator[tuple[CephSources, Any]]:
+    cfg = CephConfig(
+        conf=ceph_lab.conf,
+        keyring=ceph_lab.keyring,
+        rgw_endpoint=ceph_lab.rgw_url,
+        rbd_interval_seconds=3600,
+        rgw_interval_seconds=3600,
+        df_interval_seconds=3600,
+        workers=4,
+        command_timeout_seconds=8,
+    )
     cache = InventoryCache(lambda: default_inventory, refresh_interval=3600)
     cache.refresh()
     sources = CephSources(cfg)
@@ -42,8 +50,7 @@ def exporter(ceph_lab: CephLab, default_inventory: Inventory,
     sources.refresh_rbd()
     sources.refresh_rgw()
     sources.refresh_cephfs()
-    server = ExporterServer("ceph", CephCollector(sources, cache, cfg), "127.0.0.1", 0,
-                            8.0).start()
+    server = ExporterServer("ceph", CephCollector(sources, cache, cfg), "127.0.0.1", 0, 8.0).start()
     url = f"http://127.0.0.1:{server.port}/metrics"
 
     def scrape() -> Samples:
@@ -54,19 +61,29 @@ def exporter(ceph_lab: CephLab, default_inventory: Inventory,
     server.shutdown()
 
 
-def test_rbd_usage_equals_what_ceph_reports(exporter: tuple[CephSources, Any],
-                                            ceph_lab: CephLab, cloud: dict[str, Any],
-                                            default_inventory: Inventory) -> None:
+def test_rbd_usage_equals_what_ceph_reports(
+    exporter: tuple[CephSources, Any],
+    ceph_lab: CephLab,
+    cloud: dict[str, Any],
+    default_inventory: Inventory,
+) -> None:
     _, scrape = exporter
     got = scrape()
     by_image = default_inventory.volume_by_rbd_image
     for rbd_image, written in cloud["written"].items():
         pool, image = rbd_image.split("/")
         du = ceph_lab.json("rbd", "du", f"{pool}/{image}")["images"][0]
-        labels = {"pool": pool, "image": image, "volume_id": by_image[rbd_image].id,
-                  "storage_class": pool.removeprefix("rbd-")}
-        assert value(got, "ceph_rbd_image_provisioned_bytes", **labels) == \
-            du["provisioned_size"] == 32 * MIB
+        labels = {
+            "pool": pool,
+            "image": image,
+            "volume_id": by_image[rbd_image].id,
+            "storage_class": pool.removeprefix("rbd-"),
+        }
+        assert (
+            value(got, "ceph_rbd_image_provisioned_bytes", **labels)
+            == du["provisioned_size"]
+            == 32 * MIB
+        )
         assert value(got, "ceph_rbd_image_used_bytes", **labels) == du["used_size"] == written
     # the pool the storage-class map does not know: its images keep their numbers, no class
     assert value(got, "ceph_rbd_image_used_bytes", pool="odd-pool", storage_class="") == 4 * MIB
@@ -76,15 +93,19 @@ def test_rbd_usage_equals_what_ceph_reports(exporter: tuple[CephSources, Any],
     assert value(got, "ceph_exporter_source_up", source="rbd") == 1
 
 
-def test_rgw_usage_equals_what_ceph_reports(exporter: tuple[CephSources, Any],
-                                            ceph_lab: CephLab, cloud: dict[str, Any]) -> None:
+def test_rgw_usage_equals_what_ceph_reports(
+    exporter: tuple[CephSources, Any], ceph_lab: CephLab, cloud: dict[str, Any]
+) -> None:
     sources, scrape = exporter
     account = cloud["account"]
     seen: list[dict[str, Any]] = []
 
     def flushed() -> bool:
-        seen.append(ceph_lab.json("radosgw-admin", "usage", "show", "--uid", account,
-                                  "--show-log-entries=false")["summary"][0]["total"])
+        seen.append(
+            ceph_lab.json(
+                "radosgw-admin", "usage", "show", "--uid", account, "--show-log-entries=false"
+            )["summary"][0]["total"]
+        )
         return bool(seen[-1]["successful_ops"] >= 6)
 
     wait_until(flushed, timeout=20, interval=1)  # the usage log is flushed every second
@@ -92,34 +113,48 @@ def test_rgw_usage_equals_what_ceph_reports(exporter: tuple[CephSources, Any],
     sources.refresh_rgw()
     got = scrape()
     for bucket, sizes in cloud["objects"].items():
-        assert value(got, "ceph_rgw_bucket_stored_bytes", bucket=bucket,
-                     account_id=account) == sum(sizes)
+        assert value(got, "ceph_rgw_bucket_stored_bytes", bucket=bucket, account_id=account) == sum(
+            sizes
+        )
         assert value(got, "ceph_rgw_bucket_objects", bucket=bucket) == len(sizes)
     total = sum(sum(s) for s in cloud["objects"].values())
     assert value(got, "ceph_rgw_user_stored_bytes", user=account, account_id=account) == total
     assert value(got, "ceph_rgw_user_buckets", user=account) == 2
     exported = value(got, "ceph_rgw_user_received_bytes_total", user=account)
     assert exported == usage["bytes_received"] >= total
-    assert value(got, "ceph_rgw_user_successful_ops_total", user=account) == \
-        usage["successful_ops"]
+    assert value(got, "ceph_rgw_user_successful_ops_total", user=account) == usage["successful_ops"]
 
 
-def test_cephfs_subvolumes_equal_what_ceph_reports(exporter: tuple[CephSources, Any],
-                                                   ceph_lab: CephLab,
-                                                   cloud: dict[str, Any]) -> None:
+def test_cephfs_subvolumes_equal_what_ceph_reports(
+    exporter: tuple[CephSources, Any], ceph_lab: CephLab, cloud: dict[str, Any]
+) -> None:
     sources, scrape = exporter
     account = cloud["account"]
     ceph_lab.run("ceph", "fs", "subvolumegroup", "create", "cephfs", account)
-    ceph_lab.run("ceph", "fs", "subvolume", "create", "cephfs", "home", "--group_name", account,
-                 "--size", str(64 * MIB))
-    path = ceph_lab.run("ceph", "fs", "subvolume", "getpath", "cephfs", "home",
-                        "--group_name", account).stdout.strip()
+    ceph_lab.run(
+        "ceph",
+        "fs",
+        "subvolume",
+        "create",
+        "cephfs",
+        "home",
+        "--group_name",
+        account,
+        "--size",
+        str(64 * MIB),
+    )
+    path = ceph_lab.run(
+        "ceph", "fs", "subvolume", "getpath", "cephfs", "home", "--group_name", account
+    ).stdout.strip()
     ceph_lab.write_cephfs(f"{path}/a", b"q" * 2_500_000)
     seen: list[dict[str, Any]] = []
 
     def reached() -> bool:
-        seen.append(ceph_lab.json("ceph", "fs", "subvolume", "info", "cephfs", "home",
-                                  "--group_name", account))
+        seen.append(
+            ceph_lab.json(
+                "ceph", "fs", "subvolume", "info", "cephfs", "home", "--group_name", account
+            )
+        )
         return bool(seen[-1]["bytes_used"] == 2_500_000)
 
     # recursive stats reach the subvolume within seconds
@@ -128,15 +163,17 @@ def test_cephfs_subvolumes_equal_what_ceph_reports(exporter: tuple[CephSources, 
     sources.refresh_cephfs()
     got = scrape()
     labels = {"fs": "cephfs", "group": account, "subvolume": "home", "account_id": account}
-    assert value(got, "ceph_cephfs_subvolume_used_bytes", **labels) == info["bytes_used"] \
-        == 2_500_000
+    assert (
+        value(got, "ceph_cephfs_subvolume_used_bytes", **labels) == info["bytes_used"] == 2_500_000
+    )
     assert value(got, "ceph_cephfs_subvolume_quota_bytes", **labels) == 64 * MIB
     assert value(got, "ceph_exporter_source_up", source="cephfs") == 1
     assert value(got, "ceph_cephfs_filesystems") == 1
 
 
-def test_an_image_deleted_between_refreshes_disappears(exporter: tuple[CephSources, Any],
-                                                       ceph_lab: CephLab) -> None:
+def test_an_image_deleted_between_refreshes_disappears(
+    exporter: tuple[CephSources, Any], ceph_lab: CephLab
+) -> None:
     sources, scrape = exporter
     ceph_lab.create_image("odd-pool", "short-lived", "8M")
     sources.refresh_rbd()
@@ -149,7 +186,8 @@ def test_an_image_deleted_between_refreshes_disappears(exporter: tuple[CephSourc
 
 
 def test_exposition_passes_promtool_and_leaves_the_mgr_modules_families_alone(
-        exporter: tuple[CephSources, Any], ceph_lab: CephLab) -> None:
+    exporter: tuple[CephSources, Any], ceph_lab: CephLab
+) -> None:
     need_binary("promtool", "prometheus")
     _, scrape = exporter
     ours = {n for n, _ in scrape()}
@@ -157,13 +195,15 @@ def test_exposition_passes_promtool_and_leaves_the_mgr_modules_families_alone(
     assert "ceph_health_status" in mgr
     assert not ours & mgr, sorted(ours & mgr)[:5]
     text = requests.get(scrape.url, timeout=30).text  # type: ignore[attr-defined]
-    proc = subprocess.run(["promtool", "check", "metrics"], capture_output=True, text=True,
-                          input=text, timeout=30)
+    proc = subprocess.run(
+        ["promtool", "check", "metrics"], capture_output=True, text=True, input=text, timeout=30
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_a_stopped_radosgw_costs_only_the_rgw_source(exporter: tuple[CephSources, Any],
-                                                     ceph_lab: CephLab) -> None:
+def test_a_stopped_radosgw_costs_only_the_rgw_source(
+    exporter: tuple[CephSources, Any], ceph_lab: CephLab
+) -> None:
     sources, scrape = exporter
     ceph_lab.stop_rgw()
     try:
@@ -181,10 +221,10 @@ def test_a_stopped_radosgw_costs_only_the_rgw_source(exporter: tuple[CephSources
 
 
 def test_a_stopped_osd_costs_the_data_sources_not_the_scrape(
-        exporter: tuple[CephSources, Any], ceph_lab: CephLab) -> None:
+    exporter: tuple[CephSources, Any], ceph_lab: CephLab
+) -> None:
     sources, scrape = exporter
-    before = value(scrape(), "ceph_exporter_source_last_refresh_timestamp_seconds",
-                   source="rbd")
+    before = value(scrape(), "ceph_exporter_source_last_refresh_timestamp_seconds", source="rbd")
     ceph_lab.stop_osd()
     try:
         ceph_lab.run("ceph", "osd", "down", "0")
@@ -198,8 +238,10 @@ def test_a_stopped_osd_costs_the_data_sources_not_the_scrape(
         assert value(got, "ceph_exporter_source_up", source="rbd") == 0
         assert value(got, "ceph_exporter_source_up", source="df") == 1  # the mon answers
         # the last complete result is still served, and says how old it is
-        assert value(got, "ceph_exporter_source_last_refresh_timestamp_seconds",
-                     source="rbd") == before
+        assert (
+            value(got, "ceph_exporter_source_last_refresh_timestamp_seconds", source="rbd")
+            == before
+        )
         assert series(got, "ceph_rbd_image_used_bytes", pool="rbd-fast")
     finally:
         ceph_lab.start_osd()

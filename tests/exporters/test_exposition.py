@@ -42,13 +42,21 @@ def library(fams: list[Metric], encode: object) -> bytes:
 
 
 def odd_families() -> list[Metric]:
-    c = CounterMetricFamily("odd_events", 'help with "quotes", a \\ backslash\nand a newline',
-                            labels=["path", "name"])
+    c = CounterMetricFamily(
+        "odd_events", 'help with "quotes", a \\ backslash\nand a newline', labels=["path", "name"]
+    )
     c.add_metric(['C:\\dir\\"x"', "line\nbreak"], 3)
     c.add_metric(["", "ünïcödé"], 1e21)
     g = GaugeMetricFamily("odd_values", "special floats", labels=["k"])
-    for k, v in (("nan", math.nan), ("inf", math.inf), ("-inf", -math.inf), ("neg", -0.5),
-                 ("big", 12345678901234567890.0), ("small", 1e-9), ("int", 7)):
+    for k, v in (
+        ("nan", math.nan),
+        ("inf", math.inf),
+        ("-inf", -math.inf),
+        ("neg", -0.5),
+        ("big", 12345678901234567890.0),
+        ("small", 1e-9),
+        ("int", 7),
+    ):
         g.add_metric([k], v)
     h = HistogramMetricFamily("odd_hist", "a histogram", labels=["a"])
     h.add_metric(["x"], buckets=[("1", 1), ("+Inf", 2)], sum_value=3)
@@ -74,10 +82,11 @@ def libvirt_families(default_inventory: Inventory) -> list[Metric]:
 
 @pytest.mark.parametrize("source", ["odd", "libvirt", "process"])
 def test_byte_for_byte_like_the_library(source: str, default_inventory: Inventory) -> None:
-    fams = {"odd": odd_families,
-            "libvirt": lambda: libvirt_families(default_inventory),
-            "process": lambda: list(PROCESS_COLLECTOR.collect())
-            + list(PLATFORM_COLLECTOR.collect())}[source]()
+    fams = {
+        "odd": odd_families,
+        "libvirt": lambda: libvirt_families(default_inventory),
+        "process": lambda: list(PROCESS_COLLECTOR.collect()) + list(PLATFORM_COLLECTOR.collect()),
+    }[source]()
     assert fams
     enc = Encoder()
     for _ in range(2):  # second round from the label cache

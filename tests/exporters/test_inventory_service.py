@@ -29,8 +29,15 @@ from zcp.inventory.model import Inventory
 from zcp.inventory.remote import ServiceSource
 from zcp.inventory.snapshot import FETCHED_AT_HEADER, PATH, encode, host_view
 
-IDENTITY = ("zcp_tenant_info", "zcp_vm_info", "zcp_volume_info", "zcp_nic_info", "zcp_vm_state",
-            "zcp_storage_pool_info", "zcp_public_ip_info")
+IDENTITY = (
+    "zcp_tenant_info",
+    "zcp_vm_info",
+    "zcp_volume_info",
+    "zcp_nic_info",
+    "zcp_vm_state",
+    "zcp_storage_pool_info",
+    "zcp_public_ip_info",
+)
 
 
 def identity(samples: Samples, names: tuple[str, ...] = IDENTITY) -> Samples:
@@ -46,16 +53,18 @@ def refreshed(inv: Inventory, minutes: int = 5) -> Inventory:
 
 # -- views and ETags (pure) ----------------------------------------------------------------------
 def test_host_view_keeps_the_hosts_vms_and_what_they_reference(
-        default_inventory: Inventory) -> None:
+    default_inventory: Inventory,
+) -> None:
     view = host_view(default_inventory, "kvm01")
     on_host = {vm.id for vm in default_inventory.vms if vm.host == "kvm01"}
     assert {vm.id for vm in view.vms} == on_host and on_host
     assert {v.id for v in view.volumes} == {
-        v.id for v in default_inventory.volumes if v.vm_id in on_host}
-    assert {n.id for n in view.nics} == {
-        n.id for n in default_inventory.nics if n.vm_id in on_host}
+        v.id for v in default_inventory.volumes if v.vm_id in on_host
+    }
+    assert {n.id for n in view.nics} == {n.id for n in default_inventory.nics if n.vm_id in on_host}
     assert {t.account_id for t in view.tenants} == {
-        vm.account_id for vm in default_inventory.vms if vm.id in on_host}
+        vm.account_id for vm in default_inventory.vms if vm.id in on_host
+    }
     assert view.storage_pools == default_inventory.storage_pools
     assert host_view(default_inventory, "no-such-host").vms == ()
 
@@ -97,7 +106,8 @@ def service(default_inventory: Inventory) -> Iterator[tuple[Source, InventoryCac
 
 
 def test_snapshot_etag_304_gzip_and_host_view(
-        service: tuple[Source, InventoryCache, str], default_inventory: Inventory) -> None:
+    service: tuple[Source, InventoryCache, str], default_inventory: Inventory
+) -> None:
     _source, _cache, url = service
     full = requests.get(url + PATH, timeout=10)
     assert full.status_code == 200 and full.headers["Content-Type"] == "application/json"
@@ -106,8 +116,7 @@ def test_snapshot_etag_304_gzip_and_host_view(
     again = requests.get(url + PATH, headers={"If-None-Match": etag}, timeout=10)
     assert again.status_code == 304 and again.content == b""
     assert again.headers["ETag"] == etag
-    assert datetime.fromisoformat(again.headers[FETCHED_AT_HEADER]) == \
-        default_inventory.fetched_at
+    assert datetime.fromisoformat(again.headers[FETCHED_AT_HEADER]) == default_inventory.fetched_at
     # gzip when asked (requests asks and inflates); the same document
     raw = requests.get(url + PATH, headers={"Accept-Encoding": "gzip"}, stream=True, timeout=10)
     assert raw.headers["Content-Encoding"] == "gzip"
@@ -136,7 +145,8 @@ def test_no_inventory_yet_is_a_503_with_the_reason() -> None:
 
 
 def test_service_source_transfers_only_changes(
-        service: tuple[Source, InventoryCache, str], default_inventory: Inventory) -> None:
+    service: tuple[Source, InventoryCache, str], default_inventory: Inventory
+) -> None:
     source, cache, url = service
     client = ServiceSource(InventoryServiceSource(url=url))
     first = client.load()
@@ -156,12 +166,14 @@ def test_service_source_transfers_only_changes(
 
 
 def test_service_down_is_one_line(tmp_path: Path) -> None:
-    client = ServiceSource(InventoryServiceSource(url=f"http://127.0.0.1:{free_port()}",
-                                                  timeout_seconds=2))
+    client = ServiceSource(
+        InventoryServiceSource(url=f"http://127.0.0.1:{free_port()}", timeout_seconds=2)
+    )
     with pytest.raises(InventoryError) as err:
         client.load()
-    assert str(err.value) == (f"cannot reach the inventory service at {client.cfg.url}: "
-                              "ConnectionError")
+    assert str(err.value) == (
+        f"cannot reach the inventory service at {client.cfg.url}: ConnectionError"
+    )
 
 
 # -- the real commands ---------------------------------------------------------------------------
@@ -172,9 +184,12 @@ def _write(path: Path, doc: dict[str, object]) -> Path:
 
 def _command(name: str, workdir: Path, config: Path, *argv: str) -> Daemon:
     port = free_port()
-    daemon = Daemon(name, [*ZCP_OBS, "--config", str(config), *argv, "--listen",
-                           f"127.0.0.1:{port}"], workdir / name,
-                    f"http://127.0.0.1:{port}/metrics")
+    daemon = Daemon(
+        name,
+        [*ZCP_OBS, "--config", str(config), *argv, "--listen", f"127.0.0.1:{port}"],
+        workdir / name,
+        f"http://127.0.0.1:{port}/metrics",
+    )
     daemon.start(60)
     return daemon
 
@@ -185,22 +200,24 @@ def _scrape(daemon: Daemon) -> Samples:
 
 @pytest.mark.integration
 def test_service_families_equal_the_inventory_and_feed_a_libvirt_exporter(
-        cloudstack: CloudStackSim, libvirt_lab: LibvirtLab, tmp_path: Path) -> None:
+    cloudstack: CloudStackSim, libvirt_lab: LibvirtLab, tmp_path: Path
+) -> None:
     from zcp.config import CloudStackConfig
     from zcp.inventory.cloudstack import CloudStackSource
 
     cs = {"url": cloudstack.url, "api_key": ADMIN_KEY, "secret_key": ADMIN_SECRET}
     direct = CloudStackSource(CloudStackConfig.model_validate(cs)).load()
-    region = _write(tmp_path / "region.yaml", {
-        "cloudstack": cs, "inventory": {"source": "cloudstack"}})
+    region = _write(
+        tmp_path / "region.yaml", {"cloudstack": cs, "inventory": {"source": "cloudstack"}}
+    )
     service = _command("inventory-service", tmp_path, region, "exporter", "inventory")
     daemons = [service]
     try:
         # /metrics of the service: the identity and state families of CloudStack's inventory
-        assert wait_until(lambda: value(_scrape(service), "zcp_inventory_refreshes_total") >= 1,
-                          30)
-        expected = from_families([*tenant_info_metrics(direct), *inventory_info_metrics(direct),
-                                  *fleet_metrics(direct)])
+        assert wait_until(lambda: value(_scrape(service), "zcp_inventory_refreshes_total") >= 1, 30)
+        expected = from_families(
+            [*tenant_info_metrics(direct), *inventory_info_metrics(direct), *fleet_metrics(direct)]
+        )
         assert identity(_scrape(service)) == expected
 
         # two libvirt exporters over the same guests: one asks CloudStack, one the service
@@ -209,14 +226,34 @@ def test_service_families_equal_the_inventory_and_feed_a_libvirt_exporter(
             libvirt_lab.create_guest(vm.instance_name, vm.id, macs=macs)
         base = service.ready_url.removesuffix("/metrics")
         libvirt = {"exporters": {"libvirt": {"uri": libvirt_lab.uri, "hostname": "kvm01"}}}
-        from_cs = _command("libvirt-cs", tmp_path, _write(tmp_path / "cs.yaml", {
-            **libvirt, "cloudstack": cs, "inventory": {"source": "cloudstack"}}),
-            "exporter", "libvirt")
+        from_cs = _command(
+            "libvirt-cs",
+            tmp_path,
+            _write(
+                tmp_path / "cs.yaml",
+                {**libvirt, "cloudstack": cs, "inventory": {"source": "cloudstack"}},
+            ),
+            "exporter",
+            "libvirt",
+        )
         daemons.append(from_cs)
-        from_service = _command("libvirt-svc", tmp_path, _write(tmp_path / "hv.yaml", {
-            **libvirt, "inventory": {"source": "service", "service": {"url": base},
-                                     "refresh_interval_seconds": 1}}),
-            "exporter", "libvirt")
+        from_service = _command(
+            "libvirt-svc",
+            tmp_path,
+            _write(
+                tmp_path / "hv.yaml",
+                {
+                    **libvirt,
+                    "inventory": {
+                        "source": "service",
+                        "service": {"url": base},
+                        "refresh_interval_seconds": 1,
+                    },
+                },
+            ),
+            "exporter",
+            "libvirt",
+        )
         daemons.append(from_service)
         names = ("zcp_vm_info", "zcp_volume_info", "zcp_nic_info")
 
@@ -226,8 +263,11 @@ def test_service_families_equal_the_inventory_and_feed_a_libvirt_exporter(
 
         labels = wait_until(same_identity, 30)
         assert labels, "the service-fed exporter labels its VMs differently"
-        owned = {dict(k[1])["vm_id"] for k in labels if k[0] == "zcp_vm_info"
-                 and dict(k[1])["account_id"]}
+        owned = {
+            dict(k[1])["vm_id"]
+            for k in labels
+            if k[0] == "zcp_vm_info" and dict(k[1])["account_id"]
+        }
         assert owned == {vm.id for vm in direct.vms[:3]}
 
         # the service goes away: the exporter keeps its last copy and says how old it is
@@ -241,14 +281,17 @@ def test_service_families_equal_the_inventory_and_feed_a_libvirt_exporter(
         after = wait_until(failing, 30)
         assert after is not None, "no failed refresh counted with the service down"
         assert identity(after, names) == identity(before, names)
-        assert value(after, "zcp_inventory_age_seconds") > \
-            value(before, "zcp_inventory_age_seconds")
+        assert value(after, "zcp_inventory_age_seconds") > value(
+            before, "zcp_inventory_age_seconds"
+        )
         # ... and the service back: refreshes succeed again
         service.start(60)
         failures = value(_scrape(from_service), "zcp_inventory_refresh_failures_total")
         refreshes = value(_scrape(from_service), "zcp_inventory_refreshes_total")
-        assert wait_until(lambda: value(_scrape(from_service), "zcp_inventory_refreshes_total")
-                          > refreshes + 1, 30)
+        assert wait_until(
+            lambda: value(_scrape(from_service), "zcp_inventory_refreshes_total") > refreshes + 1,
+            30,
+        )
         assert value(_scrape(from_service), "zcp_inventory_refresh_failures_total") == failures
     finally:
         for daemon in reversed(daemons):

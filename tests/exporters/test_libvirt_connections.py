@@ -89,7 +89,8 @@ def test_read_only_by_default() -> None:
 
 
 def test_a_down_libvirtd_is_one_warning_not_one_per_scrape(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     import logging
 
     def open_conn(_uri: str) -> FakeConn:

@@ -23,7 +23,6 @@ from zcp.inventory.model import Inventory
 pytestmark = pytest.mark.integration
 
 
-
 class Exporter:
     """The exporter running in-process (HTTP server + collector) against the lab."""
 
@@ -32,8 +31,12 @@ class Exporter:
         self.cache.refresh()
         self.source = LibvirtSource(lab.uri)
         self.server = ExporterServer(
-            "libvirt", LibvirtCollector(self.source, self.cache, "test-host", 8.0),
-            "127.0.0.1", 0, 8.0).start()
+            "libvirt",
+            LibvirtCollector(self.source, self.cache, "test-host", 8.0),
+            "127.0.0.1",
+            0,
+            8.0,
+        ).start()
         self.url = f"http://127.0.0.1:{self.server.port}/metrics"
 
     def scrape_text(self, timeout_header: float | None = None) -> str:
@@ -52,15 +55,13 @@ class Exporter:
         self.source.close()
 
 
-
-
-
-
-
-
 def domstats(lab: LibvirtLab, name: str) -> dict[str, str]:
-    out = subprocess.run(["virsh", "-c", lab.uri, "domstats", "--raw", name],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["virsh", "-c", lab.uri, "domstats", "--raw", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return dict(line.strip().split("=", 1) for line in out.splitlines() if "=" in line)
 
 
@@ -72,27 +73,34 @@ def guests(libvirt_lab: LibvirtLab, default_inventory: Inventory) -> Iterator[di
     libvirt_lab.create_guest(web1.instance_name, web1.id, disks=("hda", "vdb"), macs=(mac,))
     stranger = str(uuidlib.uuid4())
     # two vCPUs, and told to report guest memory stats (so its balloon needs the monitor)
-    libvirt_lab.create_guest("i-9-99-VM", stranger, disks=("vda",), vcpus=2,
-                             balloon_stats_period=5)
+    libvirt_lab.create_guest("i-9-99-VM", stranger, disks=("vda",), vcpus=2, balloon_stats_period=5)
     # the BIOS reads the IDE boot disk within a few seconds: wait for that real I/O
-    assert wait_until(lambda: int(domstats(libvirt_lab, web1.instance_name).get(
-        "block.0.rd.bytes", 0)) > 0, timeout=30), "the guest's BIOS never read its disk"
-    yield {"known": web1.id, "known_name": web1.instance_name, "unknown": stranger,
-           "unknown_name": "i-9-99-VM"}
+    assert wait_until(
+        lambda: int(domstats(libvirt_lab, web1.instance_name).get("block.0.rd.bytes", 0)) > 0,
+        timeout=30,
+    ), "the guest's BIOS never read its disk"
+    yield {
+        "known": web1.id,
+        "known_name": web1.instance_name,
+        "unknown": stranger,
+        "unknown_name": "i-9-99-VM",
+    }
     for name in (web1.instance_name, "i-9-99-VM"):
         libvirt_lab.destroy_guest(name)
 
 
 @pytest.fixture
-def exporter(libvirt_lab: LibvirtLab, default_inventory: Inventory,
-             guests: dict[str, str]) -> Iterator[Exporter]:
+def exporter(
+    libvirt_lab: LibvirtLab, default_inventory: Inventory, guests: dict[str, str]
+) -> Iterator[Exporter]:
     exp = Exporter(libvirt_lab, default_inventory)
     yield exp
     exp.close()
 
 
-def test_counters_match_virsh_domstats(exporter: Exporter, libvirt_lab: LibvirtLab,
-                                       guests: dict[str, str]) -> None:
+def test_counters_match_virsh_domstats(
+    exporter: Exporter, libvirt_lab: LibvirtLab, guests: dict[str, str]
+) -> None:
     name, vm = guests["known_name"], guests["known"]
     before = domstats(libvirt_lab, name)
     samples = exporter.scrape()
@@ -134,8 +142,9 @@ def test_counters_match_virsh_domstats(exporter: Exporter, libvirt_lab: LibvirtL
     between("libvirt_domain_interface_receive_bytes_total", "net.0.rx.bytes", device=nic)
 
 
-def test_identity_from_the_inventory(exporter: Exporter, guests: dict[str, str],
-                                     default_inventory: Inventory) -> None:
+def test_identity_from_the_inventory(
+    exporter: Exporter, guests: dict[str, str], default_inventory: Inventory
+) -> None:
     samples = exporter.scrape()
     vm = guests["known"]
     (info,) = series(samples, "zcp_vm_info", vm_id=vm)
@@ -148,7 +157,9 @@ def test_identity_from_the_inventory(exporter: Exporter, guests: dict[str, str],
     assert hda[0]["volume_id"] == root.id and vdb[0]["volume_id"] == data.id
     assert hda[0]["source"].endswith(".qcow2")
     assert {s["volume_id"] for s in series(samples, "zcp_volume_info", vm_id=vm)} == {
-        root.id, data.id}
+        root.id,
+        data.id,
+    }
     nic = next(n for n in default_inventory.nics if n.vm_id == vm)
     (net,) = series(samples, "libvirt_domain_interface_receive_bytes_total", vm_id=vm)
     assert net["mac"] == nic.mac and net["nic_id"] == nic.id
@@ -160,25 +171,28 @@ def test_unknown_vm_keeps_all_its_counters(exporter: Exporter, guests: dict[str,
     vm = guests["unknown"]
     (info,) = series(samples, "zcp_vm_info", vm_id=vm)
     assert info["account_id"] == "" and info["account"] == "" and info["host"] == "test-host"
-    for name in ("libvirt_domain_cpu_time_seconds_total", "libvirt_domain_memory_rss_bytes",
-                 "libvirt_domain_block_write_requests_total",
-                 "libvirt_domain_interface_transmit_bytes_total"):
+    for name in (
+        "libvirt_domain_cpu_time_seconds_total",
+        "libvirt_domain_memory_rss_bytes",
+        "libvirt_domain_block_write_requests_total",
+        "libvirt_domain_interface_transmit_bytes_total",
+    ):
         assert series(samples, name, vm_id=vm), name
-    assert series(samples, "libvirt_domain_block_read_bytes_total", vm_id=vm)[0][
-        "volume_id"] == ""
+    assert series(samples, "libvirt_domain_block_read_bytes_total", vm_id=vm)[0]["volume_id"] == ""
 
 
 def test_exposition_passes_promtool(exporter: Exporter) -> None:
     promtool = need_binary("promtool", "prometheus")
     text = exporter.scrape_text()
-    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_domain_xml_is_cached_and_refreshed_on_events(exporter: Exporter,
-                                                      libvirt_lab: LibvirtLab,
-                                                      guests: dict[str, str]) -> None:
+def test_domain_xml_is_cached_and_refreshed_on_events(
+    exporter: Exporter, libvirt_lab: LibvirtLab, guests: dict[str, str]
+) -> None:
     exporter.scrape()
     reads = value(exporter.scrape(), "libvirt_exporter_domain_xml_reads_total")
     for _ in range(3):
@@ -187,9 +201,11 @@ def test_domain_xml_is_cached_and_refreshed_on_events(exporter: Exporter,
     dom = libvirt_lab.conn.lookupByName("i-9-99-VM")
     dom.suspend()
     try:
+
         def paused() -> bool:
             s = exporter.scrape()
             return value(s, "libvirt_domain_state", vm_id=guests["unknown"]) == 3
+
         assert wait_until(paused, timeout=10)
         assert value(exporter.scrape(), "libvirt_exporter_domain_xml_reads_total") > reads
     finally:
@@ -197,7 +213,8 @@ def test_domain_xml_is_cached_and_refreshed_on_events(exporter: Exporter,
 
 
 def test_guest_destroyed_mid_scrape_loses_only_its_own_series(
-        exporter: Exporter, libvirt_lab: LibvirtLab, guests: dict[str, str]) -> None:
+    exporter: Exporter, libvirt_lab: LibvirtLab, guests: dict[str, str]
+) -> None:
     names = [f"i-8-{k}-VM" for k in range(1, 5)]
     for name in names:
         libvirt_lab.create_guest(name, str(uuidlib.uuid4()))
@@ -227,7 +244,8 @@ def test_guest_destroyed_mid_scrape_loses_only_its_own_series(
 
 
 def test_hung_libvirtd_costs_one_scrape_within_its_deadline(
-        exporter: Exporter, libvirt_lab: LibvirtLab, guests: dict[str, str]) -> None:
+    exporter: Exporter, libvirt_lab: LibvirtLab, guests: dict[str, str]
+) -> None:
     assert value(exporter.scrape(), "libvirt_up") == 1
     libvirt_lab.pause_libvirtd()
     try:
@@ -242,18 +260,19 @@ def test_hung_libvirtd_costs_one_scrape_within_its_deadline(
         libvirt_lab.resume_libvirtd()
     recovered = wait_until(lambda: value(exporter.scrape(timeout_header=5.0), "libvirt_up") == 1)
     assert recovered, "exporter did not recover after libvirtd continued"
-    assert series(exporter.scrape(), "libvirt_domain_cpu_time_seconds_total",
-                  vm_id=guests["known"])
+    assert series(exporter.scrape(), "libvirt_domain_cpu_time_seconds_total", vm_id=guests["known"])
 
 
-def test_concurrent_scrapes_share_one_collection(exporter: Exporter,
-                                                 libvirt_lab: LibvirtLab) -> None:
+def test_concurrent_scrapes_share_one_collection(
+    exporter: Exporter, libvirt_lab: LibvirtLab
+) -> None:
     before = value(exporter.scrape(), "libvirt_exporter_collections_total")
     libvirt_lab.pause_libvirtd()  # holds the first collection so that both scrapes overlap
     results: list[Samples] = []
     try:
-        threads = [threading.Thread(target=lambda: results.append(exporter.scrape(6.0)))
-                   for _ in range(2)]
+        threads = [
+            threading.Thread(target=lambda: results.append(exporter.scrape(6.0))) for _ in range(2)
+        ]
         for t in threads:
             t.start()
         time.sleep(1.0)
@@ -266,8 +285,9 @@ def test_concurrent_scrapes_share_one_collection(exporter: Exporter,
     assert after == before + 1
 
 
-def test_reconnects_after_libvirtd_restart(exporter: Exporter, libvirt_lab: LibvirtLab,
-                                           guests: dict[str, str]) -> None:
+def test_reconnects_after_libvirtd_restart(
+    exporter: Exporter, libvirt_lab: LibvirtLab, guests: dict[str, str]
+) -> None:
     connects = value(exporter.scrape(), "libvirt_exporter_connects_total")
     libvirt_lab.restart_libvirtd()
 
@@ -293,7 +313,8 @@ def test_metric_names_follow_conventions(exporter: Exporter) -> None:
 
 
 def test_chunked_fan_out_exports_the_same_series_as_one_call(
-        libvirt_lab: LibvirtLab, guests: dict[str, str], default_inventory: Inventory) -> None:
+    libvirt_lab: LibvirtLab, guests: dict[str, str], default_inventory: Inventory
+) -> None:
     cache = InventoryCache(lambda: default_inventory, refresh_interval=3600)
     cache.refresh()
 
@@ -303,17 +324,22 @@ def test_chunked_fan_out_exports_the_same_series_as_one_call(
             fams = list(LibvirtCollector(source, cache, "h", 8.0).collect())
         finally:
             source.close()
-        return {key for key in from_families(fams)
-                if key[0].startswith(("libvirt_domain", "zcp_vm_info", "zcp_volume_info",
-                                      "zcp_nic_info"))}
+        return {
+            key
+            for key in from_families(fams)
+            if key[0].startswith(
+                ("libvirt_domain", "zcp_vm_info", "zcp_volume_info", "zcp_nic_info")
+            )
+        }
 
     single = label_sets(1, 1)
     assert len(single) > 50
     assert label_sets(3, 2) == single
 
 
-def test_proc_figures_equal_libvirts_own_groups(libvirt_lab: LibvirtLab, guests: dict[str, str],
-                                                default_inventory: Inventory) -> None:
+def test_proc_figures_equal_libvirts_own_groups(
+    libvirt_lab: LibvirtLab, guests: dict[str, str], default_inventory: Inventory
+) -> None:
     """The same families, label sets and values with /proc as with libvirt's cpu/vcpu groups."""
     cache = InventoryCache(lambda: default_inventory, refresh_interval=3600)
     cache.refresh()
@@ -324,8 +350,7 @@ def test_proc_figures_equal_libvirts_own_groups(libvirt_lab: LibvirtLab, guests:
             fams = list(LibvirtCollector(source, cache, "h", 8.0).collect())
         finally:
             source.close()
-        return {k: v for k, v in from_families(fams).items()
-                if k[0].startswith("libvirt_domain")}
+        return {k: v for k, v in from_families(fams).items() if k[0].startswith("libvirt_domain")}
 
     before, ours, after = scrape(False), scrape(True), scrape(False)
     assert set(ours) == set(before) == set(after)
@@ -337,27 +362,42 @@ def test_proc_figures_equal_libvirts_own_groups(libvirt_lab: LibvirtLab, guests:
         if name.endswith("_total") and ("_cpu_" in name or "_vcpu_" in name):
             assert before[key] <= got <= after[key], (key, before[key], got, after[key])
             checked += 1
-        elif name in ("libvirt_domain_vcpus", "libvirt_domain_vcpus_maximum",
-                      "libvirt_domain_memory_maximum_bytes",
-                      "libvirt_domain_memory_balloon_bytes", "libvirt_domain_vcpu_state"):
+        elif name in (
+            "libvirt_domain_vcpus",
+            "libvirt_domain_vcpus_maximum",
+            "libvirt_domain_memory_maximum_bytes",
+            "libvirt_domain_memory_balloon_bytes",
+            "libvirt_domain_vcpu_state",
+        ):
             assert got == before[key], key
     # cpu time/user/system of both guests, time/wait/delay of their three vCPUs
     assert checked == 2 * 3 + 3 * 3
-    vcpus = [dict(k[1])["vcpu"] for k in ours if k[0] == "libvirt_domain_vcpu_time_seconds_total"
-             and dict(k[1])["vm_id"] == guests["unknown"]]
+    vcpus = [
+        dict(k[1])["vcpu"]
+        for k in ours
+        if k[0] == "libvirt_domain_vcpu_time_seconds_total"
+        and dict(k[1])["vm_id"] == guests["unknown"]
+    ]
     assert sorted(vcpus) == ["0", "1"]
 
 
 def test_guest_memory_stats_are_asked_only_of_guests_told_to_report(
-        libvirt_lab: LibvirtLab, guests: dict[str, str]) -> None:
+    libvirt_lab: LibvirtLab, guests: dict[str, str]
+) -> None:
     """A balloon without a stats period never has guest figures: no monitor call for it."""
     source = LibvirtSource(libvirt_lab.uri)
     try:
         conn = source._connection()
-        doms = [d for d in conn.listAllDomains(0)
-                if d.UUIDString() in (guests["known"], guests["unknown"])]
-        xml = {d.UUIDString(): x for d in doms
-               if (x := source._domain_xml(d, d.UUIDString())) is not None}
+        doms = [
+            d
+            for d in conn.listAllDomains(0)
+            if d.UUIDString() in (guests["known"], guests["unknown"])
+        ]
+        xml = {
+            d.UUIDString(): x
+            for d in doms
+            if (x := source._domain_xml(d, d.UUIDString())) is not None
+        }
         plan, procs = source._plan(doms, xml)
     finally:
         source.close()

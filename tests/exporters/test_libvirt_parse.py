@@ -31,8 +31,10 @@ def records() -> list[dict[str, object]]:
 
 @pytest.fixture(scope="module")
 def grouped(records: list[dict[str, object]]) -> dict[str, DomainStats]:
-    return {str(r["uuid"]): group_stats(str(r["uuid"]), str(r["name"]), r["stats"])  # type: ignore[arg-type]
-            for r in records}
+    return {
+        str(r["uuid"]): group_stats(str(r["uuid"]), str(r["name"]), r["stats"])  # type: ignore[arg-type]
+        for r in records
+    }
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +79,9 @@ def test_bad_xml_is_a_clear_error() -> None:
         parse_domain_xml("<network><name>x</name></network>")
 
 
-def test_group_stats_of_a_running_guest(records: list[dict[str, object]],
-                                        grouped: dict[str, DomainStats]) -> None:
+def test_group_stats_of_a_running_guest(
+    records: list[dict[str, object]], grouped: dict[str, DomainStats]
+) -> None:
     stats, rec = raw(records, META_VM), grouped[META_VM]
     assert rec.groups == {"state", "cpu", "balloon", "vcpu", "block", "interface"}
     assert rec.state == 1 and rec.cpu["time"] == stats["cpu.time"]
@@ -97,9 +100,18 @@ def test_group_stats_of_a_shut_off_guest(grouped: dict[str, DomainStats]) -> Non
 
 def test_backing_chain_layers_are_not_disks() -> None:
     # with VIR_CONNECT_GET_ALL_DOMAINS_STATS_BACKING each layer of a chain repeats the name
-    rec = group_stats("u", "n", {"block.count": 2, "block.0.name": "vda", "block.0.rd.reqs": 5,
-                                 "block.0.backingIndex": 2, "block.1.name": "vda",
-                                 "block.1.backingIndex": 1})
+    rec = group_stats(
+        "u",
+        "n",
+        {
+            "block.count": 2,
+            "block.0.name": "vda",
+            "block.0.rd.reqs": 5,
+            "block.0.backingIndex": 2,
+            "block.1.name": "vda",
+            "block.1.backingIndex": 1,
+        },
+    )
     assert [(b.device, b.values.get("rd.reqs")) for b in rec.blocks] == [("vda", 5)]
 
 
@@ -109,42 +121,57 @@ def inventory() -> Inventory:
     vols = (
         Volume(id="vol-root", name="ROOT-10", account_id="acct", vm_id=META_VM, device_id=0),
         Volume(id="vol-data", name="DATA-10", account_id="acct", vm_id=META_VM, device_id=1),
-        Volume(id="vol-rbd", name="ROOT-11", account_id="acct",
-               rbd_image="rbd-fast/2c1a7f0e-5b8d-4c3e-9f61-0d2e4a6b8c10"),
+        Volume(
+            id="vol-rbd",
+            name="ROOT-11",
+            account_id="acct",
+            rbd_image="rbd-fast/2c1a7f0e-5b8d-4c3e-9f61-0d2e4a6b8c10",
+        ),
     )
     return Inventory(tenants=(tenant,), vms=(vm,), volumes=vols)
 
 
-def test_families_units_and_identity(records: list[dict[str, object]],
-                                     grouped: dict[str, DomainStats],
-                                     xmls: dict[str, DomainXml]) -> None:
+def test_families_units_and_identity(
+    records: list[dict[str, object]], grouped: dict[str, DomainStats], xmls: dict[str, DomainXml]
+) -> None:
     fams = list(build_metrics(grouped.values(), xmls, inventory(), "kvm01"))
     stats = raw(records, META_VM)
     ids = {"vm_id": META_VM, "instance_name": "i-2-10-VM"}
-    ((labels, cpu),) = [s for s in samples(fams, "libvirt_domain_cpu_time_seconds_total")
-                        if s[0]["vm_id"] == META_VM]
+    ((labels, cpu),) = [
+        s
+        for s in samples(fams, "libvirt_domain_cpu_time_seconds_total")
+        if s[0]["vm_id"] == META_VM
+    ]
     assert labels == ids and cpu == pytest.approx(stats["cpu.time"] / 1e9)  # type: ignore[operator]
     mem = dict((s[0]["vm_id"], s[1]) for s in samples(fams, "libvirt_domain_memory_rss_bytes"))
     assert mem[META_VM] == stats["balloon.rss"] * 1024  # type: ignore[operator]
-    disks = {s[0]["device"]: s[0] for s in samples(fams, "libvirt_domain_block_read_bytes_total")
-             if s[0]["vm_id"] == META_VM}
+    disks = {
+        s[0]["device"]: s[0]
+        for s in samples(fams, "libvirt_domain_block_read_bytes_total")
+        if s[0]["vm_id"] == META_VM
+    }
     assert disks["hda"]["volume_id"] == "vol-root" and disks["vdb"]["volume_id"] == "vol-data"
     assert disks["hda"]["source"].endswith("-hda.qcow2")
     # the shut-off guest's RBD disk is matched by its pool/image
-    rbd = [s[0] for s in samples(fams, "libvirt_domain_block_capacity_bytes")
-           if s[0]["vm_id"] == OFF_VM]
+    rbd = [
+        s[0]
+        for s in samples(fams, "libvirt_domain_block_capacity_bytes")
+        if s[0]["vm_id"] == OFF_VM
+    ]
     assert rbd == []  # no capacity for a disk of a guest that is off
-    assert volume_for_disk(inventory(), OFF_VM, "vda",
-                           xmls[OFF_VM].disks["vda"].source).id == "vol-rbd"  # type: ignore[union-attr]
+    assert (
+        volume_for_disk(inventory(), OFF_VM, "vda", xmls[OFF_VM].disks["vda"].source).id
+        == "vol-rbd"
+    )  # type: ignore[union-attr]
     nets = samples(fams, "libvirt_domain_interface_receive_packets_total")
-    assert {s[0]["mac"] for s in nets if s[0]["vm_id"] == META_VM} == set(
-        xmls[META_VM].nics_by_mac)
+    assert {s[0]["mac"] for s in nets if s[0]["vm_id"] == META_VM} == set(xmls[META_VM].nics_by_mac)
     state = dict((s[0]["vm_id"], s[1]) for s in samples(fams, "libvirt_domain_state"))
     assert state == {RUNNING_VM: 1, META_VM: 1, OFF_VM: 5}
 
 
-def test_vm_info_known_from_metadata_and_unknown(grouped: dict[str, DomainStats],
-                                                 xmls: dict[str, DomainXml]) -> None:
+def test_vm_info_known_from_metadata_and_unknown(
+    grouped: dict[str, DomainStats], xmls: dict[str, DomainXml]
+) -> None:
     fams = list(build_metrics(grouped.values(), xmls, inventory(), "kvm01"))
     info = {s[0]["vm_id"]: s[0] for s in samples(fams, "zcp_vm_info")}
     assert info[META_VM]["account"] == "acme" and info[META_VM]["vm_name"] == "web-1"

@@ -25,13 +25,33 @@ PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 SCOPE = "/machine.slice/machine-qemu\\x2d3\\x2di\\x2d2\\x2d9\\x2dVM.scope"
 
 
-def stat_line(pid: int, comm: str, utime: int, stime: int, start: int = 4242,
-              rss: int = 0) -> str:
+def stat_line(pid: int, comm: str, utime: int, stime: int, start: int = 4242, rss: int = 0) -> str:
     # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
     # utime stime cutime cstime priority nice threads itreal starttime vsize rss ...
-    rest = ["S", "1", str(pid), str(pid), "0", "-1", "138412352", "100", "0", "3", "0",
-            str(utime), str(stime), "0", "0", "20", "0", "4", "0", str(start), "1000000",
-            str(rss)] + ["0"] * 28
+    rest = [
+        "S",
+        "1",
+        str(pid),
+        str(pid),
+        "0",
+        "-1",
+        "138412352",
+        "100",
+        "0",
+        "3",
+        "0",
+        str(utime),
+        str(stime),
+        "0",
+        "0",
+        "20",
+        "0",
+        "4",
+        "0",
+        str(start),
+        "1000000",
+        str(rss),
+    ] + ["0"] * 28
     return f"{pid} ({comm}) " + " ".join(rest) + "\n"
 
 
@@ -45,17 +65,38 @@ se.nr_migrations                             :                    3
 """
 
 
-def make_qemu(proc: Path, pid: int = 1234, uuid: str = UUID, cgroup: str = "0::/\n",
-              sched: str | None = SCHED, start: int = 4242) -> None:
+def make_qemu(
+    proc: Path,
+    pid: int = 1234,
+    uuid: str = UUID,
+    cgroup: str = "0::/\n",
+    sched: str | None = SCHED,
+    start: int = 4242,
+) -> None:
     base = proc / str(pid)
     (base / "task").mkdir(parents=True)
-    (base / "cmdline").write_bytes(b"\0".join(
-        [b"/usr/bin/qemu-system-x86_64", b"-name", b"guest=i-2-9-VM,debug-threads=on",
-         b"-uuid", uuid.encode(), b"-smp", b"2"]) + b"\0")
+    (base / "cmdline").write_bytes(
+        b"\0".join(
+            [
+                b"/usr/bin/qemu-system-x86_64",
+                b"-name",
+                b"guest=i-2-9-VM,debug-threads=on",
+                b"-uuid",
+                uuid.encode(),
+                b"-smp",
+                b"2",
+            ]
+        )
+        + b"\0"
+    )
     (base / "stat").write_text(stat_line(pid, "qemu-system-x86", 300, 100, start, rss=5000))
     (base / "cgroup").write_text(cgroup)
-    for tid, comm, utime in ((pid, "qemu-system-x86", 10), (pid + 2, "CPU 0/KVM", 70),
-                             (pid + 3, "CPU 1/KVM", 20), (pid + 4, "IO mon_iothread", 1)):
+    for tid, comm, utime in (
+        (pid, "qemu-system-x86", 10),
+        (pid + 2, "CPU 0/KVM", 70),
+        (pid + 3, "CPU 1/KVM", 20),
+        (pid + 4, "IO mon_iothread", 1),
+    ):
         task = base / "task" / str(tid)
         task.mkdir()
         (task / "comm").write_text(comm + "\n")
@@ -92,11 +133,16 @@ def test_finds_the_qemu_process_and_reads_what_libvirt_reads(tmp_path: Path) -> 
     stats = reader.read(qemu)
     assert stats == {
         "balloon.rss": 5000 * PAGE_KIB,
-        "cpu.time": 400 * NS_PER_TICK, "cpu.user": 300 * NS_PER_TICK,
+        "cpu.time": 400 * NS_PER_TICK,
+        "cpu.user": 300 * NS_PER_TICK,
         "cpu.system": 100 * NS_PER_TICK,
-        "vcpu.0.state": 1, "vcpu.0.time": 75 * NS_PER_TICK, "vcpu.0.wait": 12_500_000,
+        "vcpu.0.state": 1,
+        "vcpu.0.time": 75 * NS_PER_TICK,
+        "vcpu.0.wait": 12_500_000,
         "vcpu.0.delay": 12360,
-        "vcpu.1.state": 1, "vcpu.1.time": 25 * NS_PER_TICK, "vcpu.1.wait": 12_500_000,
+        "vcpu.1.state": 1,
+        "vcpu.1.time": 25 * NS_PER_TICK,
+        "vcpu.1.wait": 12_500_000,
         "vcpu.1.delay": 12370,
     }
     assert reader.read(qemu, vcpus=False, cpu=False) == {"balloon.rss": 5000 * PAGE_KIB}
@@ -140,14 +186,17 @@ def test_kernel_without_sched_debug_reports_zero_wait(tmp_path: Path) -> None:
     assert stats is not None and stats["vcpu.0.wait"] == 0 and stats["vcpu.0.delay"] == 12360
 
 
-@pytest.mark.parametrize(("path", "group"), [
-    (SCOPE + "/libvirt/emulator", SCOPE),
-    (SCOPE + "/emulator", SCOPE),
-    (SCOPE, SCOPE),
-    ("/machine/qemu-3-i-2-9-VM.libvirt-qemu/emulator", "/machine/qemu-3-i-2-9-VM.libvirt-qemu"),
-    ("/", None),
-    ("/system.slice/libvirtd.service", None),
-])
+@pytest.mark.parametrize(
+    ("path", "group"),
+    [
+        (SCOPE + "/libvirt/emulator", SCOPE),
+        (SCOPE + "/emulator", SCOPE),
+        (SCOPE, SCOPE),
+        ("/machine/qemu-3-i-2-9-VM.libvirt-qemu/emulator", "/machine/qemu-3-i-2-9-VM.libvirt-qemu"),
+        ("/", None),
+        ("/system.slice/libvirtd.service", None),
+    ],
+)
 def test_machine_cgroup(path: str, group: str | None) -> None:
     assert machine_cgroup(path) == group
 
@@ -157,13 +206,17 @@ def test_cpu_from_the_cgroup_v2_scope_like_libvirt(tmp_path: Path) -> None:
     make_qemu(proc, cgroup=f"0::{SCOPE}/libvirt/emulator\n")
     scope = cg / SCOPE.lstrip("/")
     scope.mkdir(parents=True)
-    (scope / "cpu.stat").write_text("usage_usec 5000123\nuser_usec 4000000\n"
-                                    "system_usec 1000123\nnr_periods 0\n")
+    (scope / "cpu.stat").write_text(
+        "usage_usec 5000123\nuser_usec 4000000\nsystem_usec 1000123\nnr_periods 0\n"
+    )
     reader = ProcReader(proc, cg)
     stats = reader.read(reader.locate({UUID: 3})[UUID])
     assert stats is not None
-    assert (stats["cpu.time"], stats["cpu.user"], stats["cpu.system"]) == \
-        (5_000_123_000, 4_000_000_000, 1_000_123_000)
+    assert (stats["cpu.time"], stats["cpu.user"], stats["cpu.system"]) == (
+        5_000_123_000,
+        4_000_000_000,
+        1_000_123_000,
+    )
     assert parse_cgroup_v2_cpu((scope / "cpu.stat").read_text())[0] == 5_000_123_000
 
 
@@ -177,8 +230,11 @@ def test_cpu_from_the_cgroup_v1_cpuacct_like_libvirt(tmp_path: Path) -> None:
     reader = ProcReader(proc, cg)
     stats = reader.read(reader.locate({UUID: 3})[UUID])
     assert stats is not None
-    assert (stats["cpu.time"], stats["cpu.user"], stats["cpu.system"]) == \
-        (7_000_000_001, 500 * NS_PER_TICK, 200 * NS_PER_TICK)
+    assert (stats["cpu.time"], stats["cpu.user"], stats["cpu.system"]) == (
+        7_000_000_001,
+        500 * NS_PER_TICK,
+        200 * NS_PER_TICK,
+    )
 
 
 def test_only_local_qemu_uris_use_proc() -> None:
@@ -195,11 +251,19 @@ def test_domain_xml_memory_vcpus_and_balloon() -> None:
       <devices><memballoon model='virtio'><stats period='10'/></memballoon></devices></domain>
     """
     d = parse_domain_xml(xml)
-    assert (d.memory_kib, d.current_memory_kib, d.vcpus_max, d.vcpus_current) == \
-        (2 * 1024**2, 1536 * 1024, 4, 2)
+    assert (d.memory_kib, d.current_memory_kib, d.vcpus_max, d.vcpus_current) == (
+        2 * 1024**2,
+        1536 * 1024,
+        4,
+        2,
+    )
     assert d.balloon and d.balloon_stats_period == 10
-    assert d.xml_stats() == {"balloon.maximum": 2 * 1024**2, "balloon.current": 1536 * 1024,
-                             "vcpu.maximum": 4, "vcpu.current": 2}
+    assert d.xml_stats() == {
+        "balloon.maximum": 2 * 1024**2,
+        "balloon.current": 1536 * 1024,
+        "vcpu.maximum": 4,
+        "vcpu.current": 2,
+    }
     no_balloon = parse_domain_xml(xml.replace("model='virtio'", "model='none'"))
     # libvirt reports the whole memory as current when there is no balloon
     assert no_balloon.xml_stats()["balloon.current"] == 2 * 1024**2

@@ -26,8 +26,9 @@ class StubReplica:
         return None
 
 
-def test_concurrent_scrapes_share_one_collection(tmp_path: Path, default_inventory: Inventory,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_concurrent_scrapes_share_one_collection(
+    tmp_path: Path, default_inventory: Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "ovs-vswitchd.pid").write_text("4242\n")
     entered, release = threading.Event(), threading.Event()
     calls: list[str] = []
@@ -43,8 +44,7 @@ def test_concurrent_scrapes_share_one_collection(tmp_path: Path, default_invento
     cache.refresh()
     collector = OvsCollector(StubReplica(), cache, tmp_path)  # type: ignore[arg-type]
     got: list[Collection] = []
-    threads = [threading.Thread(target=lambda: got.append(collector.gather(20)))
-               for _ in range(4)]
+    threads = [threading.Thread(target=lambda: got.append(collector.gather(20))) for _ in range(4)]
     threads[0].start()
     assert entered.wait(10)  # the first scrape is inside its first unixctl call
     for t in threads[1:]:

@@ -31,8 +31,9 @@ class Exporter:
         self.cache = InventoryCache(lambda: inventory, refresh_interval=3600)
         self.cache.refresh()
         self.replica = OvsdbReplica(lab.db).start()
-        self.collector = OvsCollector(self.replica, self.cache, lab.workdir,
-                                      str(lab.vswitchd_ctl), call_timeout=call_timeout)
+        self.collector = OvsCollector(
+            self.replica, self.cache, lab.workdir, str(lab.vswitchd_ctl), call_timeout=call_timeout
+        )
         self.server = ExporterServer("ovs", self.collector, "127.0.0.1", 0, 8.0).start()
         self.url = f"http://127.0.0.1:{self.server.port}/metrics"
         wait_until(lambda: self.replica.connected, timeout=20, interval=0.1)
@@ -50,10 +51,6 @@ class Exporter:
         self.replica.stop()
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def topo(ovs_lab: OvsLab, default_inventory: Inventory) -> dict[str, Any]:
     """A bridge with two "VM" ports (one a CloudStack NIC), an internal port, a VXLAN tunnel
@@ -62,10 +59,17 @@ def topo(ovs_lab: OvsLab, default_inventory: Inventory) -> dict[str, Any]:
     web1 = next(v for v in default_inventory.vms if v.name == "web-1")
     nic = next(n for n in default_inventory.nics if n.vm_id == web1.id)
     ovs_lab.add_bridge(BR)
-    ns0 = ovs_lab.add_vm_port(BR, "vnet10", "10.77.0.1/24", vm_id=web1.id, iface_id=nic.id,
-                              mac=nic.mac)
-    ns1 = ovs_lab.add_vm_port(BR, "vnet11", "10.77.0.2/24", vm_id="stranger-vm",
-                              iface_id="stranger-nic", mac="02:00:00:77:00:02")
+    ns0 = ovs_lab.add_vm_port(
+        BR, "vnet10", "10.77.0.1/24", vm_id=web1.id, iface_id=nic.id, mac=nic.mac
+    )
+    ns1 = ovs_lab.add_vm_port(
+        BR,
+        "vnet11",
+        "10.77.0.2/24",
+        vm_id="stranger-vm",
+        iface_id="stranger-nic",
+        mac="02:00:00:77:00:02",
+    )
     ovs_lab.add_internal_port(BR, "mgmt0")
     ovs_lab.add_tunnel(BR, "vx-kvm02", "192.0.2.12", key="5001", bfd=True)
     ovs_lab.vsctl("add-port", BR, "odd0", "--", "set", "Interface", "odd0", "type=bogus")
@@ -74,8 +78,9 @@ def topo(ovs_lab: OvsLab, default_inventory: Inventory) -> dict[str, Any]:
 
 
 @pytest.fixture
-def exporter(ovs_lab: OvsLab, default_inventory: Inventory,
-             topo: dict[str, Any]) -> Iterator[Exporter]:
+def exporter(
+    ovs_lab: OvsLab, default_inventory: Inventory, topo: dict[str, Any]
+) -> Iterator[Exporter]:
     exp = Exporter(ovs_lab, default_inventory)
     yield exp
     exp.close()
@@ -86,8 +91,9 @@ def cli_stats(lab: OvsLab, iface: str) -> dict[str, int]:
     return {k: int(v) for k, v in (kv.split("=") for kv in out.split(", ") if "=" in kv)}
 
 
-def test_counters_move_by_the_traffic_sent(exporter: Exporter, ovs_lab: OvsLab,
-                                           topo: dict[str, Any]) -> None:
+def test_counters_move_by_the_traffic_sent(
+    exporter: Exporter, ovs_lab: OvsLab, topo: dict[str, Any]
+) -> None:
     ovs_lab.wait_stats()
     before = exporter.scrape()
     count, size = 20, 400
@@ -101,27 +107,40 @@ def test_counters_move_by_the_traffic_sent(exporter: Exporter, ovs_lab: OvsLab,
 
     frame = size + 8 + 20 + 14  # ICMP payload + ICMP + IPv4 + Ethernet headers
     # vnet10 receives (from the VM into the switch) the echo requests, vnet11 sends them on
-    for name, iface in (("ovs_interface_receive_packets_total", "vnet10"),
-                        ("ovs_interface_transmit_packets_total", "vnet11"),
-                        ("ovs_interface_transmit_packets_total", "vnet10")):
+    for name, iface in (
+        ("ovs_interface_receive_packets_total", "vnet10"),
+        ("ovs_interface_transmit_packets_total", "vnet11"),
+        ("ovs_interface_transmit_packets_total", "vnet10"),
+    ):
         # plus the odd ARP exchange
         assert count <= delta(name, iface) <= count + 10, (name, iface, delta(name, iface))
-    assert count * frame <= delta("ovs_interface_receive_bytes_total", "vnet10") \
+    assert (
+        count * frame
+        <= delta("ovs_interface_receive_bytes_total", "vnet10")
         <= count * frame + 10 * 100
+    )
     # the same numbers ovs-vsctl shows
-    assert value(after, "ovs_interface_receive_packets_total", interface="vnet10") == \
-        cli["rx_packets"]
-    assert value(after, "ovs_interface_transmit_bytes_total", interface="vnet10") == \
-        cli["tx_bytes"]
+    assert (
+        value(after, "ovs_interface_receive_packets_total", interface="vnet10") == cli["rx_packets"]
+    )
+    assert value(after, "ovs_interface_transmit_bytes_total", interface="vnet10") == cli["tx_bytes"]
     assert value(after, "ovs_interface_receive_errors_total", interface="vnet10") == 0
 
 
-def test_ports_carry_stable_ids_and_cloudstack_identity(exporter: Exporter,
-                                                        topo: dict[str, Any]) -> None:
+def test_ports_carry_stable_ids_and_cloudstack_identity(
+    exporter: Exporter, topo: dict[str, Any]
+) -> None:
     samples = exporter.scrape()
     (port,) = series(samples, "ovs_interface_link_up", interface="vnet10")
-    assert port == {"interface": "vnet10", "bridge": BR, "type": "system", "vm_id": topo["vm"],
-                    "iface_id": topo["nic"], "attached_mac": topo["mac"], "nic_id": topo["nic"]}
+    assert port == {
+        "interface": "vnet10",
+        "bridge": BR,
+        "type": "system",
+        "vm_id": topo["vm"],
+        "iface_id": topo["nic"],
+        "attached_mac": topo["mac"],
+        "nic_id": topo["nic"],
+    }
     (stranger,) = series(samples, "ovs_interface_link_up", interface="vnet11")
     assert stranger["vm_id"] == "stranger-vm" and stranger["nic_id"] == ""
     assert value(samples, "ovs_interface_link_up", interface="vnet10") == 1
@@ -136,8 +155,14 @@ def test_ports_carry_stable_ids_and_cloudstack_identity(exporter: Exporter,
 def test_tunnels_and_an_unknown_interface_type(exporter: Exporter) -> None:
     samples = exporter.scrape()
     (tun,) = series(samples, "ovs_tunnel_info", interface="vx-kvm02")
-    assert tun == {"interface": "vx-kvm02", "bridge": BR, "type": "vxlan",
-                   "remote_ip": "192.0.2.12", "local_ip": "", "key": "5001"}
+    assert tun == {
+        "interface": "vx-kvm02",
+        "bridge": BR,
+        "type": "vxlan",
+        "remote_ip": "192.0.2.12",
+        "local_ip": "",
+        "key": "5001",
+    }
     # BFD is enabled and the peer does not exist: the tunnel cannot forward
     assert value(samples, "ovs_interface_bfd_up", interface="vx-kvm02") == 0
     assert value(samples, "ovs_interface_bfd_forwarding", interface="vx-kvm02") == 0
@@ -163,15 +188,21 @@ def test_datapath_coverage_and_memory(exporter: Exporter) -> None:
 
 def test_exposition_passes_promtool(exporter: Exporter) -> None:
     need_binary("promtool", "prometheus")
-    proc = subprocess.run(["promtool", "check", "metrics"], input=exporter.text(),
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=exporter.text(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_a_removed_port_loses_only_its_own_series(exporter: Exporter, ovs_lab: OvsLab) -> None:
     ovs_lab.add_internal_port(BR, "tmp0")
-    assert wait_until(lambda: series(exporter.scrape(), "ovs_interface_link_up",
-                                     interface="tmp0"), timeout=10), "tmp0 never appeared"
+    assert wait_until(
+        lambda: series(exporter.scrape(), "ovs_interface_link_up", interface="tmp0"), timeout=10
+    ), "tmp0 never appeared"
     ovs_lab.del_port(BR, "tmp0")
 
     def gone() -> Samples | None:
@@ -206,8 +237,9 @@ def test_ovsdb_restart_costs_only_the_ovsdb_part(exporter: Exporter, ovs_lab: Ov
     assert value(back, "ovs_exporter_ovsdb_connects_total") >= 2
 
 
-def test_hung_vswitchd_costs_one_deadline_not_the_scrape(ovs_lab: OvsLab,
-                                                         default_inventory: Inventory) -> None:
+def test_hung_vswitchd_costs_one_deadline_not_the_scrape(
+    ovs_lab: OvsLab, default_inventory: Inventory
+) -> None:
     exp = Exporter(ovs_lab, default_inventory, call_timeout=1.0)
     assert ovs_lab.vswitchd is not None and ovs_lab.vswitchd.pid is not None
     pid = ovs_lab.vswitchd.pid
@@ -255,8 +287,9 @@ def test_an_error_in_the_replica_thread_is_survived(exporter: Exporter) -> None:
     assert series(got, "ovs_interface_link_up")
 
 
-def test_a_stuck_replica_is_not_served_as_fresh(ovs_lab: OvsLab, default_inventory: Inventory,
-                                                topo: dict[str, Any]) -> None:
+def test_a_stuck_replica_is_not_served_as_fresh(
+    ovs_lab: OvsLab, default_inventory: Inventory, topo: dict[str, Any]
+) -> None:
     """A replica thread stuck inside the IDL: within its bound the exporter says so (replica
     down, ovs_up 0, no stale port data) and scrapes still answer; released, it recovers."""
     exp = Exporter(ovs_lab, default_inventory)

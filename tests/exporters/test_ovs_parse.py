@@ -24,7 +24,8 @@ def test_dpctl_show_of_the_kernel_datapath_with_masks() -> None:
     # the kernel datapath's form (documented in ovs-dpctl(8)), appended to the real one
     text = (FIXTURES / "dpctl_show.txt").read_text() + (
         "system@ovs-system:\n  lookups: hit:1000 missed:20 lost:3\n  flows: 7\n"
-        "  masks: hit:1500 total:4 hit/pkt:1.46\n  port 0: ovs-system (internal)\n")
+        "  masks: hit:1500 total:4 hit/pkt:1.46\n  port 0: ovs-system (internal)\n"
+    )
     dps = {d.name: d for d in parse_dpctl_show(text)}
     kernel = dps["system@ovs-system"]
     assert (kernel.hit, kernel.missed, kernel.lost, kernel.flows) == (1000, 20, 3, 7)
@@ -43,20 +44,41 @@ def test_coverage_totals() -> None:
 
 def test_memory_object_counts() -> None:
     mem = parse_memory((FIXTURES / "memory_show.txt").read_text())
-    assert mem == {"handlers": 1, "idl_cells_Open_vSwitch": 324, "ports": 5,
-                   "revalidators": 1, "rules": 5, "udpif_keys": 11}
+    assert mem == {
+        "handlers": 1,
+        "idl_cells_Open_vSwitch": 324,
+        "ports": 5,
+        "revalidators": 1,
+        "rules": 5,
+        "udpif_keys": 11,
+    }
 
 
 def test_interface_row_as_the_idl_gives_it() -> None:
-    row = {"name": "vnet0", "type": "", "link_state": "up", "admin_state": "down", "mtu": 1500,
-           "ofport": 3, "link_resets": 2, "error": None, "cfm_fault": None,
-           "statistics": {"rx_bytes": 852, "tx_packets": 16, "rx_crc_err": 0},
-           "external_ids": {"vm-id": "vm-a", "iface-id": "nic-a",
-                            "attached-mac": "02:00:00:00:00:0A"},
-           "options": {}, "bfd_status": {}}
+    row = {
+        "name": "vnet0",
+        "type": "",
+        "link_state": "up",
+        "admin_state": "down",
+        "mtu": 1500,
+        "ofport": 3,
+        "link_resets": 2,
+        "error": None,
+        "cfm_fault": None,
+        "statistics": {"rx_bytes": 852, "tx_packets": 16, "rx_crc_err": 0},
+        "external_ids": {"vm-id": "vm-a", "iface-id": "nic-a", "attached-mac": "02:00:00:00:00:0A"},
+        "options": {},
+        "bfd_status": {},
+    }
     i = interface_from_row(row, "br-int", "vnet0")
-    assert (i.type, i.link_up, i.admin_up, i.mtu, i.ofport, i.link_resets) == \
-        ("system", 1, 0, 1500, 3, 2)
+    assert (i.type, i.link_up, i.admin_up, i.mtu, i.ofport, i.link_resets) == (
+        "system",
+        1,
+        0,
+        1500,
+        3,
+        2,
+    )
     assert (i.vm_id, i.iface_id, i.attached_mac) == ("vm-a", "nic-a", "02:00:00:00:00:0a")
     assert i.stats == {"rx_bytes": 852, "tx_packets": 16, "rx_crc_err": 0}
     assert not i.tunnel
@@ -64,11 +86,19 @@ def test_interface_row_as_the_idl_gives_it() -> None:
 
 def test_interface_row_with_missing_columns_and_odd_values() -> None:
     # a row mid-creation: no statistics yet, link state unknown, ofport not assigned
-    i = interface_from_row({"name": "vx0", "type": "vxlan", "link_state": None,
-                            "ofport": None, "statistics": None,
-                            "options": {"remote_ip": "192.0.2.7", "key": "flow"},
-                            "bfd_status": {"state": "down", "forwarding": "false"},
-                            "cfm_fault": True, "mtu": "weird"})
+    i = interface_from_row(
+        {
+            "name": "vx0",
+            "type": "vxlan",
+            "link_state": None,
+            "ofport": None,
+            "statistics": None,
+            "options": {"remote_ip": "192.0.2.7", "key": "flow"},
+            "bfd_status": {"state": "down", "forwarding": "false"},
+            "cfm_fault": True,
+            "mtu": "weird",
+        }
+    )
     assert i.tunnel and i.link_up is None and i.ofport is None and i.mtu is None
     assert i.stats == {} and i.cfm_fault == 1 and i.bfd["state"] == "down"
     assert i.options["remote_ip"] == "192.0.2.7"

@@ -47,7 +47,7 @@ def test_reply_split_across_reads(server: Callable[..., str]) -> None:
     def handler(conn: socket.socket, req: dict) -> None:
         body = json.dumps({"id": req["id"], "result": "lookups: hit:1\n" * 50, "error": None})
         for i in range(0, len(body), 7):
-            conn.sendall(body[i:i + 7].encode())
+            conn.sendall(body[i : i + 7].encode())
             time.sleep(0.001)
         conn.close()
 
@@ -56,11 +56,14 @@ def test_reply_split_across_reads(server: Callable[..., str]) -> None:
 
 def test_error_reply_and_missing_socket(server: Callable[..., str], tmp_path: Path) -> None:
     def handler(conn: socket.socket, req: dict) -> None:
-        conn.sendall(json.dumps({"id": req["id"], "result": None,
-                                 "error": "\"no/such\" is not a valid command\n"}).encode())
+        conn.sendall(
+            json.dumps(
+                {"id": req["id"], "result": None, "error": '"no/such" is not a valid command\n'}
+            ).encode()
+        )
         conn.close()
 
-    with pytest.raises(UnixctlError, match='is not a valid command'):
+    with pytest.raises(UnixctlError, match="is not a valid command"):
         call(server(handler), "no/such")
     with pytest.raises(UnixctlError, match="No such file or directory"):
         call(str(tmp_path / "absent.ctl"), "version")

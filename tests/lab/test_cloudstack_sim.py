@@ -32,10 +32,13 @@ def signed_params(**params: str) -> dict[str, str]:
 def test_canonical_string_matches_the_documented_example() -> None:
     # The API developer's guide, "Signing API Requests": sorted, encoded, lower-cased.
     params = {
-        "command": "deployVirtualMachine", "serviceOfferingId": "1", "diskOfferingId": "1",
-        "templateId": "2", "zoneId": "4",
+        "command": "deployVirtualMachine",
+        "serviceOfferingId": "1",
+        "diskOfferingId": "1",
+        "templateId": "2",
+        "zoneId": "4",
         "apiKey": "miVr6X7u6bN_sdahOBpjNejPgEsT35eXq-jB8CG20YI3yaxXcgpyuaIRmFI_EJTVwZ0nUkkJbPmY3y2"
-                  "bciKwFQ",
+        "bciKwFQ",
     }
     assert canonical_string(params) == (
         "apikey=mivr6x7u6bn_sdahobpjnejpgest35exq-jb8cg20yi3yaxxcgpyuairmfi_ejtvwz0nukkjbpmy3y2"
@@ -56,19 +59,22 @@ def test_correct_signature_is_accepted(cloudstack: CloudStackSim) -> None:
 
 
 def test_tampered_request_is_rejected_with_cloudstacks_error_shape(
-        cloudstack: CloudStackSim) -> None:
+    cloudstack: CloudStackSim,
+) -> None:
     params = signed_params(command="listVirtualMachines", listall="true")
     assert requests.get(cloudstack.url, params=params, timeout=5).status_code == 200
     params["listall"] = "false"  # changed after signing
     resp = requests.get(cloudstack.url, params=params, timeout=5)
     assert resp.status_code == 401
     assert resp.headers["Content-Type"].startswith("application/json")
-    assert resp.json() == {"listvirtualmachinesresponse": {
-        "uuidList": [], "errorcode": 401, "errortext": AUTH_ERROR}}
+    assert resp.json() == {
+        "listvirtualmachinesresponse": {"uuidList": [], "errorcode": 401, "errortext": AUTH_ERROR}
+    }
 
 
 def test_wrong_secret_unknown_key_and_missing_signature_are_rejected(
-        cloudstack: CloudStackSim) -> None:
+    cloudstack: CloudStackSim,
+) -> None:
     with pytest.raises(CloudStackApiException) as exc:
         client(cloudstack, secret="not-the-secret").listZones()
     assert exc.value.error["errorcode"] == 401
@@ -99,7 +105,8 @@ def test_paging_across_several_pages() -> None:
     state = CloudStackState()
     state.objects["listVirtualMachines"] = [
         {"id": f"vm-{i:04d}", "name": f"vm{i}", "account": "a", "domainid": "d"}
-        for i in range(1234)]
+        for i in range(1234)
+    ]
     with CloudStackSim(state, keys={ADMIN_KEY: ADMIN_SECRET}) as sim:
         vms = client(sim).listVirtualMachines(listall=True, fetch_list=True)
         pages = [r.get("page") for r in sim.requests]
@@ -113,7 +120,8 @@ def test_paging_across_several_pages() -> None:
 def test_empty_list_is_an_empty_object(cloudstack: CloudStackSim) -> None:
     params = signed_params(command="listVirtualMachines", listall="true", id="nope")
     assert requests.get(cloudstack.url, params=params, timeout=5).json() == {
-        "listvirtualmachinesresponse": {}}
+        "listvirtualmachinesresponse": {}
+    }
     assert client(cloudstack).listVirtualMachines(listall=True, id="nope", fetch_list=True) == []
 
 
@@ -128,29 +136,36 @@ def test_listall_and_projects_scope(cloudstack: CloudStackSim) -> None:
 
 def test_async_deploy_and_destroy(cloudstack: CloudStackSim) -> None:
     cs = client(cloudstack, poll_interval=0.05)
-    started = cs.deployVirtualMachine(serviceofferingid="so", templateid="t", zoneid="z",
-                                      name="tenant-stack-1")
+    started = cs.deployVirtualMachine(
+        serviceofferingid="so", templateid="t", zoneid="z", name="tenant-stack-1"
+    )
     assert set(started) == {"id", "jobid"}
     pending = cs.queryAsyncJobResult(jobid=started["jobid"])
     assert pending["jobstatus"] == 0
-    result = cs.deployVirtualMachine(serviceofferingid="so", templateid="t", zoneid="z",
-                                     name="tenant-stack-2", fetch_result=True)
+    result = cs.deployVirtualMachine(
+        serviceofferingid="so", templateid="t", zoneid="z", name="tenant-stack-2", fetch_result=True
+    )
     assert result["virtualmachine"]["state"] == "Running"
     assert result["virtualmachine"]["name"] == "tenant-stack-2"
-    done = cs.destroyVirtualMachine(id=result["virtualmachine"]["id"], expunge=True,
-                                    fetch_result=True)
+    done = cs.destroyVirtualMachine(
+        id=result["virtualmachine"]["id"], expunge=True, fetch_result=True
+    )
     assert done["virtualmachine"]["state"] == "Expunging"
-    assert cs.listVirtualMachines(listall=True, id=result["virtualmachine"]["id"],
-                                  fetch_list=True) == []
+    assert (
+        cs.listVirtualMachines(listall=True, id=result["virtualmachine"]["id"], fetch_list=True)
+        == []
+    )
 
 
 def test_missing_parameter_and_unknown_command(cloudstack: CloudStackSim) -> None:
     with pytest.raises(CloudStackApiException) as exc:
         client(cloudstack).deployVirtualMachine(zoneid="z", templateid="t")
     assert exc.value.error == {
-        "uuidList": [], "errorcode": 431,
+        "uuidList": [],
+        "errorcode": 431,
         "errortext": "Unable to execute API command deployvirtualmachine due to missing "
-                     "parameter serviceofferingid"}
+        "parameter serviceofferingid",
+    }
     resp = requests.get(cloudstack.url, params=signed_params(command="frobnicate"), timeout=5)
     assert resp.status_code == 432
     assert resp.json()["errorresponse"]["errorcode"] == 432

@@ -30,10 +30,14 @@ def test_prometheus_scrapes_a_target(prometheus: PrometheusServer) -> None:
     port = free_port()
     server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
-        prometheus.write_config({
-            "global": {"scrape_interval": "1s"},
-            "scrape_configs": [{"job_name": "probe",
-                                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]})
+        prometheus.write_config(
+            {
+                "global": {"scrape_interval": "1s"},
+                "scrape_configs": [
+                    {"job_name": "probe", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                ],
+            }
+        )
         result = wait_for(lambda: prometheus.query("zcp_fixture_probe"))
         assert result[0]["value"][1] == "42"
         assert result[0]["metric"]["job"] == "probe"
@@ -43,13 +47,17 @@ def test_prometheus_scrapes_a_target(prometheus: PrometheusServer) -> None:
 
 def test_alertmanager_accepts_and_returns_alerts(alertmanager: AlertmanagerServer) -> None:
     now = datetime.now(UTC)
-    alert = {"labels": {"alertname": "FixtureProbe", "severity": "info"},
-             "annotations": {"summary": "probe"},
-             "startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=5)).isoformat()}
+    alert = {
+        "labels": {"alertname": "FixtureProbe", "severity": "info"},
+        "annotations": {"summary": "probe"},
+        "startsAt": now.isoformat(),
+        "endsAt": (now + timedelta(minutes=5)).isoformat(),
+    }
     resp = requests.post(f"{alertmanager.url}/api/v2/alerts", json=[alert], timeout=5)
     assert resp.status_code == 200
-    held = wait_for(lambda: [a for a in alertmanager.alerts()
-                             if a["labels"]["alertname"] == "FixtureProbe"])
+    held = wait_for(
+        lambda: [a for a in alertmanager.alerts() if a["labels"]["alertname"] == "FixtureProbe"]
+    )
     assert held[0]["annotations"]["summary"] == "probe"
 
 

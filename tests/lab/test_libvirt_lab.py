@@ -20,8 +20,13 @@ IDE_GUEST, VDA_GUEST = "lab-ide", "lab-vda"
 
 def _need_root_and_kvm() -> None:
     """The lab runs a system libvirtd with KVM: skip (fail in CI) without root or /dev/kvm."""
-    problem = ("the libvirt lab needs root" if os.geteuid() != 0
-               else "the libvirt lab needs /dev/kvm" if not Path("/dev/kvm").exists() else "")
+    problem = (
+        "the libvirt lab needs root"
+        if os.geteuid() != 0
+        else "the libvirt lab needs /dev/kvm"
+        if not Path("/dev/kvm").exists()
+        else ""
+    )
     if problem:
         if os.environ.get("CI"):
             pytest.fail(problem)
@@ -30,8 +35,13 @@ def _need_root_and_kvm() -> None:
 
 def domstats(lab: LibvirtLab, timeout: float = 10.0) -> dict[str, dict[str, str]]:
     """``virsh domstats`` of the lab, parsed into {domain: {key: value}}."""
-    out = subprocess.run(["virsh", "-c", lab.uri, "domstats"], capture_output=True, text=True,
-                         timeout=timeout, check=True).stdout
+    out = subprocess.run(
+        ["virsh", "-c", lab.uri, "domstats"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    ).stdout
     stats: dict[str, dict[str, str]] = {}
     current: dict[str, str] = {}
     for line in out.splitlines():
@@ -50,8 +60,14 @@ def wait_for_block_reads(lab: LibvirtLab, timeout: float = 15.0) -> dict[str, di
 
     def read() -> dict[str, dict[str, str]] | None:
         seen.append(stats := domstats(lab))
-        return stats if all(int(stats.get(g, {}).get("block.0.rd.reqs", "0")) > 0
-                            for g in (IDE_GUEST, VDA_GUEST)) else None
+        return (
+            stats
+            if all(
+                int(stats.get(g, {}).get("block.0.rd.reqs", "0")) > 0
+                for g in (IDE_GUEST, VDA_GUEST)
+            )
+            else None
+        )
 
     stats = wait_until(read, timeout=timeout, interval=0.3)
     if stats is None:

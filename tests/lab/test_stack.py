@@ -13,7 +13,8 @@ from zcp.errors import DaemonError
 
 
 def test_every_stop_runs_in_reverse_order_even_when_one_fails(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     stopped: list[str] = []
 
     def failing() -> None:
@@ -28,7 +29,8 @@ def test_every_stop_runs_in_reverse_order_even_when_one_fails(
         stack.close()
     assert stopped == ["c", "b", "a"]
     assert [(r.getMessage(), getattr(r, "what", "")) for r in caplog.records] == [
-        ("stop failed", "b")]
+        ("stop failed", "b")
+    ]
 
 
 def test_exporters_need_the_inventory_service_first(tmp_path: Path) -> None:

@@ -22,9 +22,11 @@ def history_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
     workdir = tmp_path_factory.mktemp("history-prometheus")
     backfill_prometheus(scenario.history(), workdir / "data", workdir / "backfill")
-    server = PrometheusServer(workdir, {"global": {"scrape_interval": "1m"},
-                                        "scrape_configs": []},
-                              extra_args=("--storage.tsdb.retention.time=100y",))
+    server = PrometheusServer(
+        workdir,
+        {"global": {"scrape_interval": "1m"}, "scrape_configs": []},
+        extra_args=("--storage.tsdb.retention.time=100y",),
+    )
     server.start()
     yield server.url
     server.stop()

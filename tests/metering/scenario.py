@@ -23,19 +23,35 @@ A, B = "acct-a", "acct-b"
 GIB = 2**30
 
 PRICES = {
-    "currency": "EUR", "timezone": "UTC", "proration": "calendar",
+    "currency": "EUR",
+    "timezone": "UTC",
+    "proration": "calendar",
     "accounts": {B: {"timezone": "America/New_York"}},
     "prices": [
-        {"meter": "vm.running_hours", "price": "0.0040", "from": "2026-01-01",
-         "to": "2026-11-01T02:00:00Z"},
+        {
+            "meter": "vm.running_hours",
+            "price": "0.0040",
+            "from": "2026-01-01",
+            "to": "2026-11-01T02:00:00Z",
+        },
         {"meter": "vm.running_hours", "price": "0.0050", "from": "2026-11-01T02:00:00Z"},
         {"meter": "vm.vcpu_hours", "price": "0.0120", "from": "2026-01-01"},
         {"meter": "vm.memory_gib_hours", "price": "0.0030", "from": "2026-01-01"},
         {"meter": "vm.allocated_hours", "price": "0.0010", "from": "2026-01-01"},
-        {"meter": "volume.gib_hours", "class": "fast", "price": "0.16", "per": "month",
-         "from": "2026-01-01"},
-        {"meter": "volume.gib_hours", "class": "bulk", "price": "0.03", "per": "month",
-         "from": "2026-01-01"},
+        {
+            "meter": "volume.gib_hours",
+            "class": "fast",
+            "price": "0.16",
+            "per": "month",
+            "from": "2026-01-01",
+        },
+        {
+            "meter": "volume.gib_hours",
+            "class": "bulk",
+            "price": "0.03",
+            "per": "month",
+            "from": "2026-01-01",
+        },
         {"meter": "network.bytes_sent", "price": "0.01", "from": "2026-01-01"},
         {"meter": "network.bytes_received", "price": "0.02", "from": "2026-01-01"},
         {"meter": "ip.hours", "price": "0.0050", "from": "2026-01-01"},
@@ -47,11 +63,13 @@ def _at(k: int) -> int:
     return T0_MS + k * MIN
 
 
-def _series(name: str, ks: range | list[int], value: object, kind: str = "gauge",
-            **labels: str) -> HistorySeries:
+def _series(
+    name: str, ks: range | list[int], value: object, kind: str = "gauge", **labels: str
+) -> HistorySeries:
     fn = value if callable(value) else (lambda _k: value)
-    return HistorySeries(name, tuple(sorted(labels.items())),
-                         tuple((_at(k), fn(k)) for k in ks), kind)
+    return HistorySeries(
+        name, tuple(sorted(labels.items())), tuple((_at(k), fn(k)) for k in ks), kind
+    )
 
 
 def history() -> list[HistorySeries]:
@@ -81,39 +99,86 @@ def history() -> list[HistorySeries]:
         _series("libvirt_domain_memory_maximum_bytes", full, GIB, host="kvm1", **lv3),
         # vNIC counters: nic1 restarts from 0 on kvm2 (a new QEMU process), nic2 resets at
         # 01:30 and has the gap
-        _series("libvirt_domain_interface_transmit_bytes_total", kvm1, lambda k: 1000 * k,
-                "counter", host="kvm1", device="vnet0", nic_id="nic1", mac="02:00:00:00:00:01",
-                **lv1),
-        _series("libvirt_domain_interface_transmit_bytes_total", nic1,
-                lambda k: 500 * (k - 149), "counter", host="kvm2", device="vnet3",
-                nic_id="nic1", mac="02:00:00:00:00:01", **lv1),
-        _series("libvirt_domain_interface_receive_bytes_total", nic2,
-                lambda k: 2000 * k if k < 90 else 2000 * (k - 90) + 100, "counter",
-                host="kvm1", device="vnet1", nic_id="nic2", mac="02:00:00:00:00:02", **lv2),
+        _series(
+            "libvirt_domain_interface_transmit_bytes_total",
+            kvm1,
+            lambda k: 1000 * k,
+            "counter",
+            host="kvm1",
+            device="vnet0",
+            nic_id="nic1",
+            mac="02:00:00:00:00:01",
+            **lv1,
+        ),
+        _series(
+            "libvirt_domain_interface_transmit_bytes_total",
+            nic1,
+            lambda k: 500 * (k - 149),
+            "counter",
+            host="kvm2",
+            device="vnet3",
+            nic_id="nic1",
+            mac="02:00:00:00:00:01",
+            **lv1,
+        ),
+        _series(
+            "libvirt_domain_interface_receive_bytes_total",
+            nic2,
+            lambda k: 2000 * k if k < 90 else 2000 * (k - 90) + 100,
+            "counter",
+            host="kvm1",
+            device="vnet1",
+            nic_id="nic2",
+            mac="02:00:00:00:00:02",
+            **lv2,
+        ),
         # RBD images: vol1 resized 10 -> 20 GiB at 01:30, vol2 5 GiB
-        _series("ceph_rbd_image_provisioned_bytes", vol1,
-                lambda k: 10 * GIB if k < 90 else 20 * GIB, job="zcp-ceph", pool="rbd-fast",
-                image="volume-1", volume_id="vol1", storage_class="fast"),
-        _series("ceph_rbd_image_provisioned_bytes", full, 5 * GIB, job="zcp-ceph",
-                pool="rbd-bulk", image="volume-2", volume_id="vol2", storage_class="bulk"),
+        _series(
+            "ceph_rbd_image_provisioned_bytes",
+            vol1,
+            lambda k: 10 * GIB if k < 90 else 20 * GIB,
+            job="zcp-ceph",
+            pool="rbd-fast",
+            image="volume-1",
+            volume_id="vol1",
+            storage_class="fast",
+        ),
+        _series(
+            "ceph_rbd_image_provisioned_bytes",
+            full,
+            5 * GIB,
+            job="zcp-ceph",
+            pool="rbd-bulk",
+            image="volume-2",
+            volume_id="vol2",
+            storage_class="bulk",
+        ),
         # identity and state from the inventory service
         _series("zcp_vm_info", full, 1, job="zcp-inventory", vm_id="vm1", account_id=A),
         _series("zcp_vm_info", vm2, 1, job="zcp-inventory", vm_id="vm2", account_id=B),
         _series("zcp_vm_info", full, 1, job="zcp-inventory", vm_id="vm3", account_id=A),
-        _series("zcp_vm_state", full, 1, job="zcp-inventory", vm_id="vm1", account_id=A,
-                state="Running"),
-        _series("zcp_vm_state", vm2, 1, job="zcp-inventory", vm_id="vm2", account_id=B,
-                state="Running"),
-        _series("zcp_vm_state", full, 1, job="zcp-inventory", vm_id="vm3", account_id=A,
-                state="Stopped"),
-        _series("zcp_volume_info", full, 1, job="zcp-inventory", volume_id="vol1",
-                account_id=A),
-        _series("zcp_volume_info", full, 1, job="zcp-inventory", volume_id="vol2",
-                account_id=B),
+        _series(
+            "zcp_vm_state", full, 1, job="zcp-inventory", vm_id="vm1", account_id=A, state="Running"
+        ),
+        _series(
+            "zcp_vm_state", vm2, 1, job="zcp-inventory", vm_id="vm2", account_id=B, state="Running"
+        ),
+        _series(
+            "zcp_vm_state", full, 1, job="zcp-inventory", vm_id="vm3", account_id=A, state="Stopped"
+        ),
+        _series("zcp_volume_info", full, 1, job="zcp-inventory", volume_id="vol1", account_id=A),
+        _series("zcp_volume_info", full, 1, job="zcp-inventory", volume_id="vol2", account_id=B),
         _series("zcp_nic_info", full, 1, job="zcp-inventory", nic_id="nic1", account_id=A),
         _series("zcp_nic_info", vm2, 1, job="zcp-inventory", nic_id="nic2", account_id=B),
-        _series("zcp_public_ip_info", full, 1, job="zcp-inventory", ip_id="ip1", account_id=A,
-                address="203.0.113.10"),
+        _series(
+            "zcp_public_ip_info",
+            full,
+            1,
+            job="zcp-inventory",
+            ip_id="ip1",
+            account_id=A,
+            address="203.0.113.10",
+        ),
     ]
     return out
 
@@ -150,13 +215,18 @@ def expected() -> dict[tuple[str, str, int], Decimal]:
     e[("volume.gib_hours", "vol1", 5)] = 20 * GIB * Decimal(3000)
     # nic1: kvm1's counter (first sample the baseline), then kvm2's from its own baseline;
     # the 03:49 -> 04:10 delta is not billed
-    sent = {0: 59 * 1000, 1: 60 * 1000, 2: 31 * 1000 + 30 * 500, 3: 50 * 500, 4: 49 * 500,
-            5: 60 * 500}
+    sent = {
+        0: 59 * 1000,
+        1: 60 * 1000,
+        2: 31 * 1000 + 30 * 500,
+        3: 50 * 500,
+        4: 49 * 500,
+        5: 60 * 500,
+    }
     for i, v in sent.items():
         e[("network.bytes_sent", "nic1", i)] = Decimal(v)
     # nic2: reset at 01:30 counts 100 from zero; the 02:00 -> 02:20 delta is not billed
-    received = {0: 59 * 2000, 1: 30 * 2000 + 100 + 29 * 2000, 2: 2000 + 39 * 2000,
-                3: 10 * 2000}
+    received = {0: 59 * 2000, 1: 30 * 2000 + 100 + 29 * 2000, 2: 2000 + 39 * 2000, 3: 10 * 2000}
     for i, v in received.items():
         e[("network.bytes_received", "nic2", i)] = Decimal(v)
     return e
@@ -164,8 +234,10 @@ def expected() -> dict[tuple[str, str, int], Decimal]:
 
 # records with coverage flags: nic2's hour 2 (the gap inside it), both hours around nic1's
 # and vol1's gaps (each hour flagged with its own part); nothing else
-FLAGGED = {("network.bytes_received", "nic2", 2): Decimal(1200),
-           ("network.bytes_sent", "nic1", 3): Decimal(660),
-           ("network.bytes_sent", "nic1", 4): Decimal(600),
-           ("volume.gib_hours", "vol1", 4): Decimal(600),
-           ("volume.gib_hours", "vol1", 5): Decimal(600)}
+FLAGGED = {
+    ("network.bytes_received", "nic2", 2): Decimal(1200),
+    ("network.bytes_sent", "nic1", 3): Decimal(660),
+    ("network.bytes_sent", "nic1", 4): Decimal(600),
+    ("volume.gib_hours", "vol1", 4): Decimal(600),
+    ("volume.gib_hours", "vol1", 5): Decimal(600),
+}

@@ -13,8 +13,7 @@ GAP, HOLD = 5 * M, M
 
 
 def series(*samples: tuple[int, int | str], **labels: str) -> Series:
-    return Series(tuple(sorted(labels.items())),
-                  tuple((t, Decimal(str(v))) for t, v in samples))
+    return Series(tuple(sorted(labels.items())), tuple((t, Decimal(str(v))) for t, v in samples))
 
 
 def gauge(s: list[Series], start: int = 0, end: int = H) -> Decimal:
@@ -61,8 +60,7 @@ def test_migration_overlap_is_counted_once_per_process() -> None:
 
 def test_gauge_integral_with_a_resize_mid_hour() -> None:
     gib = 2**30
-    s = series(*((t * M, 10 * gib) for t in range(30)), *((t * M, 20 * gib) for t in
-                                                           range(30, 61)))
+    s = series(*((t * M, 10 * gib) for t in range(30)), *((t * M, 20 * gib) for t in range(30, 61)))
     # 30 min at 10 GiB + 30 min at 20 GiB = 15 GiB-hours, in byte-seconds
     assert gauge([s]) == Decimal(15 * gib * 3600)
 
@@ -87,8 +85,7 @@ def test_unbilled_time_is_what_no_series_covers() -> None:
     assert usage.quantity == (M + M + M + M) / 1000  # each sample holds one minute
     assert usage.coverage.unbilled_ms == 28 * M  # 2..30 min
     other = series(*((t * M, 1) for t in range(0, 32)), host="b")
-    assert time_usage([a, other], 0, 32 * M, GAP, HOLD,
-                      lambda _s, v: v).coverage.unbilled_ms == 0
+    assert time_usage([a, other], 0, 32 * M, GAP, HOLD, lambda _s, v: v).coverage.unbilled_ms == 0
 
 
 def test_running_time_weighted_by_vcpus() -> None:

@@ -33,17 +33,24 @@ def store(request: pytest.FixtureRequest) -> str:
 def make_job(store: str, database: str, chunk_hours: int = 6, fast: bool = True) -> Job:
     engine = engine_for(database)
     upgrade(engine)
-    return Job(QuerySource(store), engine, parse_price_book(scenario.PRICES, "test"),
-               enabled(), Options(chunk_hours=chunk_hours, fast=fast),
-               now=lambda: END + timedelta(days=1))
+    return Job(
+        QuerySource(store),
+        engine,
+        parse_price_book(scenario.PRICES, "test"),
+        enabled(),
+        Options(chunk_hours=chunk_hours, fast=fast),
+        now=lambda: END + timedelta(days=1),
+    )
 
 
 def records(job: Job) -> dict[tuple[str, str, int], UsageRecord]:
     with Session(job.engine) as s:
         rows = s.scalars(select(UsageRecord)).all()
         s.expunge_all()
-    return {(r.meter, r.resource_id, int((r.period_start - T0).total_seconds() // 3600)): r
-            for r in rows}
+    return {
+        (r.meter, r.resource_id, int((r.period_start - T0).total_seconds() // 3600)): r
+        for r in rows
+    }
 
 
 def test_every_record_is_exact(store: str, database: str) -> None:
@@ -83,19 +90,23 @@ def test_amounts_prices_and_months(store: str, database: str) -> None:
     # a GiB-month price prorated by the calendar: A (UTC) November has 720 hours; B (New
     # York) bills its first four hours in October (744 h), the rest in November (721 h: the
     # DST hour)
-    assert charge("volume.gib_hours", "vol1", 0).amount == \
-        (10 * Decimal("0.16") / 720).quantize(q, ROUND_HALF_EVEN)
+    assert charge("volume.gib_hours", "vol1", 0).amount == (10 * Decimal("0.16") / 720).quantize(
+        q, ROUND_HALF_EVEN
+    )
     assert charge("volume.gib_hours", "vol2", 3).billing_month == "2026-10"
-    assert charge("volume.gib_hours", "vol2", 3).amount == \
-        (5 * Decimal("0.03") / 744).quantize(q, ROUND_HALF_EVEN)
+    assert charge("volume.gib_hours", "vol2", 3).amount == (5 * Decimal("0.03") / 744).quantize(
+        q, ROUND_HALF_EVEN
+    )
     assert charge("volume.gib_hours", "vol2", 4).billing_month == "2026-11"
-    assert charge("volume.gib_hours", "vol2", 4).amount == \
-        (5 * Decimal("0.03") / 721).quantize(q, ROUND_HALF_EVEN)
+    assert charge("volume.gib_hours", "vol2", 4).amount == (5 * Decimal("0.03") / 721).quantize(
+        q, ROUND_HALF_EVEN
+    )
     assert charge("vm.running_hours", "vm1", 0).billing_month == "2026-11"
     # bytes priced per GiB, exactly
     rec = got[("network.bytes_sent", "nic1", 2)]
     assert charges[rec.key].amount == (Decimal(46000) / 2**30 * Decimal("0.01")).quantize(
-        q, ROUND_HALF_EVEN)
+        q, ROUND_HALF_EVEN
+    )
     assert BY_NAME["network.bytes_sent"].factor == 2**30
 
 
@@ -105,10 +116,14 @@ def test_a_rerun_writes_exactly_the_same_rows(store: str, database: str) -> None
 
     def dump() -> list[tuple[object, ...]]:
         with Session(job.engine) as s:
-            rows = [tuple(getattr(r, c.key) for c in UsageRecord.__table__.columns)
-                    for r in s.scalars(select(UsageRecord).order_by(UsageRecord.key))]
-            rows += [tuple(getattr(c, k.key) for k in Charge.__table__.columns)
-                     for c in s.scalars(select(Charge).order_by(Charge.record_key))]
+            rows = [
+                tuple(getattr(r, c.key) for c in UsageRecord.__table__.columns)
+                for r in s.scalars(select(UsageRecord).order_by(UsageRecord.key))
+            ]
+            rows += [
+                tuple(getattr(c, k.key) for k in Charge.__table__.columns)
+                for c in s.scalars(select(Charge).order_by(Charge.record_key))
+            ]
         return rows
 
     before = dump()
@@ -125,8 +140,9 @@ def test_raw_samples_alone_give_the_same_quantities(store: str, tmp_path: object
     assert {k: r.unbilled_s for k, r in got.items() if r.flags} == scenario.FLAGGED
 
 
-def test_a_whole_hour_inside_a_gap_is_flagged_only_within_max_outage(victoria: object,
-                                                                      tmp_path: Path) -> None:
+def test_a_whole_hour_inside_a_gap_is_flagged_only_within_max_outage(
+    victoria: object, tmp_path: Path
+) -> None:
     """A volume's samples stop at 00:49 and come back at 02:10 (81 minutes, on a day no other
     test reads): with max_outage 2 h that is a gap and hour 1, which has no sample at all, is
     flagged whole; with the default 1 h it is the series ending and starting again."""
@@ -136,34 +152,65 @@ def test_a_whole_hour_inside_a_gap_is_flagged_only_within_max_outage(victoria: o
     assert isinstance(victoria, VictoriaMetricsServer)
     day = T0 + timedelta(days=19)
     ms = int(day.timestamp() * 1000)
-    labels = tuple(sorted({"job": "zcp-ceph", "volume_id": "vol-gap", "storage_class": "flow",
-                           "pool": "rbd-flow", "image": "volume-gap"}.items()))
+    labels = tuple(
+        sorted(
+            {
+                "job": "zcp-ceph",
+                "volume_id": "vol-gap",
+                "storage_class": "flow",
+                "pool": "rbd-flow",
+                "image": "volume-gap",
+            }.items()
+        )
+    )
     minutes = [k for k in range(240) if not 50 <= k <= 129]
-    victoria.load([HistorySeries("ceph_rbd_image_provisioned_bytes", labels,
-                                 tuple((ms + k * 60_000, GIB) for k in minutes))])
+    victoria.load(
+        [
+            HistorySeries(
+                "ceph_rbd_image_provisioned_bytes",
+                labels,
+                tuple((ms + k * 60_000, GIB) for k in minutes),
+            )
+        ]
+    )
     meters = [BY_NAME["volume.gib_hours"]]
 
     def run(outage_h: int, chunk: int, fast: bool) -> dict[int, tuple[Decimal, Decimal, str]]:
         engine = engine_for(f"sqlite:///{tmp_path}/{outage_h}-{chunk}-{fast}.db")
         upgrade(engine)
         rules = Rules(max_outage_ms=outage_h * 3_600_000)
-        Job(QuerySource(victoria.url), engine, parse_price_book(scenario.PRICES, "test"),
-            meters, Options(rules=rules, chunk_hours=chunk, fast=fast),
-            now=lambda: day + timedelta(days=1)).run(day, day + timedelta(hours=4))
+        Job(
+            QuerySource(victoria.url),
+            engine,
+            parse_price_book(scenario.PRICES, "test"),
+            meters,
+            Options(rules=rules, chunk_hours=chunk, fast=fast),
+            now=lambda: day + timedelta(days=1),
+        ).run(day, day + timedelta(hours=4))
         with Session(engine) as s:
-            return {int((r.period_start - day).total_seconds()) // 3600:
-                    (r.quantity, r.unbilled_s, r.flags) for r in s.scalars(select(UsageRecord))}
+            return {
+                int((r.period_start - day).total_seconds()) // 3600: (
+                    r.quantity,
+                    r.unbilled_s,
+                    r.flags,
+                )
+                for r in s.scalars(select(UsageRecord))
+            }
 
     gib_s = GIB  # one GiB for one second
-    gap = {0: (50 * 60 * gib_s, Decimal(600), "gap,unowned"),
-           1: (Decimal(0), Decimal(3600), "gap,unowned"),
-           2: (50 * 60 * gib_s, Decimal(600), "gap,unowned"),
-           3: (3600 * gib_s, Decimal(0), "unowned")}
+    gap = {
+        0: (50 * 60 * gib_s, Decimal(600), "gap,unowned"),
+        1: (Decimal(0), Decimal(3600), "gap,unowned"),
+        2: (50 * 60 * gib_s, Decimal(600), "gap,unowned"),
+        3: (3600 * gib_s, Decimal(0), "unowned"),
+    }
     for chunk in (1, 4):
         for fast in (True, False):
             assert run(2, chunk, fast) == gap, (chunk, fast)
-    ended = {0: (50 * 60 * gib_s, Decimal(0), "unowned"),
-             2: (50 * 60 * gib_s, Decimal(0), "unowned"),
-             3: (3600 * gib_s, Decimal(0), "unowned")}
+    ended = {
+        0: (50 * 60 * gib_s, Decimal(0), "unowned"),
+        2: (50 * 60 * gib_s, Decimal(0), "unowned"),
+        3: (3600 * gib_s, Decimal(0), "unowned"),
+    }
     for chunk in (1, 4):
         assert run(1, chunk, True) == ended == run(1, chunk, False)

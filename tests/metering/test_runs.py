@@ -45,9 +45,13 @@ class SlowLink:
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 time.sleep(link.delay)
-                resp = requests.request(self.command, upstream + self.path, data=body,
-                                        headers={"Content-Type": self.headers.get(
-                                            "Content-Type", "")}, timeout=60)
+                resp = requests.request(
+                    self.command,
+                    upstream + self.path,
+                    data=body,
+                    headers={"Content-Type": self.headers.get("Content-Type", "")},
+                    timeout=60,
+                )
                 self.send_response(resp.status_code)
                 self.send_header("Content-Type", resp.headers.get("Content-Type", ""))
                 self.send_header("Content-Length", str(len(resp.content)))
@@ -81,22 +85,60 @@ def config(tmp_path: Path, query_url: str, database: str, **metering: object) ->
     if not prices.exists():
         prices.write_text(yaml.safe_dump(scenario.PRICES))
     path = tmp_path / "metering.yaml"
-    path.write_text(yaml.safe_dump({"metering": {
-        "query_url": query_url, "database_url": database, "price_book": str(prices),
-        "chunk_hours": 1, "lock_ttl_seconds": 3, "settle_seconds": 0, **metering}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "metering": {
+                    "query_url": query_url,
+                    "database_url": database,
+                    "price_book": str(prices),
+                    "chunk_hours": 1,
+                    "lock_ttl_seconds": 3,
+                    "settle_seconds": 0,
+                    **metering,
+                }
+            }
+        )
+    )
     return path
 
 
 def metering(cfg: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zcp_obs", "--config", str(cfg),
-                           "--log-format", "text", "metering", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zcp_obs",
+            "--config",
+            str(cfg),
+            "--log-format",
+            "text",
+            "metering",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def spawn(cfg: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "zcp_obs", "--config", str(cfg),
-                             "--log-format", "text", "metering", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "zcp_obs",
+            "--config",
+            str(cfg),
+            "--log-format",
+            "text",
+            "metering",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 RANGE = ("--from", T0.isoformat(), "--to", END.isoformat())
@@ -106,11 +148,14 @@ def rows(database: str) -> list[tuple[object, ...]]:
     """Every record and charge, without the lineage of which run wrote it."""
     engine = engine_for(database)
     with Session(engine) as s:
-        out = [tuple(getattr(r, c.key) for c in UsageRecord.__table__.columns
-                     if c.key not in LINEAGE)
-               for r in s.scalars(select(UsageRecord).order_by(UsageRecord.key))]
-        out += [tuple(getattr(c, k.key) for k in Charge.__table__.columns)
-                for c in s.scalars(select(Charge).order_by(Charge.record_key))]
+        out = [
+            tuple(getattr(r, c.key) for c in UsageRecord.__table__.columns if c.key not in LINEAGE)
+            for r in s.scalars(select(UsageRecord).order_by(UsageRecord.key))
+        ]
+        out += [
+            tuple(getattr(c, k.key) for k in Charge.__table__.columns)
+            for c in s.scalars(select(Charge).order_by(Charge.record_key))
+        ]
     engine.dispose()
     return out
 
@@ -129,8 +174,9 @@ def mark(database: str) -> object:
 
 
 @pytest.fixture
-def reference(history_victoria: str, tmp_path_factory: pytest.TempPathFactory
-              ) -> list[tuple[object, ...]]:
+def reference(
+    history_victoria: str, tmp_path_factory: pytest.TempPathFactory
+) -> list[tuple[object, ...]]:
     """The rows of one clean, uninterrupted run."""
     tmp = tmp_path_factory.mktemp("reference")
     url = f"sqlite:///{tmp / 'ref.db'}"
@@ -139,8 +185,9 @@ def reference(history_victoria: str, tmp_path_factory: pytest.TempPathFactory
     return rows(url)
 
 
-def test_kill_9_mid_run_then_rerun(slow: SlowLink, database: str, tmp_path: Path,
-                                   reference: list[tuple[object, ...]]) -> None:
+def test_kill_9_mid_run_then_rerun(
+    slow: SlowLink, database: str, tmp_path: Path, reference: list[tuple[object, ...]]
+) -> None:
     cfg = config(tmp_path, slow.url, database)
     proc = spawn(cfg, "run", *RANGE)
     try:
@@ -165,16 +212,16 @@ def test_kill_9_mid_run_then_rerun(slow: SlowLink, database: str, tmp_path: Path
     assert mark(database) == END
 
 
-def test_two_runs_at_once_cannot_both_write(slow: SlowLink, database: str, tmp_path: Path,
-                                            reference: list[tuple[object, ...]]) -> None:
+def test_two_runs_at_once_cannot_both_write(
+    slow: SlowLink, database: str, tmp_path: Path, reference: list[tuple[object, ...]]
+) -> None:
     cfg = config(tmp_path, slow.url, database)
     first = spawn(cfg, "run", *RANGE)
     try:
         assert wait_until(lambda: mark(database) is not None, 120)
         second = metering(cfg, "run", *RANGE)
         assert second.returncode == 1
-        assert second.stderr.strip().splitlines()[-1].startswith(
-            "Error: another metering run")
+        assert second.stderr.strip().splitlines()[-1].startswith("Error: another metering run")
         _out, err = first.communicate(timeout=300)
         assert first.returncode == 0, err
     finally:
@@ -197,8 +244,9 @@ def own_victoria(tmp_path: Path) -> Iterator[object]:
     server.stop()
 
 
-def test_close_then_late_data_and_a_price_correction(own_victoria: object, database: str,
-                                                     tmp_path: Path) -> None:
+def test_close_then_late_data_and_a_price_correction(
+    own_victoria: object, database: str, tmp_path: Path
+) -> None:
     from lab.victoriametrics import VictoriaMetricsServer
 
     victoria = own_victoria
@@ -218,16 +266,38 @@ def test_close_then_late_data_and_a_price_correction(own_victoria: object, datab
     engine = engine_for(database)
     with Session(engine) as s:
         finals = {(st.account_id, st.month): st.total for st in s.scalars(select(Statement))}
-    assert set(finals) == {(scenario.A, "2026-11"), (scenario.B, "2026-10"),
-                           (scenario.B, "2026-11")}
+    assert set(finals) == {
+        (scenario.A, "2026-11"),
+        (scenario.B, "2026-10"),
+        (scenario.B, "2026-11"),
+    }
     # late data: a volume of account A nobody had seen, in hour 5
-    late = [HistorySeries("ceph_rbd_image_provisioned_bytes", tuple(sorted({
-        "job": "zcp-ceph", "volume_id": "vol9", "storage_class": "fast", "pool": "rbd-fast",
-        "image": "volume-9"}.items())),
-        tuple((T0_MS + k * 60_000, 2**30) for k in range(300, 360))),
-        HistorySeries("zcp_volume_info", tuple(sorted({
-            "job": "zcp-inventory", "volume_id": "vol9", "account_id": scenario.A}.items())),
-            tuple((T0_MS + k * 60_000, 1) for k in range(300, 360)))]
+    late = [
+        HistorySeries(
+            "ceph_rbd_image_provisioned_bytes",
+            tuple(
+                sorted(
+                    {
+                        "job": "zcp-ceph",
+                        "volume_id": "vol9",
+                        "storage_class": "fast",
+                        "pool": "rbd-fast",
+                        "image": "volume-9",
+                    }.items()
+                )
+            ),
+            tuple((T0_MS + k * 60_000, 2**30) for k in range(300, 360)),
+        ),
+        HistorySeries(
+            "zcp_volume_info",
+            tuple(
+                sorted(
+                    {"job": "zcp-inventory", "volume_id": "vol9", "account_id": scenario.A}.items()
+                )
+            ),
+            tuple((T0_MS + k * 60_000, 1) for k in range(300, 360)),
+        ),
+    ]
     victoria.load(late)
     rerun = metering(cfg, "run", *RANGE)
     assert rerun.returncode == 0, rerun.stderr
@@ -235,11 +305,12 @@ def test_close_then_late_data_and_a_price_correction(own_victoria: object, datab
     with Session(engine) as s:
         adjustments = s.scalars(select(Adjustment)).all()
         assert [(a.resource_id, a.reason, a.quantity_delta) for a in adjustments] == [
-            ("vol9", "late-data", Decimal(2**30 * 3600))]
-        assert adjustments[0].amount_delta == (Decimal("0.16") / 720).quantize(
-            Decimal("1e-12"))
-        assert {(st.account_id, st.month): st.total for st in s.scalars(
-            select(Statement))} == finals
+            ("vol9", "late-data", Decimal(2**30 * 3600))
+        ]
+        assert adjustments[0].amount_delta == (Decimal("0.16") / 720).quantize(Decimal("1e-12"))
+        assert {
+            (st.account_id, st.month): st.total for st in s.scalars(select(Statement))
+        } == finals
     # a price correction of a final month: signed lines for the difference only
     book = yaml.safe_load((tmp_path / "prices.yaml").read_text())
     book["prices"][1]["price"] = "0.0060"  # vm.running_hours from 02:00
@@ -248,32 +319,54 @@ def test_close_then_late_data_and_a_price_correction(own_victoria: object, datab
         again = metering(cfg, "run", *RANGE)
         assert again.returncode == 0, again.stderr
     with Session(engine) as s:
-        price = [(a.resource_id, a.period_start.hour, a.amount_delta) for a in s.scalars(
-            select(Adjustment).where(Adjustment.reason == "price-correction")
-            .order_by(Adjustment.resource_id, Adjustment.period_start))]
+        price = [
+            (a.resource_id, a.period_start.hour, a.amount_delta)
+            for a in s.scalars(
+                select(Adjustment)
+                .where(Adjustment.reason == "price-correction")
+                .order_by(Adjustment.resource_id, Adjustment.period_start)
+            )
+        ]
     assert price == [("vm1", h, Decimal("0.001")) for h in (2, 3, 4, 5)] + [
-        ("vm2", 2, Decimal("0.001")), ("vm2", 3, Decimal("0.000166666667"))]
+        ("vm2", 2, Decimal("0.001")),
+        ("vm2", 3, Decimal("0.000166666667")),
+    ]
     engine.dispose()
 
 
-def test_bad_input_is_one_line_and_writes_nothing(history_victoria: str, tmp_path: Path,
-                                                  sqlite_url: str) -> None:
+def test_bad_input_is_one_line_and_writes_nothing(
+    history_victoria: str, tmp_path: Path, sqlite_url: str
+) -> None:
     cfg = config(tmp_path, history_victoria, sqlite_url)
-    (tmp_path / "prices.yaml").write_text(yaml.safe_dump({
-        **scenario.PRICES, "prices": [*scenario.PRICES["prices"], {  # type: ignore[list-item]
-            "meter": "vm.running_hours", "price": "0.1", "from": "2026-06-01"}]}))
+    (tmp_path / "prices.yaml").write_text(
+        yaml.safe_dump(
+            {
+                **scenario.PRICES,
+                "prices": [
+                    *scenario.PRICES["prices"],
+                    {  # type: ignore[list-item]
+                        "meter": "vm.running_hours",
+                        "price": "0.1",
+                        "from": "2026-06-01",
+                    },
+                ],
+            }
+        )
+    )
     bad = metering(cfg, "run", *RANGE)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1] == (
         f"Error: invalid price book {tmp_path / 'prices.yaml'}: prices[10] (vm.running_hours) "
-        "overlaps prices[0] (vm.running_hours): both price vm.running_hours from 2026-06-01")
+        "overlaps prices[0] (vm.running_hours): both price vm.running_hours from 2026-06-01"
+    )
     (tmp_path / "prices.yaml").write_text(yaml.safe_dump(scenario.PRICES))
     # an unreachable query API: one line, a failed run recorded, nothing else, watermark unmoved
     down = config(tmp_path, "http://127.0.0.1:9", sqlite_url)
     failed = metering(down, "run", *RANGE)
     assert failed.returncode == 1
     assert failed.stderr.strip().splitlines()[-1] == (
-        "Error: cannot reach the query API at http://127.0.0.1:9: ConnectionError")
+        "Error: cannot reach the query API at http://127.0.0.1:9: ConnectionError"
+    )
     assert rows(sqlite_url) == [] and mark(sqlite_url) is None
     # an erroring one (a wrong path answers 404)
     wrong = config(tmp_path, history_victoria + "/nope", sqlite_url)
@@ -289,8 +382,9 @@ def test_bad_input_is_one_line_and_writes_nothing(history_victoria: str, tmp_pat
     assert refused.returncode == 1 and "has not settled" in refused.stderr
 
 
-def test_the_database_going_away_mid_run(slow: SlowLink, tmp_path: Path,
-                                         reference: list[tuple[object, ...]]) -> None:
+def test_the_database_going_away_mid_run(
+    slow: SlowLink, tmp_path: Path, reference: list[tuple[object, ...]]
+) -> None:
     from lab.postgres import PostgresServer
 
     pg = PostgresServer(tmp_path / "pg")
@@ -312,27 +406,33 @@ def test_the_database_going_away_mid_run(slow: SlowLink, tmp_path: Path,
         pg.remove()
 
 
-def test_the_job_pushes_its_metrics(history_victoria: str, tmp_path: Path,
-                                    sqlite_url: str) -> None:
+def test_the_job_pushes_its_metrics(history_victoria: str, tmp_path: Path, sqlite_url: str) -> None:
     from lab.procs import Daemon, free_port
     from tests.conftest import need_binary
 
     binary = need_binary("prometheus-pushgateway", "prometheus-pushgateway")
     port = free_port()
-    gw = Daemon("pushgateway", [binary, f"--web.listen-address=127.0.0.1:{port}"],
-                tmp_path / "pgw", f"http://127.0.0.1:{port}/-/ready")
+    gw = Daemon(
+        "pushgateway",
+        [binary, f"--web.listen-address=127.0.0.1:{port}"],
+        tmp_path / "pgw",
+        f"http://127.0.0.1:{port}/-/ready",
+    )
     gw.start()
     try:
         url = f"http://127.0.0.1:{port}"
-        ok = metering(config(tmp_path, history_victoria, sqlite_url, pushgateway_url=url),
-                      "run", *RANGE)
+        ok = metering(
+            config(tmp_path, history_victoria, sqlite_url, pushgateway_url=url), "run", *RANGE
+        )
         assert ok.returncode == 0, ok.stderr
 
         def pushed() -> dict[str, float]:
             text = requests.get(f"{url}/metrics", timeout=10).text
-            return {line.split("{")[0]: float(line.rsplit(" ", 1)[1])
-                    for line in text.splitlines()
-                    if line.startswith("zcp_metering_") and 'job="zcp-metering"' in line}
+            return {
+                line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("zcp_metering_") and 'job="zcp-metering"' in line
+            }
 
         first = pushed()
         assert first["zcp_metering_last_run_success"] == 1
@@ -341,20 +441,25 @@ def test_the_job_pushes_its_metrics(history_victoria: str, tmp_path: Path,
         # the month-to-date usage per tenant and meter, in billing units, for the dashboards
         from prometheus_client.parser import text_string_to_metric_families
 
-        usage = {(m.labels["account_id"], m.labels["meter"], m.labels["month"]): m.value
-                 for f in text_string_to_metric_families(
-                     requests.get(f"{url}/metrics", timeout=10).text)
-                 if f.name == "zcp_metering_usage" for m in f.samples}
+        usage = {
+            (m.labels["account_id"], m.labels["meter"], m.labels["month"]): m.value
+            for f in text_string_to_metric_families(requests.get(f"{url}/metrics", timeout=10).text)
+            if f.name == "zcp_metering_usage"
+            for m in f.samples
+        }
         assert usage[(scenario.A, "vm.running_hours", "2026-11")] == 6  # vm1, six hours
         assert usage[(scenario.A, "ip.hours", "2026-11")] == 6
         assert all(month == "2026-11" for _a, _m, month in usage)
-        fail = metering(config(tmp_path, "http://127.0.0.1:9", sqlite_url,
-                               pushgateway_url=url), "run", *RANGE)
+        fail = metering(
+            config(tmp_path, "http://127.0.0.1:9", sqlite_url, pushgateway_url=url), "run", *RANGE
+        )
         assert fail.returncode == 1
         after = pushed()
         assert after["zcp_metering_last_run_success"] == 0
         # the last success stays visible (MeteringJobLate needs it)
-        assert after["zcp_metering_last_success_timestamp_seconds"] == \
-            first["zcp_metering_last_success_timestamp_seconds"]
+        assert (
+            after["zcp_metering_last_success_timestamp_seconds"]
+            == first["zcp_metering_last_success_timestamp_seconds"]
+        )
     finally:
         gw.stop()

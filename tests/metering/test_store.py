@@ -17,21 +17,38 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def row(key: str, quantity: Decimal, start: datetime) -> dict[str, object]:
-    return {"key": key, "meter": "volume.gib_hours", "period_start": start,
-            "period_end": start + timedelta(hours=1), "resource_id": f"vol-{key}",
-            "storage_class": "fast", "account_id": "acct-a", "quantity": quantity,
-            "unit": "byte*s", "samples": 61, "longest_gap_s": Decimal("60.000"),
-            "unbilled_s": Decimal(0), "resets": 0, "flags": "", "query": "q",
-            "evaluated_at": start + timedelta(hours=1, milliseconds=-1),
-            "samples_hash": "h" * 32, "run_id": "run-1"}
+    return {
+        "key": key,
+        "meter": "volume.gib_hours",
+        "period_start": start,
+        "period_end": start + timedelta(hours=1),
+        "resource_id": f"vol-{key}",
+        "storage_class": "fast",
+        "account_id": "acct-a",
+        "quantity": quantity,
+        "unit": "byte*s",
+        "samples": 61,
+        "longest_gap_s": Decimal("60.000"),
+        "unbilled_s": Decimal(0),
+        "resets": 0,
+        "flags": "",
+        "query": "q",
+        "evaluated_at": start + timedelta(hours=1, milliseconds=-1),
+        "samples_hash": "h" * 32,
+        "run_id": "run-1",
+    }
 
 
 def test_bulk_rows_read_back_exactly(database: str) -> None:
     engine = engine_for(database)
     upgrade(engine)
     paris = timezone(timedelta(hours=1))
-    quantities = [Decimal("1.0"), Decimal("38654705664000"),
-                  Decimal("0.00000000000000000001"), Decimal("123456789012345678.5")]
+    quantities = [
+        Decimal("1.0"),
+        Decimal("38654705664000"),
+        Decimal("0.00000000000000000001"),
+        Decimal("123456789012345678.5"),
+    ]
     bulk = [row(f"k{i}", q, T0 + timedelta(hours=i)) for i, q in enumerate(quantities)]
     bulk.append(row("k-paris", Decimal("7"), datetime(2026, 11, 1, 5, tzinfo=paris)))
     with Session(engine) as s, s.begin():

@@ -23,13 +23,18 @@ def test_unknown_key_is_named() -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config({"inventory": {"refresh_intervall_seconds": 5}}, "site.yaml")
     assert str(exc.value) == (
-        "invalid config site.yaml: inventory.refresh_intervall_seconds: unknown key")
+        "invalid config site.yaml: inventory.refresh_intervall_seconds: unknown key"
+    )
 
 
 def test_bad_values_are_named_with_the_reason() -> None:
     with pytest.raises(ConfigError) as exc:
-        parse_config({"cloudstack": {**CS, "url": "cloud.example.com", "timeout_seconds": 0},
-                      "inventory": {"storage_classes": {"ceph-ssd": "turbo"}}})
+        parse_config(
+            {
+                "cloudstack": {**CS, "url": "cloud.example.com", "timeout_seconds": 0},
+                "inventory": {"storage_classes": {"ceph-ssd": "turbo"}},
+            }
+        )
     msg = str(exc.value)
     assert "cloudstack.url: must start with http:// or https://" in msg
     assert "cloudstack.timeout_seconds: Input should be greater than or equal to 1" in msg
@@ -41,13 +46,21 @@ def test_missing_required_key() -> None:
         parse_config({"cloudstack": {"url": CS["url"], "api_key": "k"}})
 
 
-def test_secrets_from_env_and_file_never_shown(tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_from_env_and_file_never_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text("file-secret-value\n")
     monkeypatch.setenv("CS_KEY", "env-key-value")
-    cfg = parse_config({"cloudstack": {**CS, "api_key": {"env": "CS_KEY"},
-                                       "secret_key": {"file": str(secret_file)}}})
+    cfg = parse_config(
+        {
+            "cloudstack": {
+                **CS,
+                "api_key": {"env": "CS_KEY"},
+                "secret_key": {"file": str(secret_file)},
+            }
+        }
+    )
     assert cfg.cloudstack is not None
     assert cfg.cloudstack.api_key.get_secret_value() == "env-key-value"
     assert cfg.cloudstack.secret_key.get_secret_value() == "file-secret-value"
@@ -56,8 +69,11 @@ def test_secrets_from_env_and_file_never_shown(tmp_path: Path,
 
 
 def test_secret_references_that_do_not_resolve(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"cloudstack\.api_key: environment variable "
-                                          "'NOPE_NOT_SET' is not set"):
+    with pytest.raises(
+        ConfigError,
+        match=r"cloudstack\.api_key: environment variable "
+        "'NOPE_NOT_SET' is not set",
+    ):
         parse_config({"cloudstack": {**CS, "api_key": {"env": "NOPE_NOT_SET"}}})
     with pytest.raises(ConfigError, match=r"cloudstack\.secret_key: cannot read secret file"):
         parse_config({"cloudstack": {**CS, "secret_key": {"file": str(tmp_path / "no")}}})
@@ -85,9 +101,14 @@ def test_loki_url_gets_the_push_path() -> None:
 def test_metering_gap_rules_must_be_ordered() -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config({"metering": {"max_gap_seconds": 7200}}, "site.yaml")
-    assert str(exc.value) == ("invalid config site.yaml: metering: needs "
-                              "scrape_interval_seconds <= max_gap_seconds <= "
-                              "max_outage_seconds")
-    assert parse_config({"metering": {"max_gap_seconds": 7200,
-                                      "max_outage_seconds": 7200}}).metering.max_gap_seconds \
+    assert str(exc.value) == (
+        "invalid config site.yaml: metering: needs "
+        "scrape_interval_seconds <= max_gap_seconds <= "
+        "max_outage_seconds"
+    )
+    assert (
+        parse_config(
+            {"metering": {"max_gap_seconds": 7200, "max_outage_seconds": 7200}}
+        ).metering.max_gap_seconds
         == 7200
+    )

@@ -87,8 +87,12 @@ def test_push_payload_follows_the_loki_contract(loki: LokiReceiver) -> None:
     assert len(loki.pushes) == 1
     assert loki.content_types == ["application/json"]
     (stream,) = loki.pushes[0]["streams"]
-    assert stream["stream"] == {"service": "zcp-test", "host": socket.gethostname(),
-                                "level": "warning", "site": "lab"}
+    assert stream["stream"] == {
+        "service": "zcp-test",
+        "host": socket.gethostname(),
+        "level": "warning",
+        "site": "lab",
+    }
     ((ts, line),) = stream["values"]
     assert isinstance(ts, str) and ts.isdigit()
     assert before - 1_000_000 <= int(ts) <= after  # the record's own time, in nanoseconds
@@ -100,8 +104,9 @@ def test_push_payload_follows_the_loki_contract(loki: LokiReceiver) -> None:
 
 def test_unreachable_loki_never_blocks_nor_raises(capsys: pytest.CaptureFixture[str]) -> None:
     port = free_port()  # nothing listens there
-    cfg = parse_config({"logging": {"loki": {"url": f"http://127.0.0.1:{port}",
-                                             "timeout_seconds": 1}}})
+    cfg = parse_config(
+        {"logging": {"loki": {"url": f"http://127.0.0.1:{port}", "timeout_seconds": 1}}}
+    )
     logs.setup_logging("zcp-test", cfg.logging)
     for i in range(20):
         logging.getLogger("zcp.test").error("event %d", i)
@@ -114,8 +119,9 @@ def test_unreachable_loki_never_blocks_nor_raises(capsys: pytest.CaptureFixture[
 
 def test_full_queue_drops_and_counts(loki: LokiReceiver) -> None:
     loki.hold.clear()  # Loki hangs: the sender is stuck on its first push
-    cfg = parse_config({"logging": {"loki": {"url": loki.url, "queue_size": 5,
-                                             "timeout_seconds": 30}}})
+    cfg = parse_config(
+        {"logging": {"loki": {"url": loki.url, "queue_size": 5, "timeout_seconds": 30}}}
+    )
     logs.setup_logging("zcp-test", cfg.logging)
     log = logging.getLogger("zcp.test")
     log.info("event 0")
@@ -148,8 +154,9 @@ def test_text_format_for_humans(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_records_left_at_close_are_counted_as_dropped(loki: LokiReceiver) -> None:
     loki.hold.clear()  # Loki hangs
-    cfg = parse_config({"logging": {"loki": {"url": loki.url, "queue_size": 100,
-                                             "timeout_seconds": 30}}})
+    cfg = parse_config(
+        {"logging": {"loki": {"url": loki.url, "queue_size": 100, "timeout_seconds": 30}}}
+    )
     logs.setup_logging("zcp-test", cfg.logging)
     log = logging.getLogger("zcp.test")
     log.info("event 0")
@@ -163,10 +170,12 @@ def test_records_left_at_close_are_counted_as_dropped(loki: LokiReceiver) -> Non
 
 
 def test_a_failing_source_is_logged_on_change_not_on_every_scrape(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     now = [0.0]
-    flog = logs.FailureLog(logging.getLogger("zcp.test.src"), "src failed", every=300,
-                           clock=lambda: now[0])
+    flog = logs.FailureLog(
+        logging.getLogger("zcp.test.src"), "src failed", every=300, clock=lambda: now[0]
+    )
     with caplog.at_level(logging.INFO, logger="zcp.test.src"):
         for _ in range(100):  # a hundred scrapes of the same failure: one line
             flog.failed("rbd", "timed out")
@@ -177,10 +186,19 @@ def test_a_failing_source_is_logged_on_change_not_on_every_scrape(
             flog.failed("rbd", "permission denied")  # still failing after `every`: a reminder
         flog.ok("rbd")
         flog.ok("rbd")  # healthy again and again: logged once
-    got = [(r.levelname, r.getMessage(), getattr(r, "error", None),
-            getattr(r, "failures_since_last_log", None), getattr(r, "failures", None))
-           for r in caplog.records]
-    assert got == [("WARNING", "src failed", "timed out", None, None),
-                   ("WARNING", "src failed", "permission denied", None, None),
-                   ("WARNING", "src failed", "permission denied", 1, None),
-                   ("INFO", "src failed: recovered", None, None, 3)]
+    got = [
+        (
+            r.levelname,
+            r.getMessage(),
+            getattr(r, "error", None),
+            getattr(r, "failures_since_last_log", None),
+            getattr(r, "failures", None),
+        )
+        for r in caplog.records
+    ]
+    assert got == [
+        ("WARNING", "src failed", "timed out", None, None),
+        ("WARNING", "src failed", "permission denied", None, None),
+        ("WARNING", "src failed", "permission denied", 1, None),
+        ("INFO", "src failed: recovered", None, None, 3),
+    ]

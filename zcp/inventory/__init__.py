@@ -35,8 +35,10 @@ def inventory_loader(cfg: Config, source: str | None = None) -> Callable[[], Inv
         return CloudStackSource(cfg.cloudstack, cfg.inventory.storage_classes).load
     if source == "service":
         if cfg.inventory.service is None:
-            raise ConfigError("inventory source is service but the config has no "
-                              "inventory.service: (url of the inventory service)")
+            raise ConfigError(
+                "inventory source is service but the config has no "
+                "inventory.service: (url of the inventory service)"
+            )
         from zcp.inventory.remote import ServiceSource
 
         return ServiceSource(cfg.inventory.service).load

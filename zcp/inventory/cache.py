@@ -94,8 +94,11 @@ class InventoryCache:
             self._loaded.set()
             log.info(
                 "inventory refreshed",
-                extra={"source": inventory.source, "duration_s": round(self.last_duration, 3),
-                       **inventory.counts()},
+                extra={
+                    "source": inventory.source,
+                    "duration_s": round(self.last_duration, 3),
+                    **inventory.counts(),
+                },
             )
             if self._cache_file is not None:
                 self._write_cache_file(self._cache_file, inventory)
@@ -147,8 +150,10 @@ class InventoryCache:
         except FileNotFoundError:
             return
         except (OSError, ValidationError, ValueError) as exc:
-            log.warning("ignoring unreadable inventory cache", extra={"path": str(path),
-                                                                      "error": str(exc)[:200]})
+            log.warning(
+                "ignoring unreadable inventory cache",
+                extra={"path": str(path), "error": str(exc)[:200]},
+            )
             return
         with self._lock:
             self._inventory = inventory
@@ -160,8 +165,9 @@ class InventoryCache:
         try:
             write_atomic(path, inventory.model_dump_json())
         except OSError as exc:
-            log.warning("cannot write inventory cache", extra={"path": str(path),
-                                                               "error": str(exc)})
+            log.warning(
+                "cannot write inventory cache", extra={"path": str(path), "error": str(exc)}
+            )
 
     # -- self metrics ---------------------------------------------------------------------------
     def collect(self) -> Iterator[Metric]:

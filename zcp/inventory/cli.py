@@ -20,10 +20,26 @@ def inventory() -> None:
 
 KINDS = {
     "tenants": ("tenants", ["account_id", "name", "domain_path", "state", "projects"]),
-    "vms": ("vms", ["id", "instance_name", "name", "account", "project", "zone", "host",
-                    "service_offering", "vcpus", "memory_bytes", "state"]),
-    "volumes": ("volumes", ["id", "name", "type", "vm_id", "account", "storage_class",
-                            "size_bytes", "rbd_image"]),
+    "vms": (
+        "vms",
+        [
+            "id",
+            "instance_name",
+            "name",
+            "account",
+            "project",
+            "zone",
+            "host",
+            "service_offering",
+            "vcpus",
+            "memory_bytes",
+            "state",
+        ],
+    ),
+    "volumes": (
+        "volumes",
+        ["id", "name", "type", "vm_id", "account", "storage_class", "size_bytes", "rbd_image"],
+    ),
     "nics": ("nics", ["id", "mac", "vm_id", "network_name", "ip"]),
     "public-ips": ("public_ips", ["id", "address", "account", "zone", "vm_id", "source_nat"]),
     "pools": ("storage_pools", ["id", "name", "type", "path", "zone", "storage_class"]),
@@ -46,12 +62,22 @@ def _rows(inv: Any, attr: str, columns: list[str]) -> list[list[Any]]:
 
 
 @inventory.command("show")
-@click.option("--source", type=click.Choice(["file", "cloudstack", "service"]), default=None,
-              help="Where to read from (default: inventory.source in the config).")
-@click.option("--kind", type=click.Choice(["all", *KINDS]), default="all", show_default=True,
-              help="Which records to print.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+@click.option(
+    "--source",
+    type=click.Choice(["file", "cloudstack", "service"]),
+    default=None,
+    help="Where to read from (default: inventory.source in the config).",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["all", *KINDS]),
+    default="all",
+    show_default=True,
+    help="Which records to print.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
 @click.pass_context
 def inventory_show(ctx: click.Context, source: str | None, kind: str, fmt: str) -> None:
     """Load the inventory once and print it.
@@ -67,16 +93,22 @@ def inventory_show(ctx: click.Context, source: str | None, kind: str, fmt: str) 
         if not cache.wait_loaded(0):
             raise
         inv = cache.current()
-        click.echo(f"warning: {exc}; showing the cached copy from {inv.fetched_at} "
-                   f"({cache.age_seconds():.0f}s old)", err=True)
+        click.echo(
+            f"warning: {exc}; showing the cached copy from {inv.fetched_at} "
+            f"({cache.age_seconds():.0f}s old)",
+            err=True,
+        )
     if fmt == "json":
         doc = json.loads(inv.model_dump_json())
         if kind != "all":
             doc = {KINDS[kind][0]: doc[KINDS[kind][0]]}
         click.echo(json.dumps(doc, indent=2))
         return
-    click.echo(f"# inventory from {inv.source}, fetched {inv.fetched_at:%Y-%m-%d %H:%M:%S} UTC"
-               if inv.fetched_at else f"# inventory from {inv.source}")
+    click.echo(
+        f"# inventory from {inv.source}, fetched {inv.fetched_at:%Y-%m-%d %H:%M:%S} UTC"
+        if inv.fetched_at
+        else f"# inventory from {inv.source}"
+    )
     for name, (attr, columns) in KINDS.items():
         if kind not in ("all", name):
             continue

@@ -172,8 +172,9 @@ def build_inventory(
     for p in projects:
         owner = account_id.get(_owner_key(p.get("domainid", ""), _project_owner(p)))
         if owner is None:
-            log.warning("project without a known owner account; left out",
-                        extra={"project_id": p["id"]})
+            log.warning(
+                "project without a known owner account; left out", extra={"project_id": p["id"]}
+            )
             continue
         project_owner[p["id"]] = owner
         by_account_projects.setdefault(owner, []).append(Project(id=p["id"], name=p["name"]))
@@ -196,18 +197,26 @@ def build_inventory(
         else:
             owner = account_id.get(_owner_key(obj.get("domainid", ""), obj.get("account", "")))
         if owner is None:
-            log.warning(f"{kind} without a known owner account; left out",
-                        extra={f"{kind}_id": obj.get("id")})
+            log.warning(
+                f"{kind} without a known owner account; left out",
+                extra={f"{kind}_id": obj.get("id")},
+            )
         return owner
 
     storage_pools: list[StoragePool] = []
     for p in pools:
         tags = tuple(t.strip() for t in str(p.get("tags") or "").split(",") if t.strip())
-        storage_pools.append(StoragePool(
-            id=p["id"], name=p["name"], type=str(p.get("type", "")), path=str(p.get("path", "")),
-            zone=p.get("zonename", ""), tags=tags,
-            storage_class=storage_class_of(p["name"], tags, storage_classes),
-        ))
+        storage_pools.append(
+            StoragePool(
+                id=p["id"],
+                name=p["name"],
+                type=str(p.get("type", "")),
+                path=str(p.get("path", "")),
+                zone=p.get("zonename", ""),
+                tags=tags,
+                storage_class=storage_class_of(p["name"], tags, storage_classes),
+            )
+        )
     pool_by_id = {p.id: p for p in storage_pools}
 
     inv_vms: list[VM] = []
@@ -216,19 +225,33 @@ def build_inventory(
         owner = owner_of(v, "vm")
         if owner is None:
             continue
-        inv_vms.append(VM(
-            id=v["id"], instance_name=v.get("instancename", ""), name=v.get("name", ""),
-            account_id=owner, project_id=v.get("projectid", ""), zone=v.get("zonename", ""),
-            host=v.get("hostname", ""), service_offering=v.get("serviceofferingname", ""),
-            vcpus=int(v.get("cpunumber") or 0), memory_bytes=int(v.get("memory") or 0) * MIB,
-            state=v.get("state", ""),
-        ))
+        inv_vms.append(
+            VM(
+                id=v["id"],
+                instance_name=v.get("instancename", ""),
+                name=v.get("name", ""),
+                account_id=owner,
+                project_id=v.get("projectid", ""),
+                zone=v.get("zonename", ""),
+                host=v.get("hostname", ""),
+                service_offering=v.get("serviceofferingname", ""),
+                vcpus=int(v.get("cpunumber") or 0),
+                memory_bytes=int(v.get("memory") or 0) * MIB,
+                state=v.get("state", ""),
+            )
+        )
         for n in v.get("nic", []):
-            nics.append(Nic(
-                id=n["id"], mac=str(n.get("macaddress", "")).lower(), vm_id=v["id"],
-                network_id=n.get("networkid", ""), network_name=n.get("networkname", ""),
-                ip=n.get("ipaddress", ""), is_default=bool(n.get("isdefault", False)),
-            ))
+            nics.append(
+                Nic(
+                    id=n["id"],
+                    mac=str(n.get("macaddress", "")).lower(),
+                    vm_id=v["id"],
+                    network_id=n.get("networkid", ""),
+                    network_name=n.get("networkname", ""),
+                    ip=n.get("ipaddress", ""),
+                    is_default=bool(n.get("isdefault", False)),
+                )
+            )
     vm_ids = {v.id for v in inv_vms}
 
     inv_volumes: list[Volume] = []
@@ -241,15 +264,22 @@ def build_inventory(
         if pool is not None and pool.type.upper() == "RBD" and vol.get("path"):
             rbd = f"{pool.path}/{vol['path']}"
         vm_id = vol.get("virtualmachineid", "")
-        inv_volumes.append(Volume(
-            id=vol["id"], name=vol.get("name", ""), account_id=owner,
-            vm_id=vm_id if vm_id in vm_ids else "", project_id=vol.get("projectid", ""),
-            type=vol.get("type", ""),
-            device_id=int(vol["deviceid"]) if vol.get("deviceid") is not None else None,
-            pool_id=vol.get("storageid", ""), pool=vol.get("storage", ""),
-            storage_class=pool.storage_class if pool else None,
-            size_bytes=int(vol.get("size") or 0), rbd_image=rbd,
-        ))
+        inv_volumes.append(
+            Volume(
+                id=vol["id"],
+                name=vol.get("name", ""),
+                account_id=owner,
+                vm_id=vm_id if vm_id in vm_ids else "",
+                project_id=vol.get("projectid", ""),
+                type=vol.get("type", ""),
+                device_id=int(vol["deviceid"]) if vol.get("deviceid") is not None else None,
+                pool_id=vol.get("storageid", ""),
+                pool=vol.get("storage", ""),
+                storage_class=pool.storage_class if pool else None,
+                size_bytes=int(vol.get("size") or 0),
+                rbd_image=rbd,
+            )
+        )
 
     public_ips: list[PublicIp] = []
     for ip in ips:
@@ -257,16 +287,27 @@ def build_inventory(
         if owner is None:
             continue
         vm_id = ip.get("virtualmachineid", "")
-        public_ips.append(PublicIp(
-            id=ip["id"], address=ip["ipaddress"], account_id=owner,
-            project_id=ip.get("projectid", ""), zone=ip.get("zonename", ""),
-            vm_id=vm_id if vm_id in vm_ids else "",
-            network_id=ip.get("associatednetworkid", ""),
-            source_nat=bool(ip.get("issourcenat", False)), state=ip.get("state", ""),
-        ))
+        public_ips.append(
+            PublicIp(
+                id=ip["id"],
+                address=ip["ipaddress"],
+                account_id=owner,
+                project_id=ip.get("projectid", ""),
+                zone=ip.get("zonename", ""),
+                vm_id=vm_id if vm_id in vm_ids else "",
+                network_id=ip.get("associatednetworkid", ""),
+                source_nat=bool(ip.get("issourcenat", False)),
+                state=ip.get("state", ""),
+            )
+        )
 
     return Inventory(
-        source="cloudstack", fetched_at=datetime.now(UTC), tenants=tenants,
-        storage_pools=tuple(storage_pools), vms=tuple(inv_vms), volumes=tuple(inv_volumes),
-        nics=tuple(nics), public_ips=tuple(public_ips),
+        source="cloudstack",
+        fetched_at=datetime.now(UTC),
+        tenants=tenants,
+        storage_pools=tuple(storage_pools),
+        vms=tuple(inv_vms),
+        volumes=tuple(inv_volumes),
+        nics=tuple(nics),
+        public_ips=tuple(public_ips),
     )

@@ -145,8 +145,9 @@ class Inventory(_Record):
                     raise ValueError(f"{kind}: {item.id} names unknown VM {item.vm_id!r}")
         return self
 
-    def model_copy(self, *, update: Mapping[str, Any] | None = None,
-                   deep: bool = False) -> Inventory:
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> Inventory:
         """A copy with ``update`` applied, validated again and with fresh indexes (pydantic's
         own copy would carry the cached indexes over and skip the reference checks)."""
         data = {name: getattr(self, name) for name in type(self).model_fields}

@@ -25,8 +25,9 @@ class ServiceSource:
     """Loads an :class:`Inventory` from the inventory service; remembers the last copy and its
     ETag so that an unchanged inventory is not transferred again."""
 
-    def __init__(self, cfg: InventoryServiceSource,
-                 session: requests.Session | None = None) -> None:
+    def __init__(
+        self, cfg: InventoryServiceSource, session: requests.Session | None = None
+    ) -> None:
         self.cfg = cfg
         self.url = cfg.url + PATH
         self.params = {"host": cfg.host} if cfg.host else {}
@@ -41,14 +42,18 @@ class ServiceSource:
         if self.etag is not None and self.last is not None:
             headers["If-None-Match"] = self.etag
         try:
-            resp = self.session.get(self.url, params=self.params, headers=headers,
-                                    timeout=self.cfg.timeout_seconds)
+            resp = self.session.get(
+                self.url, params=self.params, headers=headers, timeout=self.cfg.timeout_seconds
+            )
         except requests.Timeout:
-            raise InventoryError(f"the inventory service at {self.cfg.url} did not answer "
-                                 f"within {self.cfg.timeout_seconds:g}s") from None
+            raise InventoryError(
+                f"the inventory service at {self.cfg.url} did not answer "
+                f"within {self.cfg.timeout_seconds:g}s"
+            ) from None
         except requests.RequestException as exc:
-            raise InventoryError(f"cannot reach the inventory service at {self.cfg.url}: "
-                                 f"{type(exc).__name__}") from None
+            raise InventoryError(
+                f"cannot reach the inventory service at {self.cfg.url}: {type(exc).__name__}"
+            ) from None
         if resp.status_code == 304 and self.last is not None:
             self.not_modified += 1
             fetched = _fetched_at(resp.headers.get(FETCHED_AT_HEADER))
@@ -57,13 +62,17 @@ class ServiceSource:
             return self.last
         if resp.status_code != 200:
             reason = resp.text.strip().splitlines()[0][:200] if resp.text.strip() else ""
-            raise InventoryError(f"the inventory service at {self.cfg.url} answered "
-                                 f"{resp.status_code}" + (f": {reason}" if reason else ""))
+            raise InventoryError(
+                f"the inventory service at {self.cfg.url} answered "
+                f"{resp.status_code}" + (f": {reason}" if reason else "")
+            )
         try:
             inventory = Inventory.model_validate_json(resp.content)
         except (ValidationError, ValueError) as exc:
-            raise InventoryError(f"the inventory service at {self.cfg.url} sent an invalid "
-                                 f"inventory: {str(exc).splitlines()[0][:200]}") from None
+            raise InventoryError(
+                f"the inventory service at {self.cfg.url} sent an invalid "
+                f"inventory: {str(exc).splitlines()[0][:200]}"
+            ) from None
         self.etag = resp.headers.get("ETag")
         self.last = inventory
         return inventory

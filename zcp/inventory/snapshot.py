@@ -37,11 +37,20 @@ def host_view(inv: Inventory, host: str) -> Inventory:
     volumes = tuple(v for vm_id in sorted(ids) for v in inv.volumes_by_vm.get(vm_id, ()))
     nics = tuple(n for vm_id in sorted(ids) for n in inv.nics_by_vm.get(vm_id, ()))
     ips = tuple(ip for ip in inv.public_ips if ip.vm_id in ids)
-    owners = {vm.account_id for vm in vms} | {v.account_id for v in volumes} | \
-        {ip.account_id for ip in ips}
-    return inv.model_copy(update={
-        "tenants": tuple(t for t in inv.tenants if t.account_id in owners),
-        "vms": vms, "volumes": volumes, "nics": nics, "public_ips": ips})
+    owners = (
+        {vm.account_id for vm in vms}
+        | {v.account_id for v in volumes}
+        | {ip.account_id for ip in ips}
+    )
+    return inv.model_copy(
+        update={
+            "tenants": tuple(t for t in inv.tenants if t.account_id in owners),
+            "vms": vms,
+            "volumes": volumes,
+            "nics": nics,
+            "public_ips": ips,
+        }
+    )
 
 
 def encode(inv: Inventory) -> Encoded:

@@ -27,9 +27,7 @@ def parse_inventory(data: Any, source: str) -> Inventory:
         raise InventoryError(f"invalid inventory {source}: the top level must be a mapping")
     data = {k: v for k, v in data.items() if k not in ("source", "fetched_at")}
     try:
-        return Inventory.model_validate(
-            {**data, "source": "file", "fetched_at": datetime.now(UTC)}
-        )
+        return Inventory.model_validate({**data, "source": "file", "fetched_at": datetime.now(UTC)})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

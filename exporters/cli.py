@@ -41,6 +41,26 @@ def _deadline(name: str) -> Any:
     )
 
 
+def _web(func: Any) -> Any:
+    """The HTTP server's flags, named as node_exporter's."""
+    func = click.option(
+        "--web.max-requests",
+        "max_requests",
+        type=click.IntRange(1, 10000),
+        default=None,
+        help="Requests handled at once; beyond them the answer is 503 (default: "
+        "exporters.<name>.max_requests, 40).",
+    )(func)
+    return click.option(
+        "--web.config.file",
+        "web_config_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Prometheus's web configuration file: TLS and basic auth, reloaded on change "
+        "(default: exporters.<name>.web_config_file, none).",
+    )(func)
+
+
 @click.group(cls=ZcpGroup, context_settings=CONTEXT)
 @click.pass_context
 def exporter(ctx: click.Context) -> None:
@@ -65,6 +85,7 @@ def service_name(exporter_name: str) -> str:
 )
 @_listen("libvirt", "127.0.0.1:9177")
 @_deadline("libvirt")
+@_web
 @click.option(
     "--hostname",
     default=None,
@@ -134,6 +155,7 @@ def exporter_libvirt(ctx: click.Context, groups: str | None, **flags: Any) -> No
 )
 @_listen("ovs", "127.0.0.1:9475")
 @_deadline("ovs")
+@_web
 @click.pass_context
 def exporter_ovs(ctx: click.Context, **flags: Any) -> None:
     """Export Open vSwitch interfaces (per-VM ports with CloudStack identity), tunnels,
@@ -159,6 +181,7 @@ def exporter_ovs(ctx: click.Context, **flags: Any) -> None:
 )
 @_listen("ceph", "127.0.0.1:9284; the mgr prometheus module has 9283")
 @_deadline("ceph")
+@_web
 @click.pass_context
 def exporter_ceph(ctx: click.Context, **flags: Any) -> None:
     """Export per-tenant Ceph usage by storage class: RBD images (provisioned/used bytes,
@@ -173,6 +196,7 @@ def exporter_ceph(ctx: click.Context, **flags: Any) -> None:
 @exporter.command("inventory")
 @_listen("inventory", "127.0.0.1:9180")
 @_deadline("inventory")
+@_web
 @click.pass_context
 def exporter_inventory(ctx: click.Context, **flags: Any) -> None:
     """The inventory service (one per region or zone): keeps CloudStack's inventory cached and

@@ -11,8 +11,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
@@ -20,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from exporters.exposition import Encoder
-from zcp.errors import ZcpError
+from zcp.httpserver import Handler, HttpServer, Limits, Reply, Request
 from zcp.logs import collect_log_metrics
 
 log = logging.getLogger(__name__)
@@ -49,16 +48,6 @@ class VersionedCollector(Protocol):
     def collect_live(self) -> Iterator[Metric]: ...
 
 
-@dataclass(frozen=True)
-class Reply:
-    """What a route answers: status, content type, body and extra headers."""
-
-    status: int
-    content_type: str
-    body: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
 Route = Callable[[str, Mapping[str, str]], Reply]
 """A path's handler besides /metrics: (query string, request headers with lower-case names)
 -> :class:`Reply`."""
@@ -78,7 +67,8 @@ def scrape_deadline(header: str | None, default: float) -> float:
 
 
 class ExporterServer:
-    """Serve one exporter's collector (and the process's own metrics) over HTTP."""
+    """Serve one exporter's collector (and the process's own metrics) on the shared, hardened
+    HTTP server (:mod:`zcp.httpserver`: limits, TLS and basic auth from a web config file)."""
 
     def __init__(
         self,
@@ -88,9 +78,11 @@ class ExporterServer:
         port: int,
         deadline: float,
         routes: Mapping[str, Route] | None = None,
+        *,
+        limits: Limits | None = None,
+        web_config: Path | None = None,
     ) -> None:
         self.name = name
-        self.routes = dict(routes or {})
         self.host = host
         self.collector = collector
         self.deadline = deadline
@@ -99,27 +91,13 @@ class ExporterServer:
         self.encoder = Encoder()
         self._rendered: dict[tuple[object, bool], bytes] = {}
         self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            # keep-alive (every reply has a Content-Length): Prometheus reuses its connection
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                server._handle(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
-        except OSError as exc:  # taken, not ours, a bad address: one line, no traceback
-            raise ZcpError(
-                f"{name} exporter: cannot listen on {host}:{port}: {exc.strerror or exc}"
-            ) from None
-        self.httpd.daemon_threads = True
-        self.port = int(self.httpd.server_address[1])
+        handlers: dict[str, Handler] = {"/metrics": self._metrics, "/": self._landing}
+        for path, route in (routes or {}).items():
+            handlers[path] = _adapt(route)
+        self.http = HttpServer(
+            f"{name} exporter", host, port, handlers, limits=limits, web_config=web_config
+        )
+        self.port = self.http.port
 
     def _own_metrics(self) -> Iterator[Metric]:
         yield CounterMetricFamily(
@@ -130,35 +108,23 @@ class ExporterServer:
             "Scrapes that failed with an internal error.",
             value=self.scrape_errors,
         )
+        yield from self.http.metrics(f"{self.name}_exporter")
         yield from collect_log_metrics()
 
-    def _handle(self, req: BaseHTTPRequestHandler) -> None:
-        path, _, query = req.path.partition("?")
-        route = self.routes.get(path)
-        if route is not None:
-            try:
-                reply = route(query, {k.lower(): v for k, v in req.headers.items()})
-            except Exception:
-                log.exception("request failed", extra={"path": path})
-                reply = Reply(500, "text/plain", b"internal error\n")
-            self._reply(req, reply.status, reply.content_type, reply.body, reply.headers)
-            return
-        if path in ("/", ""):
-            body = (
-                f"<html><body><h1>zcp {self.name} exporter</h1>"
-                f"<a href='/metrics'>metrics</a></body></html>"
-            ).encode()
-            self._reply(req, 200, "text/html; charset=utf-8", body)
-            return
-        if path != "/metrics":
-            self._reply(req, 404, "text/plain", b"not found\n")
-            return
+    def _landing(self, req: Request) -> Reply:
+        body = (
+            f"<html><body><h1>zcp {self.name} exporter</h1>"
+            f"<a href='/metrics'>metrics</a></body></html>"
+        ).encode()
+        return Reply(200, "text/html; charset=utf-8", body)
+
+    def _metrics(self, req: Request) -> Reply:
         timeout = scrape_deadline(
-            req.headers.get("X-Prometheus-Scrape-Timeout-Seconds"), self.deadline
+            req.headers.get("x-prometheus-scrape-timeout-seconds"), self.deadline
         )
         with self._lock:
             self.scrapes += 1
-        _encoder, content_type = choose_encoder(req.headers.get("Accept", ""))
+        _encoder, content_type = choose_encoder(req.headers.get("accept", ""))
         openmetrics = content_type.startswith("application/openmetrics-text")
         cached = b""
         try:
@@ -179,7 +145,7 @@ class ExporterServer:
             body = cached + self.encoder.openmetrics(families)
         else:
             body = cached + self.encoder.text(families)
-        self._reply(req, 200, content_type, body)
+        return Reply(200, content_type, body)
 
     def _versioned_body(self, collector: VersionedCollector, openmetrics: bool) -> bytes:
         """The rendered families of a collector whose data changes in steps: rendered once per
@@ -201,38 +167,31 @@ class ExporterServer:
             self._rendered[key] = body
         return body
 
-    @staticmethod
-    def _reply(
-        req: BaseHTTPRequestHandler,
-        status: int,
-        ctype: str,
-        body: bytes,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        try:
-            req.send_response(status)
-            req.send_header("Content-Type", ctype)
-            req.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                req.send_header(name, value)
-            req.end_headers()
-            req.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the scraper went away
-
     def serve_forever(self) -> None:
         """Serve until :meth:`shutdown`."""
-        self.httpd.serve_forever()
+        self.http.serve_forever()
 
     def start(self) -> ExporterServer:
         """Serve in a background thread."""
-        threading.Thread(target=self.serve_forever, name=f"{self.name}-http", daemon=True).start()
+        self.http.start()
         return self
 
     def shutdown(self) -> None:
         """Stop serving."""
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.http.shutdown()
+
+
+def _adapt(route: Route) -> Handler:
+    def handler(req: Request) -> Reply:
+        return route(req.query, req.headers)
+
+    return handler
+
+
+def served(section: Any) -> dict[str, Any]:
+    """The HTTP server's settings from an exporter's config section (``limits``,
+    ``web_config``), as keyword arguments of :class:`ExporterServer`."""
+    return {"limits": section.limits(), "web_config": section.web_config_file}
 
 
 def serve_until_signal(

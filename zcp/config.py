@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -25,6 +25,9 @@ from pydantic import (
 )
 
 from zcp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from zcp.httpserver import Limits
 
 CONFIG_ENV = "ZCP_OBS_CONFIG"
 StorageClass = Literal["fast", "flow", "bulk"]
@@ -271,10 +274,44 @@ Deadline = Annotated[
         "X-Prometheus-Scrape-Timeout-Seconds lowers it)",
     ),
 ]
+
+
+class ServedConfig(_Model):
+    """The HTTP server's settings, shared by every exporter (:mod:`zcp.httpserver`)."""
+
+    web_config_file: Path | None = Field(
+        None,
+        description="Prometheus's web configuration file (TLS, basic auth), as node_exporter's "
+        "--web.config.file; reloaded on change",
+    )
+    max_requests: int = Field(
+        40, ge=1, le=10000, description="requests handled at once; beyond them: 503"
+    )
+    max_connections: int = Field(
+        512, ge=1, le=65536, description="open connections; beyond them the oldest idle one goes"
+    )
+    idle_timeout_seconds: float = Field(
+        120.0, gt=0, le=3600, description="a keep-alive connection idle this long is closed"
+    )
+    read_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="a request (and a TLS handshake) must arrive within it"
+    )
+
+    def limits(self) -> Limits:
+        from zcp.httpserver import Limits
+
+        return Limits(
+            max_requests=self.max_requests,
+            max_connections=self.max_connections,
+            idle_timeout=self.idle_timeout_seconds,
+            read_timeout=self.read_timeout_seconds,
+        )
+
+
 LibvirtGroup = Literal["state", "cpu", "balloon", "vcpu", "interface", "block"]
 
 
-class LibvirtExporterConfig(_Model):
+class LibvirtExporterConfig(ServedConfig):
     """``zcp-obs exporter libvirt`` (one per hypervisor)."""
 
     uri: str = "qemu:///system"
@@ -293,7 +330,7 @@ class LibvirtExporterConfig(_Model):
     )
 
 
-class OvsExporterConfig(_Model):
+class OvsExporterConfig(ServedConfig):
     """``zcp-obs exporter ovs`` (one per hypervisor running Open vSwitch)."""
 
     db: str = "unix:/var/run/openvswitch/db.sock"
@@ -315,14 +352,14 @@ class OvsExporterConfig(_Model):
         return value
 
 
-class CephExporterConfig(CephConfig):
+class CephExporterConfig(CephConfig, ServedConfig):
     """``zcp-obs exporter ceph`` (one per Ceph cluster; the mgr module has port 9283)."""
 
     listen: Listen = "127.0.0.1:9284"
     deadline_seconds: Deadline = 8.0
 
 
-class InventoryExporterConfig(_Model):
+class InventoryExporterConfig(ServedConfig):
     """``zcp-obs exporter inventory``: the inventory service (one per region or zone)."""
 
     listen: Listen = "127.0.0.1:9180"

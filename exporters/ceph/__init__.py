@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from exporters.ceph.collector import CephCollector
 from exporters.ceph.sources import CephSources
-from exporters.http import ExporterServer, serve_until_signal
+from exporters.http import ExporterServer, serve_until_signal, served
 from zcp.config import CephExporterConfig, Config, split_listen
 from zcp.errors import ConfigError
 from zcp.inventory import make_cache
@@ -26,7 +26,12 @@ def run(cfg: Config, section: CephExporterConfig) -> None:
     sources = CephSources(section).start()
     host, port = split_listen(section.listen)
     server = ExporterServer(
-        "ceph", CephCollector(sources, cache, section), host, port, section.deadline_seconds
+        "ceph",
+        CephCollector(sources, cache, section),
+        host,
+        port,
+        section.deadline_seconds,
+        **served(section),
     )
     serve_until_signal(
         server,

@@ -4,7 +4,9 @@ for the hypervisor exporters."""
 
 from __future__ import annotations
 
-from exporters.http import ExporterServer, serve_until_signal
+from typing import Any
+
+from exporters.http import ExporterServer, serve_until_signal, served
 from exporters.inventory.service import InventoryService
 from zcp.config import Config, InventoryExporterConfig, split_listen
 from zcp.inventory import make_cache
@@ -15,11 +17,12 @@ DEFAULT_PORT = 9180
 __all__ = ["DEFAULT_PORT", "InventoryService", "run", "serve"]
 
 
-def serve(service: InventoryService, listen: str, deadline: float) -> ExporterServer:
-    """An HTTP server (not started) for ``service``: /metrics and the snapshot route."""
+def serve(service: InventoryService, listen: str, deadline: float, **http: Any) -> ExporterServer:
+    """An HTTP server (not started) for ``service``: /metrics and the snapshot route; ``http``
+    are :class:`ExporterServer`'s server settings (see :func:`exporters.http.served`)."""
     host, port = split_listen(listen)
     return ExporterServer(
-        "inventory", service, host, port, deadline, routes={PATH: service.snapshot}
+        "inventory", service, host, port, deadline, routes={PATH: service.snapshot}, **http
     )
 
 
@@ -27,5 +30,7 @@ def run(cfg: Config, section: InventoryExporterConfig) -> None:
     """Run the inventory service until SIGTERM/SIGINT."""
     cache = make_cache(cfg)
     cache.start()
-    server = serve(InventoryService(cache), section.listen, section.deadline_seconds)
+    server = serve(
+        InventoryService(cache), section.listen, section.deadline_seconds, **served(section)
+    )
     serve_until_signal(server, [cache.stop], source=cfg.inventory.source)

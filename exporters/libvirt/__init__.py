@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from exporters.http import ExporterServer, serve_until_signal
+from exporters.http import ExporterServer, serve_until_signal, served
 from exporters.libvirt.source import GROUP_FLAGS, LibvirtCollector, LibvirtSource
 from zcp.config import Config, LibvirtExporterConfig, split_listen
 from zcp.inventory import make_cache
@@ -29,7 +29,9 @@ def run(cfg: Config, section: LibvirtExporterConfig) -> None:
         source, cache, section.hostname or socket.gethostname(), section.deadline_seconds
     )
     host, port = split_listen(section.listen)
-    server = ExporterServer("libvirt", collector, host, port, section.deadline_seconds)
+    server = ExporterServer(
+        "libvirt", collector, host, port, section.deadline_seconds, **served(section)
+    )
     serve_until_signal(
         server, [source.close, cache.stop], uri=section.uri, inventory=cfg.inventory.source
     )

@@ -4,7 +4,7 @@ connection), ovs-vswitchd through its unixctl socket with a deadline on every ca
 
 from __future__ import annotations
 
-from exporters.http import ExporterServer, serve_until_signal
+from exporters.http import ExporterServer, serve_until_signal, served
 from exporters.ovs.collector import OvsCollector
 from exporters.ovs.replica import OvsdbReplica
 from zcp.config import Config, OvsExporterConfig, split_listen
@@ -28,7 +28,9 @@ def run(cfg: Config, section: OvsExporterConfig) -> None:
         call_timeout=section.call_timeout_seconds,
     )
     host, port = split_listen(section.listen)
-    server = ExporterServer("ovs", collector, host, port, section.deadline_seconds)
+    server = ExporterServer(
+        "ovs", collector, host, port, section.deadline_seconds, **served(section)
+    )
     serve_until_signal(
         server,
         [replica.stop, cache.stop],

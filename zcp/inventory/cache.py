@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from zcp.errors import InventoryError, ZcpError
 from zcp.files import write_atomic
 from zcp.inventory.model import Inventory
+from zcp.logs import FailureLog
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class InventoryCache:
         self.last_error = ""
         self.last_duration = 0.0
         self.last_success: float | None = None
+        self.cache_write_failures = 0
+        self._write_log = FailureLog(log, "cannot write the inventory cache file")
         if cache_file is not None:
             self._load_cache_file(cache_file)
 
@@ -84,7 +87,9 @@ class InventoryCache:
                 raise
             except Exception as exc:  # a bug or an unexpected answer must not kill the thread
                 self._failed(f"{type(exc).__name__}: {exc}", start)
-                raise InventoryError(f"inventory refresh failed: {exc}") from exc
+                raise InventoryError(
+                    f"inventory refresh failed: {type(exc).__name__}: {exc}"
+                ) from exc
             self.last_duration = time.monotonic() - start
             with self._lock:
                 self._inventory = inventory
@@ -160,14 +165,16 @@ class InventoryCache:
         self._loaded.set()
         log.info("inventory loaded from cache file", extra={"path": str(path)})
 
-    @staticmethod
-    def _write_cache_file(path: Path, inventory: Inventory) -> None:
+    def _write_cache_file(self, path: Path, inventory: Inventory) -> None:
+        """Keep the copy on disk; a disk that refuses (read-only, full) costs only the copy on
+        disk: the refresh itself stands, the failure is counted and logged on change."""
         try:
             write_atomic(path, inventory.model_dump_json())
         except OSError as exc:
-            log.warning(
-                "cannot write inventory cache", extra={"path": str(path), "error": str(exc)}
-            )
+            self.cache_write_failures += 1
+            self._write_log.failed(str(path), exc.strerror or str(exc), path=str(path))
+        else:
+            self._write_log.ok(str(path), path=str(path))
 
     # -- self metrics ---------------------------------------------------------------------------
     def collect(self) -> Iterator[Metric]:
@@ -189,6 +196,12 @@ class InventoryCache:
         )
         yield CounterMetricFamily(
             "zcp_inventory_refresh_failures", "Failed inventory refreshes.", value=self.failures
+        )
+        yield CounterMetricFamily(
+            "zcp_inventory_cache_write_failures",
+            "Refreshes whose copy could not be written to the cache file (read-only or full "
+            "disk); the refresh itself stood.",
+            value=self.cache_write_failures,
         )
         yield GaugeMetricFamily(
             "zcp_inventory_refresh_duration_seconds",

@@ -62,7 +62,9 @@ def _api_error(command: str, url: str, exc: Exception) -> CloudStackError:
             )
         return CloudStackError(f"CloudStack {command} failed ({code}: {text})")
     if isinstance(exc, CloudStackException):
-        return CloudStackError(f"CloudStack {command} failed: {exc.args[0] if exc.args else exc}")
+        # cs gives a summary, then a detail ("... Malformed JSON document"): both, on one line
+        said = "; ".join(str(a) for a in exc.args if isinstance(a, str)) or str(exc)
+        return CloudStackError(f"CloudStack {command} failed: {said}")
     if isinstance(exc, requests.Timeout):
         return CloudStackError(f"CloudStack at {url} did not answer {command} in time")
     return CloudStackError(f"cannot reach CloudStack at {url}: {type(exc).__name__}")
@@ -107,7 +109,17 @@ class CloudStackSource:
         return list(seen.values())
 
     def load(self) -> Inventory:
-        """Fetch everything and build a consistent inventory."""
+        """Fetch everything and build a consistent inventory; an answer of the wrong shape is
+        one :class:`CloudStackError` line, not a stray ``KeyError``."""
+        try:
+            return self._load()
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise CloudStackError(
+                f"CloudStack at {self.cfg.url} answered records of an unexpected shape "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+
+    def _load(self) -> Inventory:
         domains = self._list("listDomains", listall=True)
         accounts = self._list("listAccounts", listall=True)
         projects = self._list("listProjects", listall=True)

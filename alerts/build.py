@@ -303,16 +303,22 @@ def _yaml(doc: object) -> str:
     )
 
 
-def check(out: Path, progress: Callable[[str], None] = lambda _m: None) -> list[str]:
+def check(
+    out: Path, progress: Callable[[str], None] = lambda _m: None, timeout: float = 300
+) -> list[str]:
     """Run promtool and amtool on what ``build`` wrote; one line per passed check.
-    Raises ZcpError with the tool's own output on the first failure."""
+    Raises ZcpError with the tool's own output on the first failure, or naming the tool that
+    did not finish within ``timeout`` seconds."""
     promtool = require("promtool", "prometheus")
     amtool = require("amtool", "prometheus-alertmanager")
     done = []
 
     def run(label: str, argv: list[str], cwd: Path | None = None) -> None:
         progress(label)
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=300)
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ZcpError(f"{label} did not finish within {timeout:g} s") from None
         if proc.returncode != 0:
             raise ZcpError(f"{label} failed:\n{(proc.stdout + proc.stderr).strip()}")
         done.append(label)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import requests
 import yaml
 from tabulate import tabulate
 
@@ -269,7 +268,7 @@ def _report(
     if libvirt_up:
         # the stranger guest: a domain no CloudStack account owns (info, for: 30m)
         _wait_for(prom, 'ALERTS{alertname="VMUnknownToCloudStack"}', 30)
-    rules = requests.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    rules = prom.rules()
     kinds = [r["type"] for g in rules for r in g["rules"]]
     pending = prom.query('ALERTS{alertstate=~"pending|firing"}')
     click.echo(

@@ -14,6 +14,33 @@ from zcp.errors import DaemonError
 from zcp.files import private_dir, write_atomic
 
 
+def api(method: str, url: str, path: str, what: str, **kwargs: Any) -> Any:
+    """Call a Prometheus or Alertmanager HTTP API: the JSON answer, or a DaemonError line when
+    it cannot be reached, times out, or answers something that is not JSON."""
+    try:
+        resp = requests.request(method, f"{url}{path}", timeout=10, **kwargs)
+    except requests.Timeout:
+        raise DaemonError(f"{what}: {url}{path} did not answer within 10 s") from None
+    except requests.RequestException as exc:
+        raise DaemonError(f"{what}: cannot reach {url}: {type(exc).__name__}") from None
+    try:
+        return resp.json()
+    except ValueError:
+        raise DaemonError(
+            f"{what}: {url}{path} answered HTTP {resp.status_code} that is not JSON: "
+            f"{resp.text[:120].strip()!r}"
+        ) from None
+
+
+def _field(body: Any, what: str, *keys: str) -> Any:
+    """``body[k1][k2]...`` of an API answer, or a DaemonError line naming what was missing."""
+    for key in keys:
+        if not isinstance(body, dict) or key not in body:
+            raise DaemonError(f"{what}: unexpected answer, no {'.'.join(keys)}: {str(body)[:120]}")
+        body = body[key]
+    return body
+
+
 class PrometheusServer(Daemon):
     """Prometheus with a given config and rule files, on a free 127.0.0.1 port."""
 
@@ -58,16 +85,22 @@ class PrometheusServer(Daemon):
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Run an instant query; the result vector."""
-        resp = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
-        body = resp.json()
-        if body.get("status") != "success":
-            raise DaemonError(f"query {expr!r} failed: {body.get('error')}")
-        return list(body["data"]["result"])
+        what = f"query {expr!r}"
+        body = api("GET", self.url, "/api/v1/query", what, params={"query": expr})
+        if not isinstance(body, dict) or body.get("status") != "success":
+            error = body.get("error") if isinstance(body, dict) else body
+            raise DaemonError(f"{what} failed: {error}")
+        return list(_field(body, what, "data", "result"))
+
+    def rules(self) -> list[dict[str, Any]]:
+        """The rule groups loaded."""
+        body = api("GET", self.url, "/api/v1/rules", "prometheus rules")
+        return list(_field(body, "prometheus rules", "data", "groups"))
 
     def targets(self) -> list[dict[str, Any]]:
         """The active scrape targets with their health."""
-        resp = requests.get(f"{self.url}/api/v1/targets", timeout=10)
-        return list(resp.json()["data"]["activeTargets"])
+        body = api("GET", self.url, "/api/v1/targets", "prometheus targets")
+        return list(_field(body, "prometheus targets", "data", "activeTargets"))
 
 
 class AlertmanagerServer(Daemon):
@@ -96,5 +129,7 @@ class AlertmanagerServer(Daemon):
 
     def alerts(self) -> list[dict[str, Any]]:
         """Alerts Alertmanager currently holds (API v2)."""
-        resp = requests.get(f"{self.url}/api/v2/alerts", timeout=10)
-        return list(resp.json())
+        body = api("GET", self.url, "/api/v2/alerts", "alertmanager alerts")
+        if not isinstance(body, list):
+            raise DaemonError(f"alertmanager alerts: unexpected answer: {str(body)[:120]}")
+        return body

@@ -467,6 +467,33 @@ class DashboardsConfig(_Model):
     grafana: GrafanaConfig | None = None
 
 
+class GateConfig(ServedConfig):
+    """``zcp-obs tenants federation-proxy``: the only way tenant stacks reach the operator
+    Prometheus's ``/federate``."""
+
+    listen: Listen = "127.0.0.1:9480"
+    metrics_listen: Listen = Field(
+        "127.0.0.1:9481", description="the gate's own /metrics (kept off the tenants' port)"
+    )
+    upstream: str = Field("http://127.0.0.1:9090", description="the operator Prometheus")
+    upstream_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    tokens_file: Path = Field(
+        Path("/var/lib/zcp-obs/tenants/gate-tokens.yaml"),
+        description="tenant id -> SHA-256 of its bearer token (written by the reconciler, 0600)",
+    )
+
+    @field_validator("upstream")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _require_http(value).rstrip("/")
+
+
+class TenantsConfig(_Model):
+    """Tenant stacks (``zcp-obs tenants``)."""
+
+    gate: GateConfig = Field(default_factory=lambda: GateConfig())
+
+
 class Config(_Model):
     """The whole configuration file."""
 
@@ -477,6 +504,7 @@ class Config(_Model):
     exporters: ExportersConfig = Field(default_factory=lambda: ExportersConfig())
     metering: MeteringConfig = Field(default_factory=lambda: MeteringConfig())
     dashboards: DashboardsConfig = Field(default_factory=lambda: DashboardsConfig())
+    tenants: TenantsConfig = Field(default_factory=lambda: TenantsConfig())
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -67,6 +67,7 @@ class Request:
     headers: Mapping[str, str]
     peer: str
     user: str | None = None
+    body: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -326,7 +327,8 @@ class HttpServer:
         while True:
             conn.idle = True
             started = 0.0
-            body = 0
+            body: list[bytes] = []
+            size = 0
             request: h11.Request | None = None
             while True:  # one request: head, then body to its end
                 try:
@@ -356,8 +358,9 @@ class HttpServer:
                         raise _Closed("bad_request")
                     request = event
                 elif isinstance(event, h11.Data):
-                    body += len(event.data)
-                    if body > lim.max_body_bytes:
+                    size += len(event.data)
+                    body.append(event.data)
+                    if size > lim.max_body_bytes:
                         reply = text(413, "request body too large", Connection="close")
                         await self._send(h, writer, reply, head=False)
                         raise _Closed("bad_request")
@@ -366,13 +369,18 @@ class HttpServer:
                 elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
                     raise _Closed("client")
             assert request is not None
-            await self._answer(h, writer, request, peer)
+            await self._answer(h, writer, request, peer, b"".join(body))
             if h.our_state is h11.MUST_CLOSE or h.their_state is not h11.DONE:
                 raise _Closed("client")
             h.start_next_cycle()
 
     async def _answer(
-        self, h: h11.Connection, writer: asyncio.StreamWriter, req: h11.Request, peer: str
+        self,
+        h: h11.Connection,
+        writer: asyncio.StreamWriter,
+        req: h11.Request,
+        peer: str,
+        body: bytes,
     ) -> None:
         method = req.method.decode("ascii", "replace")
         target = req.target.decode("ascii", "replace")
@@ -405,7 +413,7 @@ class HttpServer:
                 await self._send(h, writer, reply, head, web)
                 return
             request = Request(
-                method, path, query, headers, peer, user if isinstance(user, str) else None
+                method, path, query, headers, peer, user if isinstance(user, str) else None, body
             )
             try:
                 reply = await self._in_thread(handler, request)

@@ -1,0 +1,359 @@
+"""The federation gate on real Prometheus processes: an operator Prometheus holding three
+tenants' series (the real tenant recording rules over identity and counters), the gate in front
+of it, and three tenant Prometheus federating through it, each with its own token."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import promql_parser
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from alerts.build import RULES, build
+from alerts.rules import TENANT
+from lab.prometheus import PrometheusServer
+from tenant_stack.enforce import BadSelector, enforce, enforce_all
+from tenant_stack.gate import Gate, token_digest, write_tokens
+from tests.support import need_binary
+from zcp.config import AlertingConfig, GateConfig
+from zcp.httpserver import HttpServer, Reply
+from zcp.wait import wait_until
+
+TENANTS = {
+    "7f9c2ba4-e88f-11e9-81b4-2a2ae2dbcce4": "va",
+    "0b1e5d2c-3f4a-4b5c-8d6e-7f8091a2b3c4": "vb",
+    "c0ffee00-0000-4000-8000-000000000001": "vc",
+}
+A, B, C = TENANTS
+TOKENS = {t: f"token-of-{vm}" for t, vm in TENANTS.items()}
+SCRAPE = ("job", "instance")
+
+
+def exposition(step: int) -> bytes:
+    """Identity and counters of two VMs per tenant, series without a tenant, and a series that
+    carries a tenant label without being a tenant:* rule output."""
+    lines = []
+    for tenant, vm in TENANTS.items():
+        for i in (1, 2):
+            lines.append(f'zcp_vm_info{{vm_id="{vm}{i}",account_id="{tenant}"}} 1')
+            lines.append(
+                f'libvirt_domain_cpu_time_seconds_total{{vm_id="{vm}{i}"}} {step * i * 0.5}'
+            )
+    lines.append('zcp_vm_info{vm_id="orphan",account_id=""} 1')
+    lines.append(f"untenanted_total {step}")
+    lines.append(f'stray_series{{tenant="{B}"}} 1')
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture(scope="module")
+def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    need_binary("prometheus", "prometheus")
+    work = tmp_path_factory.mktemp("gate-operator")
+    steps = iter(range(1, 10**9))
+    source = HttpServer(
+        "source",
+        "127.0.0.1",
+        0,
+        {"/metrics": lambda req: Reply(200, "text/plain", exposition(next(steps)))},
+    ).start()
+    built = build(work / "alerts", AlertingConfig(), groups=[TENANT])
+    prom = PrometheusServer(
+        work / "prom",
+        {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(built.rules)],
+            "scrape_configs": [
+                {
+                    "job_name": "source",
+                    "honor_labels": True,
+                    "static_configs": [{"targets": [f"127.0.0.1:{source.port}"]}],
+                }
+            ],
+        },
+    )
+    assert (work / "alerts" / RULES).exists()
+    prom.start()
+    assert wait_until(lambda: prom.query("tenant:libvirt_domain_cpu_time_seconds:rate5m"), 60, 0.5)
+    yield prom
+    prom.stop()
+    source.shutdown()
+
+
+@pytest.fixture(scope="module")
+def gate(operator: PrometheusServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
+    work = tmp_path_factory.mktemp("gate")
+    write_tokens(work / "tokens.yaml", {t: token_digest(tok) for t, tok in TOKENS.items()})
+    cfg = GateConfig(
+        listen="127.0.0.1:0",
+        metrics_listen="127.0.0.1:0",
+        upstream=operator.url,
+        tokens_file=work / "tokens.yaml",
+    )
+    g = Gate(cfg).start()
+    yield g
+    g.shutdown()
+
+
+def fed(gate: Gate, query: str = "", token: str | None = TOKENS[A], **kw: Any) -> requests.Response:
+    headers = kw.pop("headers", {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    method = kw.pop("method", "GET")
+    return requests.request(
+        method,
+        f"http://127.0.0.1:{gate.port}/federate" + (f"?{query}" if query else ""),
+        headers=headers,
+        timeout=30,
+        **kw,
+    )
+
+
+def tenants_in(body: str) -> list[str | None]:
+    return [
+        s.labels.get("tenant") for fam in text_string_to_metric_families(body) for s in fam.samples
+    ]
+
+
+def m(selector: str) -> str:
+    return "match[]=" + quote(selector, safe="")
+
+
+# -- the pure core -------------------------------------------------------------------------------
+HOSTILE = [
+    '{__name__=~".+"}',
+    'x{tenant=~".*"}',
+    'up{tenant!="x"}',
+    'x{tenant=""}',
+    f'{{tenant="{B}"}}',
+    f'{{tenant=~"{A}|{B}"}}',
+    f'{{__name__=~"tenant:.+",tenant!~"{A}"}}',
+    'x{tenant="a",tenant="b"}',
+    'x{job="\\"}",tenant="b"}',
+    'x{job="a\\nb"}',
+]
+
+
+@pytest.mark.parametrize("selector", HOSTILE)
+def test_every_selector_ends_with_exactly_this_tenant(selector: str) -> None:
+    out = promql_parser.parse(enforce(selector, A))
+    tenant = [x for x in out.matchers.matchers if x.name == "tenant"]
+    assert len(tenant) == 1 and tenant[0].value == A and str(tenant[0].op).endswith(".Equal")
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        "sum(up)",
+        "up[5m]",
+        "up offset 5m",
+        "up @ 100",
+        '{a="b" or tenant="c"}',
+        "}",
+        "up + up",
+        'label_replace(up, "tenant", "x", "", "")',
+        "x" * 5000,
+    ],
+)
+def test_what_is_not_a_plain_selector_is_refused(selector: str) -> None:
+    with pytest.raises(BadSelector):
+        enforce(selector, A)
+
+
+def test_no_selector_means_the_tenants_recording_rules_and_duplicates_go_once() -> None:
+    assert enforce_all([], A) == [f'{{__name__=~"tenant:.+",tenant="{A}"}}']
+    assert enforce_all(["up", "up", 'up{tenant="x"}'], A) == [f'up{{tenant="{A}"}}']
+    with pytest.raises(BadSelector):
+        enforce_all(["up"] * 65, A)
+
+
+# -- the gate on a real Prometheus ---------------------------------------------------------------
+def test_tokens(gate: Gate) -> None:
+    for token in (None, "wrong", TOKENS[A] + "x", ""):
+        r = fed(gate, m("up"), token=token)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
+    r = fed(gate, m("up"), token=None, headers={"Authorization": f"Basic {TOKENS[A]}"})
+    assert r.status_code == 401
+    # another tenant's token is that tenant's view, never A's
+    assert set(tenants_in(fed(gate, token=TOKENS[B]).text)) == {B}
+
+
+@pytest.mark.parametrize("selector", HOSTILE)
+def test_hostile_selectors_stay_within_the_tenant(gate: Gate, selector: str) -> None:
+    r = fed(gate, m(selector))
+    assert r.status_code == 200, r.text
+    assert set(tenants_in(r.text)) <= {A}
+
+
+def test_the_default_is_the_tenants_own_rule_series(gate: Gate, operator: PrometheusServer) -> None:
+    r = fed(gate)
+    got = {
+        (f.name, s.labels.get("vm_id"))
+        for f in text_string_to_metric_families(r.text)
+        for s in f.samples
+    }
+    want = {
+        (x["metric"]["__name__"], x["metric"].get("vm_id"))
+        for x in operator.query(f'{{__name__=~"tenant:.+",tenant="{A}"}}')
+    }
+    assert want and got == want
+    # a selector for everything gets the tenant's series only: its rule outputs and its stray one
+    everything = fed(gate, m('{__name__=~".+"}')).text
+    names = {f.name for f in text_string_to_metric_families(everything)}
+    assert names and all(n.startswith("tenant:") for n in names), names
+    assert set(tenants_in(fed(gate, m('{__name__=~".+"}'), token=TOKENS[B]).text)) == {B}
+    assert "stray_series" in fed(gate, m("stray_series"), token=TOKENS[B]).text
+
+
+def test_every_way_of_sending_match_stays_within_the_tenant(gate: Gate) -> None:
+    other = f'{{tenant="{B}"}}'
+    cases = [
+        m(other) + "&" + m('{__name__=~".+"}'),  # repeated
+        m(other) + "&" + m(other),  # duplicate
+        "match%5B%5D=" + quote(other, safe=""),  # encoded brackets: still match[]
+        "match=" + quote(other, safe=""),  # no brackets: ignored (never forwarded)
+        "match%255B%255D=" + quote(other, safe=""),  # double-encoded key: ignored
+        "tenant=" + B + "&" + m("up"),  # other parameters are never forwarded
+    ]
+    for query in cases:
+        r = fed(gate, query)
+        assert r.status_code == 200, (query, r.text)
+        assert set(tenants_in(r.text)) <= {A}, query
+    # a POST body is enforced like the URL
+    r = fed(
+        gate,
+        method="POST",
+        data={"match[]": other},
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200 and set(tenants_in(r.text)) == {A}
+    r = fed(gate, method="POST", data=b"{}", headers={"Content-Type": "application/json"})
+    assert r.status_code == 415
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "match[]=" + quote(quote('{tenant="x"}', safe=""), safe=""),  # a double-encoded value
+        "match[]=%ff%fe",  # not UTF-8
+        "match[]=" + quote("sum(up)"),
+        "&".join(["match[]=up"] * 300),  # too many fields
+    ],
+)
+def test_bad_input_is_refused(gate: Gate, query: str) -> None:
+    assert fed(gate, query).status_code == 400
+
+
+def test_other_paths_and_methods(gate: Gate) -> None:
+    base = f"http://127.0.0.1:{gate.port}"
+    auth = {"Authorization": f"Bearer {TOKENS[A]}"}
+    for path in ("/api/v1/query?query=up", "/metrics", "/", "/federate/../api/v1/query"):
+        assert requests.get(base + path, headers=auth, timeout=10).status_code == 404
+    assert requests.delete(base + "/federate", headers=auth, timeout=10).status_code == 405
+    long = requests.get(base + "/federate?" + m("x" * 20000), headers=auth, timeout=10)
+    assert long.status_code == 431
+
+
+def test_the_answer_streams_compressed_bytes_through(gate: Gate) -> None:
+    r = requests.get(
+        f"http://127.0.0.1:{gate.port}/federate",
+        headers={"Authorization": f"Bearer {TOKENS[A]}", "Accept-Encoding": "gzip"},
+        stream=True,
+        timeout=30,
+    )
+    raw = r.raw.read(decode_content=False)
+    assert r.headers["Content-Encoding"] == "gzip"
+    assert set(tenants_in(gzip.decompress(raw).decode())) == {A}
+
+
+def test_the_gates_metrics(gate: Gate) -> None:
+    fed(gate, token="nope")
+    text = requests.get(f"http://127.0.0.1:{gate.metrics_port}/metrics", timeout=10).text
+    assert 'zcp_gate_refused_total{reason="token"}' in text
+    assert f'zcp_gate_requests_total{{code="200",tenant="{A}"}}' in text
+    assert "zcp_gate_tenants 3.0" in text and "zcp_gate_http_connections" in text
+
+
+def test_an_upstream_that_is_down_is_a_502(tmp_path: Path) -> None:
+    write_tokens(tmp_path / "t.yaml", {A: token_digest(TOKENS[A])})
+    from lab.procs import free_port
+
+    g = Gate(
+        GateConfig(
+            listen="127.0.0.1:0",
+            metrics_listen="127.0.0.1:0",
+            upstream=f"http://127.0.0.1:{free_port()}",
+            tokens_file=tmp_path / "t.yaml",
+        )
+    ).start()
+    try:
+        assert fed(g).status_code == 502
+    finally:
+        g.shutdown()
+
+
+def test_three_tenant_prometheus_each_hold_their_own_series_only(
+    gate: Gate, operator: PrometheusServer, tmp_path: Path
+) -> None:
+    proms: dict[str, PrometheusServer] = {}
+    try:
+        for tenant, token in TOKENS.items():
+            cred = tmp_path / f"{tenant}.token"
+            cred.write_text(token)
+            cred.chmod(0o600)
+            proms[tenant] = PrometheusServer(
+                tmp_path / tenant,
+                {
+                    "global": {"scrape_interval": "1s"},
+                    "scrape_configs": [
+                        {
+                            "job_name": "federate",
+                            "honor_labels": True,
+                            "metrics_path": "/federate",
+                            "params": {"match[]": ['{__name__=~"tenant:.+"}']},
+                            "authorization": {"credentials_file": str(cred)},
+                            "static_configs": [{"targets": [f"127.0.0.1:{gate.port}"]}],
+                        }
+                    ],
+                },
+            )
+        threads = [threading.Thread(target=p.start) for p in proms.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for tenant, prom in proms.items():
+            # compared without job and instance: the tenant's scrape adds its own
+            want = {
+                tuple(sorted((k, v) for k, v in x["metric"].items() if k not in SCRAPE))
+                for x in operator.query(f'{{__name__=~"tenant:.+",tenant="{tenant}"}}')
+            }
+            assert want
+
+            def held(prom: PrometheusServer = prom) -> set[tuple[tuple[str, str], ...]]:
+                return {
+                    tuple(sorted((k, v) for k, v in x["metric"].items() if k not in SCRAPE))
+                    for x in prom.query('{__name__=~"tenant:.+"}')
+                }
+
+            def own(want: set[tuple[tuple[str, str], ...]] = want) -> bool:
+                return want == held()
+
+            assert wait_until(own, 30, 0.5), (tenant, want - held(), held() - want)
+            everything = prom.query('{__name__=~".+"}')
+            foreign = [
+                x["metric"]
+                for x in everything
+                if not x["metric"]["__name__"].startswith(("up", "scrape_"))
+                and x["metric"].get("tenant") != tenant
+            ]
+            assert not foreign, foreign
+    finally:
+        for p in proms.values():
+            p.stop()

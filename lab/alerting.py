@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from alerts.build import build
+from alerts.model import seconds
 from lab.ceph import CephLab
 from lab.libvirt import LibvirtLab
 from lab.ovs import OvsLab
@@ -41,6 +42,10 @@ from zcp.wait import wait_until
 log = logging.getLogger(__name__)
 HOST = "kvm01"
 ZONE = "zone1"
+# what the settings do not bound on the way from a fault to its page: the exporter's answer,
+# the hops Prometheus -> Alertmanager -> receiver, scheduling (pages measured within the
+# settings' floor: bench/README.md, alert latency)
+PAGE_MARGIN_SECONDS = 2.0
 
 
 @dataclass
@@ -54,6 +59,12 @@ class Notification:
         return [
             a for a in self.payload.get("alerts", []) if status is None or a.get("status") == status
         ]
+
+
+class _ReceiverServer(ThreadingHTTPServer):
+    # Alertmanager flushes all its groups at once: socketserver's backlog of 5 would drop
+    # some connections, each then delayed by a SYN retransmit (1 s)
+    request_queue_size = 128
 
 
 class WebhookReceiver:
@@ -81,7 +92,7 @@ class WebhookReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _ReceiverServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
@@ -225,6 +236,34 @@ class AlertLab:
         assert prom is not None
         if not wait_until(lambda: prom.query(expr), timeout):
             raise DaemonError(f"{expr!r} still empty after {timeout:.0f}s")
+
+    def page_bound(self, alert: str, margin: float = PAGE_MARGIN_SECONDS) -> float:
+        """Seconds a fault may take to page as ``alert`` in this lab, read from the running
+        configuration: one scrape interval to see it, one evaluation to make the alert pending,
+        its ``for:`` rounded up to the next evaluation, Alertmanager's group_wait (a new
+        group) or group_interval (a group that exists), and ``margin``."""
+        assert self.prometheus is not None, "the lab is not started"
+        config = yaml.safe_load(self.prometheus.config_path.read_text())
+        prom = config["global"]
+        # the slowest job's, should a job have its own
+        scrape = max(
+            seconds(c.get("scrape_interval", prom["scrape_interval"]))
+            for c in [prom, *config["scrape_configs"]]
+        )
+        rule_groups = yaml.safe_load(self.built.rules.read_text())["groups"]
+        group, rule = next(
+            (g, r) for g in rule_groups for r in g["rules"] if r.get("alert") == alert
+        )
+        evaluation = seconds(group.get("interval", prom["evaluation_interval"]))
+        am = self.cfg.alerting
+        return (
+            scrape
+            + evaluation
+            + seconds(rule["for"])
+            + evaluation
+            + max(am.group_wait_seconds, am.group_interval_seconds)
+            + margin
+        )
 
     def daemons(self) -> list[Daemon]:
         return list(self.stack.daemons)

@@ -117,6 +117,7 @@ class CloudStackState:
         "listNics": "nic",
         "listZones": "zone",
         "listUsageRecords": "usagerecord",  # seeded by tests (GetUsageRecordsCmd's shape)
+        "listUsers": "user",  # seeded by tests (the API guide's signing example lists users)
     }
     PROJECT_SCOPED = {"listVirtualMachines", "listVolumes", "listPublicIpAddresses"}
 

@@ -1,40 +1,24 @@
-"""Shared fixtures: daemons are started once per session and stopped by PID."""
+"""Shared fixtures: daemons are started once per session and stopped by PID. Helpers that
+test modules import live in tests/support.py."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
 from lab.cloudstack_sim import CloudStackSim, CloudStackState
 from lab.procs import copy_logs
 from lab.prometheus import AlertmanagerServer, PrometheusServer
+from tests.support import ADMIN_KEY, ADMIN_SECRET, MIB, need_binary, unavailable
 from zcp.binaries import missing
 from zcp.inventory.model import Inventory
 from zcp.inventory.yamlfile import load_inventory_file
 
-ADMIN_KEY, ADMIN_SECRET = "admin-api-key", "admin-secret-key"
 FAILED_LOGS = Path(os.environ.get("ZCP_TEST_LOGS", "/tmp/zcp-test-logs"))
-MIB = 1024 * 1024
-
-
-def unavailable(message: str) -> NoReturn:
-    """A daemon a test needs is missing: a failure in CI, a skip (saying why) elsewhere."""
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def need_binary(name: str, package: str) -> str:
-    """Path of a daemon's binary (see :func:`unavailable` when it is not installed)."""
-    reason = missing(name)
-    if reason:
-        unavailable(f"{reason}: install Debian package {package} (make test does)")
-    return str(shutil.which(name))
 
 
 @pytest.fixture(scope="session")

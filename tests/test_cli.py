@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from lab.cloudstack_sim import CloudStackSim
-from tests.conftest import ADMIN_KEY, ADMIN_SECRET, need_binary
+from tests.support import ADMIN_KEY, ADMIN_SECRET, need_binary
 from zcp_obs.cli import cli
 
 # each group the application mounts, with the commands its part really has

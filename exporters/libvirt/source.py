@@ -153,6 +153,11 @@ class LibvirtSource:
         self._dirty_lock = threading.Lock()
         self._inflight: Future[Collection] | None = None
         self._inflight_lock = threading.Lock()
+        self.shared_scrapes = 0  # scrapes that joined the collection in flight
+        # Test seam: called in every collection with the domains just listed, before their XML
+        # and stats are read, on the collection's thread (tests destroy a guest there, or hold
+        # the collection on an Event so that scrapes overlap). Always None in production.
+        self.after_listing: Callable[[list[Any]], None] | None = None
         # counters for self-metrics
         self.collections = 0
         self.collection_errors = 0
@@ -359,6 +364,8 @@ class LibvirtSource:
         """(uuid, name, flat stats) of every domain, fetched with concurrent bulk calls (one
         per chunk of domains), completed from /proc and the cached XML; fills ``xml``."""
         doms = conn.listAllDomains(0)
+        if self.after_listing is not None:
+            self.after_listing(doms)
         live = {d.UUIDString() for d in doms}
         for handles in self._handles[1:]:
             for uuid in set(handles) - live:
@@ -441,6 +448,8 @@ class LibvirtSource:
                 threading.Thread(
                     target=self._run, args=(fut,), name="libvirt-collect", daemon=True
                 ).start()
+            else:
+                self.shared_scrapes += 1
         try:
             return fut.result(timeout=max(timeout, 0.0))
         except FutureTimeout:

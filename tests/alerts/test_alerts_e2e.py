@@ -5,7 +5,7 @@ Alertmanager with the built config, and a webhook receiver (lab/alerting.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ from lab.ceph import CephLab
 from lab.libvirt import LibvirtLab
 from lab.ovs import OvsLab
 from lab.procs import copy_logs
-from tests.conftest import need_binary
+from tests.support import need_binary
+from zcp.wait import wait_until
 
 pytestmark = pytest.mark.integration
 EXPECTED = {"VMDownUnexpectedly", "LibvirtExporterDown", "OVSDown", "CephOSDDown"}
@@ -62,35 +63,44 @@ def _unexpected(lab: AlertLab, allowed: frozenset[str] = frozenset()) -> list[st
     )
 
 
+def _firing_until(
+    lab: AlertLab, deadline: float, unwanted: Callable[[dict[str, Any]], bool], since: int = 0
+) -> list[dict[str, Any]]:
+    """Firing alerts matching ``unwanted`` in the notifications from index ``since`` on,
+    watched until ``deadline`` (monotonic); returned as soon as one arrives."""
+
+    def arrived() -> list[dict[str, Any]]:
+        return [
+            a for n in lab.receiver.snapshot()[since:] for a in n.alerts("firing") if unwanted(a)
+        ]
+
+    return wait_until(arrived, timeout=max(deadline - time.monotonic(), 0.0), interval=0.1)
+
+
 def test_a_destroyed_guest_pages_with_its_identity_and_resolves(alert_lab: AlertLab) -> None:
     assert alert_lab.inventory is not None
     vm = alert_lab.inventory.vms[0]
-    # the stack is healthy: nothing pages before the fault
-    time.sleep(5)
-    assert not [a for n in alert_lab.receiver.snapshot() for a in n.alerts("firing")]
 
     def this_vm(alert: dict[str, Any]) -> bool:
         labels = alert["labels"]
         return labels.get("alertname") == "VMDownUnexpectedly" and labels.get("vm_id") == vm.id
 
-    fault = time.monotonic()
+    # One window, as long as the lab's settings let a page take, holds both halves: the page
+    # of the real fault arrives within it (so the window is long enough for any page), and no
+    # other page does, of the healthy stack (since it started) or of another VM.
+    bound = alert_lab.page_bound("VMDownUnexpectedly")
     alert_lab.lab.destroy_guest(vm.instance_name)
-    fired = alert_lab.receiver.wait_for(this_vm, "firing", fault, timeout=60)
-    assert fired is not None, "no page for the destroyed guest"
+    fault = time.monotonic()  # the fault is complete: the guest is gone
+    fired = alert_lab.receiver.wait_for(this_vm, "firing", fault, timeout=bound)
+    assert fired is not None, f"no page for the destroyed guest within {bound:.1f}s"
+    others = _firing_until(alert_lab, fault + bound, lambda a: not this_vm(a))
+    assert others == [], [(a["labels"]["alertname"], a["labels"].get("vm_id")) for a in others]
     page = next(a for n in alert_lab.receiver.snapshot() for a in n.alerts("firing") if this_vm(a))
     assert page["labels"]["severity"] == "critical" and page["labels"]["area"] == "compute"
     assert page["labels"]["instance_name"] == vm.instance_name
     assert page["labels"]["host"] == HOST and page["labels"]["account"] == "acme"
     assert page["annotations"]["runbook_url"].endswith("/compute.md#vmdownunexpectedly")
     assert vm.id in page["annotations"]["description"]
-    # only that VM pages
-    others = {
-        a["labels"].get("vm_id")
-        for n in alert_lab.receiver.snapshot()
-        for a in n.alerts("firing")
-        if a["labels"]["alertname"] == "VMDownUnexpectedly"
-    }
-    assert others == {vm.id}
 
     repair = time.monotonic()
     alert_lab.boot(vm.id)
@@ -103,26 +113,30 @@ def test_a_stopped_exporter_pages_once_and_hides_nothing_else(alert_lab: AlertLa
     def exporter_down(alert: dict[str, Any]) -> bool:
         return alert["labels"].get("alertname") == "LibvirtExporterDown"
 
+    # VMDownUnexpectedly is what the exporter's absence would raise for every VM of the host
+    bound = max(alert_lab.page_bound(a) for a in ("LibvirtExporterDown", "VMDownUnexpectedly"))
     before = len(alert_lab.receiver.snapshot())
-    fault = time.monotonic()
     alert_lab.exporter.stop()
+    fault = time.monotonic()  # the fault is complete: the exporter is gone
     try:
-        fired = alert_lab.receiver.wait_for(exporter_down, "firing", fault, timeout=60)
-        assert fired is not None, "no page for the stopped exporter"
+        fired = alert_lab.receiver.wait_for(exporter_down, "firing", fault, timeout=bound)
+        assert fired is not None, f"no page for the stopped exporter within {bound:.1f}s"
         page = next(
             a for n in alert_lab.receiver.snapshot() for a in n.alerts("firing") if exporter_down(a)
         )
         assert page["labels"]["host"] == HOST and page["labels"]["severity"] == "critical"
         assert page["annotations"]["runbook_url"].endswith("/compute.md#libvirtexporterdown")
-        # blind, not down: the VMs of the host must not page while their exporter is away
-        time.sleep(6)
-        vm_pages = [
-            a
-            for n in alert_lab.receiver.snapshot()[before:]
-            for a in n.alerts("firing")
-            if a["labels"]["alertname"].startswith("VM")
+        # blind, not down: the VMs of the host must not page while their exporter is away,
+        # watched for the whole window that just proved long enough for this host's page
+        vm_pages = _firing_until(
+            alert_lab,
+            fault + bound,
+            lambda a: a["labels"]["alertname"].startswith("VM"),
+            since=before,
+        )
+        assert vm_pages == [], [
+            (a["labels"]["alertname"], a["labels"].get("vm_id")) for a in vm_pages
         ]
-        assert vm_pages == []
     finally:
         repair = time.monotonic()
         alert_lab.exporter.start()

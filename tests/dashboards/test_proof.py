@@ -26,8 +26,8 @@ from lab.libvirt import LibvirtLab
 from lab.ovs import OvsLab
 from lab.procs import copy_logs
 from lab.prometheus import PrometheusServer
-from tests.conftest import need_binary
 from tests.metering.scenario import T0
+from tests.support import need_binary
 from zcp.inventory.model import Inventory
 from zcp.wait import wait_until
 

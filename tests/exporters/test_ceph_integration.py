@@ -14,8 +14,8 @@ import requests
 from exporters.ceph import CephCollector, CephSources
 from exporters.http import ExporterServer
 from lab.ceph import CephLab
-from tests.conftest import MIB, need_binary
 from tests.samples import Samples, parse, series, value, wait_until
+from tests.support import MIB, need_binary
 from zcp.config import CephConfig
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.model import Inventory
@@ -251,3 +251,42 @@ def test_a_stopped_osd_costs_the_data_sources_not_the_scrape(
         return value(scrape(), "ceph_exporter_source_up", source="rbd") == 1
 
     assert wait_until(rbd_up, timeout=60, interval=1), sources.snapshot().states["rbd"].error
+
+
+def test_a_hung_ceph_mon_costs_deadlines_not_the_scrape(
+    exporter: tuple[CephSources, Any], ceph_lab: CephLab
+) -> None:
+    """ceph-mon SIGSTOPped: every ceph/rbd CLI call hangs; each is killed at its deadline, the
+    scrape answers at once from the last results, and the sources recover after SIGCONT."""
+    import signal
+
+    sources, scrape = exporter
+    before = value(scrape(), "ceph_exporter_source_last_refresh_timestamp_seconds", source="df")
+    assert ceph_lab.mon is not None
+    ceph_lab.mon.signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        sources.refresh_df()  # two CLI calls, each with its 8 s deadline
+        assert time.monotonic() - t0 < 2 * 8 + 5
+        got = scrape()
+        assert value(got, "ceph_exporter_source_up", source="df") == 0
+        assert "no answer within" in sources.snapshot().states["df"].error
+        # the last complete result is still served, with its age
+        assert (
+            value(got, "ceph_exporter_source_last_refresh_timestamp_seconds", source="df") == before
+        )
+        assert series(got, "zcp_ceph_pool_info", pool="rbd-fast")
+    finally:
+        ceph_lab.mon.signal(signal.SIGCONT)
+
+    def df_up() -> bool:
+        sources.refresh_df()
+        return value(scrape(), "ceph_exporter_source_up", source="df") == 1
+
+    assert wait_until(df_up, timeout=90, interval=1), sources.snapshot().states["df"].error
+
+    def rbd_up() -> bool:
+        sources.refresh_rbd()
+        return value(scrape(), "ceph_exporter_source_up", source="rbd") == 1
+
+    assert wait_until(rbd_up, timeout=90, interval=1), sources.snapshot().states["rbd"].error

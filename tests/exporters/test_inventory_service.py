@@ -19,8 +19,8 @@ from lab.cloudstack_sim import CloudStackSim
 from lab.libvirt import LibvirtLab
 from lab.procs import Daemon, free_port
 from lab.stack import ZCP_OBS
-from tests.conftest import ADMIN_KEY, ADMIN_SECRET
 from tests.samples import Samples, from_families, parse, value, wait_until
+from tests.support import ADMIN_KEY, ADMIN_SECRET
 from zcp.config import InventoryServiceSource
 from zcp.errors import InventoryError
 from zcp.inventory.cache import InventoryCache

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid as uuidlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -15,8 +16,8 @@ import requests
 from exporters.http import ExporterServer
 from exporters.libvirt.source import GROUP_FLAGS, LibvirtCollector, LibvirtSource
 from lab.libvirt import LibvirtLab
-from tests.conftest import need_binary
 from tests.samples import Samples, from_families, parse, series, value, wait_until
+from tests.support import need_binary
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.model import Inventory
 
@@ -212,35 +213,48 @@ def test_domain_xml_is_cached_and_refreshed_on_events(
         dom.resume()
 
 
-def test_guest_destroyed_mid_scrape_loses_only_its_own_series(
+def series_of(samples: Samples, vm_id: str) -> set[tuple[str, frozenset[tuple[str, str]]]]:
+    """Every series (name and labels, not the value) that carries ``vm_id``."""
+    return {key for key in samples if ("vm_id", vm_id) in key[1]}
+
+
+def test_guest_destroyed_mid_collection_loses_only_its_own_series(
     exporter: Exporter, libvirt_lab: LibvirtLab, guests: dict[str, str]
 ) -> None:
-    names = [f"i-8-{k}-VM" for k in range(1, 5)]
+    """A guest destroyed after the collection listed it and before its XML and stats were read
+    (the source's ``after_listing`` seam): that very scrape still answers, the guest has no
+    series left, and every other guest has every series it had before, label for label."""
+    names = [f"i-8-{k}-VM" for k in range(1, 4)]
+    ids = {name: str(uuidlib.uuid4()) for name in names}
     for name in names:
-        libvirt_lab.create_guest(name, str(uuidlib.uuid4()))
-    results: list[Samples] = []
-    stop = threading.Event()
+        libvirt_lab.create_guest(name, ids[name])
+    victim, others = names[0], names[1:]
+    survivors = [guests["known"], guests["unknown"], *(ids[n] for n in others)]
+    listed: list[set[str]] = []
 
-    def scrape_loop() -> None:
-        while not stop.is_set():
-            results.append(exporter.scrape())
+    def destroy_victim(doms: list[Any]) -> None:
+        if not listed:  # in the first collection only
+            listed.append({d.UUIDString() for d in doms})
+            libvirt_lab.destroy_guest(victim)
 
-    worker = threading.Thread(target=scrape_loop)
-    worker.start()
     try:
+        before = exporter.scrape()
+        expected = {vm: series_of(before, vm) for vm in survivors}
+        assert all(expected.values()) and series_of(before, ids[victim])
+        exporter.source.after_listing = destroy_victim
+        try:
+            during = exporter.scrape()
+        finally:
+            exporter.source.after_listing = None
+        assert listed and ids[victim] in listed[0], "the guest was not destroyed mid-collection"
+        assert value(during, "libvirt_up") == 1
+        assert series_of(during, ids[victim]) == set()
+        for vm in survivors:
+            got = series_of(during, vm)
+            assert got == expected[vm], (vm, sorted(expected[vm] - got), sorted(got - expected[vm]))
+    finally:
         for name in names:
             libvirt_lab.destroy_guest(name)
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        worker.join(30)
-    assert len(results) >= 3
-    for samples in results:
-        assert value(samples, "libvirt_up") == 1
-        assert series(samples, "libvirt_domain_cpu_time_seconds_total", vm_id=guests["known"])
-        assert series(samples, "libvirt_domain_cpu_time_seconds_total", vm_id=guests["unknown"])
-    final = exporter.scrape()
-    assert not [s for s in series(final, "zcp_vm_info") if s["instance_name"] in names]
 
 
 def test_hung_libvirtd_costs_one_scrape_within_its_deadline(
@@ -263,26 +277,49 @@ def test_hung_libvirtd_costs_one_scrape_within_its_deadline(
     assert series(exporter.scrape(), "libvirt_domain_cpu_time_seconds_total", vm_id=guests["known"])
 
 
-def test_concurrent_scrapes_share_one_collection(
-    exporter: Exporter, libvirt_lab: LibvirtLab
-) -> None:
+def test_concurrent_scrapes_share_one_collection(exporter: Exporter) -> None:
+    """The first scrape's collection is held inside libvirt work (the ``after_listing`` seam);
+    a second scrape started meanwhile joins it instead of starting its own; released, both
+    answer from that one collection."""
+    source = exporter.source
     before = value(exporter.scrape(), "libvirt_exporter_collections_total")
-    libvirt_lab.pause_libvirtd()  # holds the first collection so that both scrapes overlap
-    results: list[Samples] = []
+    shared = source.shared_scrapes
+    held, release = threading.Event(), threading.Event()
+    collections: list[int] = []
+
+    def hold(doms: list[Any]) -> None:
+        collections.append(len(doms))
+        held.set()
+        release.wait(30)
+
+    results: dict[str, Samples] = {}
+
+    def scrape(name: str) -> None:
+        results[name] = exporter.scrape(6.0)
+
+    first = threading.Thread(target=scrape, args=("first",))
+    second = threading.Thread(target=scrape, args=("second",))
+    source.after_listing = hold
     try:
-        threads = [
-            threading.Thread(target=lambda: results.append(exporter.scrape(6.0))) for _ in range(2)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(1.0)
+        first.start()
+        assert held.wait(10), "the first scrape started no collection"
+        second.start()
+        # the second scrape either joins (counted before it waits) or starts its own
+        # collection (which calls the seam again): wait for whichever happens
+        assert wait_until(
+            lambda: source.shared_scrapes > shared or len(collections) > 1, timeout=5
+        ), "the second scrape neither joined nor started a collection"
+        assert len(collections) == 1, "the second scrape started its own collection"
+        assert source.shared_scrapes == shared + 1
     finally:
-        libvirt_lab.resume_libvirtd()
-    for t in threads:
-        t.join(30)
-    assert len(results) == 2 and all(value(r, "libvirt_up") == 1 for r in results)
-    after = max(value(r, "libvirt_exporter_collections_total") for r in results)
-    assert after == before + 1
+        source.after_listing = None
+        release.set()
+        first.join(30)
+        second.join(30)
+    assert set(results) == {"first", "second"}
+    for r in results.values():
+        assert value(r, "libvirt_up") == 1
+        assert value(r, "libvirt_exporter_collections_total") == before + 1
 
 
 def test_reconnects_after_libvirtd_restart(

@@ -17,8 +17,8 @@ import requests
 from exporters.http import ExporterServer
 from exporters.ovs import OvsCollector, OvsdbReplica
 from lab.ovs import OvsLab
-from tests.conftest import need_binary
 from tests.samples import Samples, parse, series, value, wait_until
+from tests.support import need_binary
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.model import Inventory
 
@@ -216,10 +216,17 @@ def test_a_removed_port_loses_only_its_own_series(exporter: Exporter, ovs_lab: O
 
 
 def test_ovsdb_restart_costs_only_the_ovsdb_part(exporter: Exporter, ovs_lab: OvsLab) -> None:
+    assert value(exporter.scrape(), "ovs_collector_success", collector="ovsdb") == 1
     ovs_lab.stop_ovsdb()
     try:
-        samples = exporter.scrape()
-        assert value(samples, "ovs_collector_success", collector="ovsdb") == 0
+        # the replica notices the lost connection on its own thread, within its loop's turn:
+        # poll for the first scrape that shows it, never assume it is already there
+        def noticed() -> Samples | None:
+            s = exporter.scrape()
+            return s if value(s, "ovs_collector_success", collector="ovsdb") == 0 else None
+
+        samples = wait_until(noticed, timeout=20, interval=0.1)
+        assert samples is not None, "the replica never noticed that ovsdb-server stopped"
         assert value(samples, "ovs_up") == 0
         assert not series(samples, "ovs_interface_link_up")
         assert value(samples, "ovs_collector_success", collector="datapath") == 1

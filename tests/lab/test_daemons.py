@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from lab.procs import free_port
 from lab.prometheus import AlertmanagerServer, PrometheusServer
-from tests.conftest import need_binary
+from tests.support import need_binary
 from zcp.errors import DaemonError
 from zcp.wait import wait_until
 

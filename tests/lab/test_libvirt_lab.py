@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from lab.libvirt import LibvirtLab, guest_uuid
-from tests.conftest import need_binary
 from tests.samples import wait_until
+from tests.support import need_binary
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_binary
 from tests.metering import scenario
+from tests.support import need_binary
 
 
 @pytest.fixture(scope="session")

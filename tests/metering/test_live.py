@@ -26,7 +26,7 @@ from metering.pricing import load_price_book
 from metering.records import Rules
 from metering.source import QuerySource
 from metering.store import engine_for, upgrade
-from tests.conftest import need_binary
+from tests.support import need_binary
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.model import Inventory
 from zcp.wait import wait_until

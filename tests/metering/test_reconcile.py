@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from lab.cloudstack_sim import CloudStackSim
-from tests.conftest import ADMIN_KEY, ADMIN_SECRET
 from tests.metering import scenario
 from tests.metering.scenario import END, T0
+from tests.support import ADMIN_KEY, ADMIN_SECRET
 
 pytestmark = pytest.mark.integration
 GIB = 2**30

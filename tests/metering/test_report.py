@@ -119,7 +119,7 @@ def test_focus_csv_lines_sum_to_the_total(metered: Path, granularity: str) -> No
 
 @pytest.mark.integration
 def test_html_statement_in_a_real_browser(metered: Path, tmp_path: Path) -> None:
-    from tests.conftest import need_binary
+    from tests.support import need_binary
 
     chromium = need_binary("chromium", "chromium")
     page_path = tmp_path / "statement.html"

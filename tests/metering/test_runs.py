@@ -234,7 +234,7 @@ def test_two_runs_at_once_cannot_both_write(
 def own_victoria(tmp_path: Path) -> Iterator[object]:
     """A VictoriaMetrics of the test's own (it adds late samples to it)."""
     from lab.victoriametrics import VictoriaMetricsServer
-    from tests.conftest import need_binary
+    from tests.support import need_binary
 
     need_binary("victoria-metrics", "victoria-metrics")
     server = VictoriaMetricsServer(tmp_path / "vm")
@@ -408,7 +408,7 @@ def test_the_database_going_away_mid_run(
 
 def test_the_job_pushes_its_metrics(history_victoria: str, tmp_path: Path, sqlite_url: str) -> None:
     from lab.procs import Daemon, free_port
-    from tests.conftest import need_binary
+    from tests.support import need_binary
 
     binary = need_binary("prometheus-pushgateway", "prometheus-pushgateway")
     port = free_port()

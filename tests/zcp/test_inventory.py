@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lab.cloudstack_sim import CloudStackSim
-from tests.conftest import ADMIN_KEY, ADMIN_SECRET
+from tests.support import ADMIN_KEY, ADMIN_SECRET
 from zcp.config import CloudStackConfig
 from zcp.errors import CloudStackAuthError, CloudStackError, InventoryError
 from zcp.inventory.cache import InventoryCache

@@ -488,10 +488,75 @@ class GateConfig(ServedConfig):
         return _require_http(value).rstrip("/")
 
 
-class TenantsConfig(_Model):
-    """Tenant stacks (``zcp-obs tenants``)."""
+PromDuration = Annotated[
+    str, Field(pattern=r"^[0-9]+(ms|s|m|h|d|w|y)$", description="a Prometheus duration")
+]
 
+
+class TierConfig(_Model):
+    """What a tier of the observability offer gives a tenant's stack."""
+
+    retention: PromDuration = "15d"
+    scrape_interval: PromDuration = "60s"
+
+
+class LocalDriverConfig(_Model):
+    """The ``local`` driver: each tenant's Prometheus (and Grafana, where installed) on this
+    host, as processes it starts itself (``direct``) or as systemd units from deploy/."""
+
+    process: Literal["direct", "systemd"] = "direct"
+    prometheus_binary: str = "prometheus"
+    grafana_binary: str = "grafana-server"
+    port_base: int = Field(
+        19100, ge=1024, le=65000, description="tenant n gets ports port_base+2n and +2n+1"
+    )
+    bind: str = "127.0.0.1"
+    start_timeout_seconds: float = Field(60.0, gt=0, le=600)
+
+
+class TenantsConfig(_Model):
+    """Tenant stacks (``zcp-obs tenants``): which accounts get one, what each tier gives, where
+    stacks live, and the federation gate they all go through."""
+
+    state_dir: Path = Path("/var/lib/zcp-obs/tenants")
+    driver: Literal["local", "cloudstack"] = "local"
+    accounts: dict[str, str] | None = Field(
+        None,
+        description="account UUID -> tier; without it, CloudStack accounts whose detail "
+        "detail_key names a tier (updateAccount accountdetails)",
+    )
+    detail_key: str = "zcp.observability"
+    tiers: dict[str, TierConfig] = Field(default_factory=lambda: {"standard": TierConfig()})
+    retired_retention_days: float | None = Field(
+        30.0,
+        ge=0,
+        description="a retired tenant's data is deleted this long after (null: kept forever)",
+    )
+    dashboards_dir: Path | None = Field(
+        None, description="the built tenant dashboards (`zcp-obs dashboards build`: tenant/)"
+    )
+    gate_url: str | None = Field(
+        None, description="how tenant stacks reach the gate (default: http://<gate.listen>)"
+    )
+    gate_ca_file: str | None = None
+    metrics_textfile: Path | None = Field(
+        None, description="stack health for node_exporter's textfile collector"
+    )
+    pushgateway_url: str | None = None
+    local: LocalDriverConfig = Field(default_factory=lambda: LocalDriverConfig())
     gate: GateConfig = Field(default_factory=lambda: GateConfig())
+
+    @model_validator(mode="after")
+    def _tiers_known(self) -> TenantsConfig:
+        if not self.tiers:
+            raise ValueError("tiers: at least one")
+        for account, tier in (self.accounts or {}).items():
+            if tier not in self.tiers:
+                raise ValueError(f"accounts: {account} has tier {tier!r}, not one of tiers")
+        return self
+
+    def gate_address(self) -> str:
+        return self.gate_url or f"http://{self.gate.listen}"
 
 
 class Config(_Model):

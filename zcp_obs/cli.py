@@ -13,6 +13,7 @@ from alerts.cli import alerts
 from dashboards.cli import dashboards
 from exporters.cli import exporter
 from metering.cli import metering
+from tenant_stack.cli import tenants
 from zcp.cliutil import CONTEXT, ZcpGroup
 from zcp.config import CONFIG_ENV, load_config
 from zcp.errors import ZcpError
@@ -61,6 +62,7 @@ cli.add_command(exporter)
 cli.add_command(alerts)
 cli.add_command(dashboards)
 cli.add_command(metering)
+cli.add_command(tenants)
 
 try:  # the lab is not in the production wheel
     from lab.cli import demo

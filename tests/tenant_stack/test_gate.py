@@ -16,74 +16,12 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from alerts.build import RULES, build
-from alerts.rules import TENANT
 from lab.prometheus import PrometheusServer
 from tenant_stack.enforce import BadSelector, enforce, enforce_all
 from tenant_stack.gate import Gate, token_digest, write_tokens
-from tests.support import need_binary
-from zcp.config import AlertingConfig, GateConfig
-from zcp.httpserver import HttpServer, Reply
+from tests.tenant_stack.cloud import SCRAPE, TOKENS, A, B
+from zcp.config import GateConfig
 from zcp.wait import wait_until
-
-TENANTS = {
-    "7f9c2ba4-e88f-11e9-81b4-2a2ae2dbcce4": "va",
-    "0b1e5d2c-3f4a-4b5c-8d6e-7f8091a2b3c4": "vb",
-    "c0ffee00-0000-4000-8000-000000000001": "vc",
-}
-A, B, C = TENANTS
-TOKENS = {t: f"token-of-{vm}" for t, vm in TENANTS.items()}
-SCRAPE = ("job", "instance")
-
-
-def exposition(step: int) -> bytes:
-    """Identity and counters of two VMs per tenant, series without a tenant, and a series that
-    carries a tenant label without being a tenant:* rule output."""
-    lines = []
-    for tenant, vm in TENANTS.items():
-        for i in (1, 2):
-            lines.append(f'zcp_vm_info{{vm_id="{vm}{i}",account_id="{tenant}"}} 1')
-            lines.append(
-                f'libvirt_domain_cpu_time_seconds_total{{vm_id="{vm}{i}"}} {step * i * 0.5}'
-            )
-    lines.append('zcp_vm_info{vm_id="orphan",account_id=""} 1')
-    lines.append(f"untenanted_total {step}")
-    lines.append(f'stray_series{{tenant="{B}"}} 1')
-    return ("\n".join(lines) + "\n").encode()
-
-
-@pytest.fixture(scope="module")
-def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    need_binary("prometheus", "prometheus")
-    work = tmp_path_factory.mktemp("gate-operator")
-    steps = iter(range(1, 10**9))
-    source = HttpServer(
-        "source",
-        "127.0.0.1",
-        0,
-        {"/metrics": lambda req: Reply(200, "text/plain", exposition(next(steps)))},
-    ).start()
-    built = build(work / "alerts", AlertingConfig(), groups=[TENANT])
-    prom = PrometheusServer(
-        work / "prom",
-        {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(built.rules)],
-            "scrape_configs": [
-                {
-                    "job_name": "source",
-                    "honor_labels": True,
-                    "static_configs": [{"targets": [f"127.0.0.1:{source.port}"]}],
-                }
-            ],
-        },
-    )
-    assert (work / "alerts" / RULES).exists()
-    prom.start()
-    assert wait_until(lambda: prom.query("tenant:libvirt_domain_cpu_time_seconds:rate5m"), 60, 0.5)
-    yield prom
-    prom.stop()
-    source.shutdown()
 
 
 @pytest.fixture(scope="module")

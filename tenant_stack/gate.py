@@ -279,6 +279,8 @@ def _relay(resp: Any) -> Iterator[bytes]:
     """The upstream body as it arrives, undecoded; the connection released at the end (or
     when the client leaves and the generator is closed)."""
     try:
-        yield from resp.raw.stream(CHUNK, decode_content=False)
+        # read(n) fills n bytes across the upstream's own (small) chunks: few, large writes
+        while chunk := resp.raw.read(CHUNK, decode_content=False):
+            yield chunk
     finally:
         resp.close()

@@ -78,12 +78,51 @@ def test_systemd_units_run_real_commands() -> None:
         "zcp-obs-ceph-exporter.service",
     }
     for unit in units:
-        exec_start = next(
-            line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")
-        )
-        argv = exec_start.removeprefix("ExecStart=").split()[1:]
-        result = CliRunner().invoke(cli, [*argv, "--help"])
+        argv = exec_start(unit)
+        if not argv[0].endswith("/zcp-obs"):
+            continue  # a tenant's Prometheus or Grafana: see the next test
+        result = CliRunner().invoke(cli, [*argv[1:], "--help"])
         assert result.exit_code == 0, f"{unit.name}: {result.output}"
+
+
+def exec_start(unit: Path) -> list[str]:
+    """A unit's ExecStart command line (continuation lines joined)."""
+    text = unit.read_text().replace("\\\n", " ")
+    line = next(x for x in text.splitlines() if x.startswith("ExecStart="))
+    return line.removeprefix("ExecStart=").split()
+
+
+def test_the_tenant_prometheus_unit_runs_what_the_direct_driver_runs(tmp_path: Path) -> None:
+    from tenant_stack.render import (
+        PROMETHEUS_ENV,
+        Ports,
+        Secrets,
+        Site,
+        Tenant,
+        Tier,
+        parse_env,
+        prometheus_args,
+        render,
+    )
+
+    tenant = "7b743d5e-a9e5-5cfe-8cbc-52b3cd725c70"
+    root = Path("/var/lib/zcp-obs/tenants/tenants") / tenant
+    stack = render(
+        Tenant(tenant, "acme", "standard"),
+        Tier("standard"),
+        Ports(19100, 19101),
+        Secrets("t", "p", "k"),
+        Site("http://127.0.0.1:9480"),
+        root,
+        {},
+    )
+    env = parse_env(stack.files[PROMETHEUS_ENV])
+    unit = Path(__file__).resolve().parents[1] / "deploy/systemd/zcp-obs-tenant-prometheus@.service"
+    argv = [a.replace("%i", tenant) for a in exec_start(unit)]
+    for key, value in env.items():
+        argv = [a.replace("${" + key + "}", value) for a in argv]
+    assert argv == prometheus_args("/usr/bin/prometheus", root, env)
+    assert f"EnvironmentFile={root / PROMETHEUS_ENV}".replace(tenant, "%i") in unit.read_text()
 
 
 @pytest.mark.parametrize("name", ["region", "hypervisor", "ceph", "metering"])

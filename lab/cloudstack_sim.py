@@ -313,6 +313,8 @@ class CloudStackSim:
         self.job_seconds = job_seconds
         self.default_page_size = default_page_size
         self.delay_seconds = 0.0
+        self.userdata_max_length = 32768  # vm.userdata.max.length's default
+        self.fail_deploy: str | None = None  # the errortext of the next deploy jobs, if set
         self.requests: list[dict[str, str]] = []
         self._host, self._port = host, port
         self._server: ThreadingHTTPServer | None = None
@@ -426,6 +428,19 @@ class CloudStackSim:
             items = self._usage_records(items, params)
         if "id" in params:
             items = [i for i in items if i.get("id") == params["id"]]
+        for n in range(8):  # tags[n].key / tags[n].value filters (listVirtualMachines, ...)
+            key = params.get(f"tags[{n}].key")
+            if key is None:
+                break
+            want = params.get(f"tags[{n}].value")
+            items = [
+                i
+                for i in items
+                if any(
+                    t["key"] == key and (want is None or t["value"] == want)
+                    for t in i.get("tags", [])
+                )
+            ]
         for key in ("virtualmachineid", "domainid", "zoneid", "state"):
             if key in params:
                 items = [i for i in items if str(i.get(key, "")) == params[key]]
@@ -516,8 +531,134 @@ class CloudStackSim:
             self.state.jobs[job.id] = job
         return job.id
 
+    def _cmd_updateAccount(self, params: dict[str, str], caller: str) -> dict[str, Any]:
+        """``accountdetails[0].<key>=<value>`` pairs become the account's details (as
+        UpdateAccountCmd.getDetails reads its map parameter)."""
+        self._require(params, "updateAccount", "id")
+        with self.state.lock:
+            acc = next(
+                (a for a in self.state.objects["listAccounts"] if a["id"] == params["id"]), None
+            )
+            if acc is None:
+                raise ApiError(431, f"Unable to find account by id {params['id']}")
+            details = dict(acc.get("accountdetails") or {})
+            for name, value in params.items():
+                if name.startswith("accountdetails[") and "]." in name:
+                    details[name.split("].", 1)[1]] = value
+            if details:
+                acc["accountdetails"] = details
+            return {"account": dict(acc)}
+
+    def _cmd_createTags(self, params: dict[str, str], caller: str) -> dict[str, Any]:
+        self._require(params, "createTags", "resourcetype", "resourceids", "tags[0].key")
+        tags = []
+        for n in range(64):
+            key = params.get(f"tags[{n}].key")
+            if key is None:
+                break
+            tags.append((key, params.get(f"tags[{n}].value", "")))
+        ids = params["resourceids"].split(",")
+        with self.state.lock:
+            vms = [v for v in self.state.objects["listVirtualMachines"] if v["id"] in ids]
+        if len(vms) != len(ids):
+            raise ApiError(431, "Unable to find resource by id")
+
+        def finish() -> dict[str, Any]:
+            for vm in vms:
+                kept = [t for t in vm.get("tags", []) if t["key"] not in {k for k, _ in tags}]
+                vm["tags"] = kept + [
+                    {
+                        "key": k,
+                        "value": v,
+                        "resourcetype": params["resourcetype"],
+                        "resourceid": vm["id"],
+                    }
+                    for k, v in tags
+                ]
+            return {"success": True}
+
+        return {
+            "jobid": self._start_job(
+                "org.apache.cloudstack.api.command.user.tag.CreateTagsCmd", caller, ids[0], finish
+            )
+        }
+
+    def _cmd_stopVirtualMachine(self, params: dict[str, str], caller: str) -> dict[str, Any]:
+        self._require(params, "stopVirtualMachine", "id")
+        with self.state.lock:
+            vm = next(
+                (v for v in self.state.objects["listVirtualMachines"] if v["id"] == params["id"]),
+                None,
+            )
+        if vm is None:
+            raise ApiError(431, f"Invalid parameter id value={params['id']}")
+
+        def finish() -> dict[str, Any]:
+            vm["state"] = "Stopped"
+            return {"virtualmachine": {k: v for k, v in vm.items() if k != "userdata"}}
+
+        return {
+            "jobid": self._start_job(
+                "org.apache.cloudstack.api.command.admin.vm.StopVMCmdByAdmin",
+                caller,
+                vm["id"],
+                finish,
+            )
+        }
+
+    def _vm(self, vm_id: str) -> dict[str, Any]:
+        with self.state.lock:
+            vm = next(
+                (v for v in self.state.objects["listVirtualMachines"] if v["id"] == vm_id), None
+            )
+        if vm is None:
+            raise ApiError(431, f"Invalid parameter id value={vm_id}")
+        return vm
+
+    def _cmd_updateVirtualMachine(self, params: dict[str, str], caller: str) -> dict[str, Any]:
+        """Synchronous, as in CloudStack; new user data needs a stopped VM."""
+        self._require(params, "updateVirtualMachine", "id")
+        vm = self._vm(params["id"])
+        if "userdata" in params:
+            if vm["state"] != "Stopped":
+                raise ApiError(431, "User data can be updated only when the VM is stopped")
+            if len(params["userdata"]) > self.userdata_max_length:
+                raise ApiError(431, "User data is too long")
+            vm["userdata"] = params["userdata"]
+        return {"virtualmachine": {k: v for k, v in vm.items() if k != "userdata"}}
+
+    def _cmd_startVirtualMachine(self, params: dict[str, str], caller: str) -> dict[str, Any]:
+        self._require(params, "startVirtualMachine", "id")
+        vm = self._vm(params["id"])
+
+        def finish() -> dict[str, Any]:
+            vm["state"] = "Running"
+            return {"virtualmachine": {k: v for k, v in vm.items() if k != "userdata"}}
+
+        return {
+            "jobid": self._start_job(
+                "org.apache.cloudstack.api.command.admin.vm.StartVMCmdByAdmin",
+                caller,
+                vm["id"],
+                finish,
+            )
+        }
+
     def _cmd_deployVirtualMachine(self, params: dict[str, str], caller: str) -> dict[str, Any]:
         self._require(params, "deployVirtualMachine", "serviceofferingid", "templateid", "zoneid")
+        userdata = params.get("userdata", "")
+        if len(userdata) > self.userdata_max_length:
+            raise ApiError(
+                431,
+                f"User data is too long for an http POST request: {len(userdata)} is more than "
+                f"vm.userdata.max.length {self.userdata_max_length}",
+            )
+        if userdata:
+            try:
+                base64.b64decode(userdata, validate=True)
+            except ValueError:
+                raise ApiError(431, "User data is not base64 encoded") from None
+        failure = self.fail_deploy
         vm_id = str(uuid.uuid4())
         name = params.get("name") or f"VM-{vm_id}"
         with self.state.lock:
@@ -542,6 +683,10 @@ class CloudStackSim:
             self.state.objects["listVirtualMachines"].append(vm)
 
         def finish() -> dict[str, Any]:
+            if failure:
+                with self.state.lock:
+                    self.state.objects["listVirtualMachines"].remove(vm)
+                raise RuntimeError(failure)
             vm["state"] = "Running"
             return {"virtualmachine": {k: v for k, v in vm.items() if k != "userdata"}}
 

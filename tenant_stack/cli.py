@@ -31,7 +31,21 @@ def tenants(ctx: click.Context) -> None:
 def _reconciler(cfg: Config):  # type: ignore[no-untyped-def]
     from tenant_stack.reconcile import Reconciler, desired_tenants
 
-    return Reconciler(cfg.tenants, lambda: desired_tenants(cfg))
+    return Reconciler(cfg.tenants, lambda: desired_tenants(cfg), driver=_driver(cfg))
+
+
+def _driver(cfg: Config):  # type: ignore[no-untyped-def]
+    """The driver tenants.driver names."""
+    t = cfg.tenants
+    if t.driver == "cloudstack":
+        from tenant_stack.cloudstack import CloudStackDriver
+
+        if cfg.cloudstack is None or t.cloudstack is None:
+            raise ZcpError(
+                "tenants.driver cloudstack needs the cloudstack and tenants.cloudstack sections"
+            )
+        return CloudStackDriver(t.state_dir, cfg.cloudstack, t.cloudstack)
+    return None  # the local driver
 
 
 @tenants.command("reconcile")
@@ -115,7 +129,7 @@ def show(ctx: click.Context, tenant_id: str) -> None:
     record = load(cfg.tenants.state_dir).tenants.get(tenant_id)
     if record is None:
         raise ZcpError(f"no stack for tenant {tenant_id!r} (see `zcp-obs tenants list`)")
-    rec = Reconciler(cfg.tenants, dict)
+    rec = Reconciler(cfg.tenants, dict, driver=_driver(cfg))
     url = f"http://{cfg.tenants.local.bind}:{record.prometheus_port}"
     health = rec.driver.health(tenant_id, url)
     root = rec.driver.root(tenant_id)
@@ -148,7 +162,7 @@ def retire(ctx: click.Context, tenant_id: str, undo: bool, wait: float) -> None:
         if undo:
             record.held = False
         else:
-            Reconciler(cfg.tenants, dict).driver.retire(tenant_id)
+            Reconciler(cfg.tenants, dict, driver=_driver(cfg)).driver.retire(tenant_id)
             record.held, record.status = True, "retired"
             record.retired_at = record.retired_at or time.time()
         save(cfg.tenants.state_dir, state)

@@ -102,7 +102,7 @@ class Reconciler:
         self,
         cfg: TenantsConfig,
         desired: Callable[[], Mapping[str, Tenant]],
-        driver: LocalDriver | None = None,
+        driver: LocalDriver | None = None,  # the cloudstack driver is one too
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg

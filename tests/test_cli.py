@@ -24,6 +24,7 @@ GROUPS = {
     "alerts": {"build", "check"},
     "metering": {"run", "close", "report", "reconcile", "db"},
     "dashboards": {"build", "check", "upload", "provision", "preview"},
+    "tenants": {"reconcile", "list", "show", "retire", "federation-proxy"},
 }
 
 
@@ -280,7 +281,7 @@ def test_the_application_runs_without_the_lab() -> None:
         "from zcp_obs.cli import cli\n"
         "out = CliRunner().invoke(cli, ['--help']).output\n"
         "commands = {l.split()[0] for l in out.split('Commands:')[1].splitlines()[1:]}\n"
-        "parts = {'alerts', 'dashboards', 'exporter', 'inventory', 'metering'}\n"
+        "parts = {'alerts', 'dashboards', 'exporter', 'inventory', 'metering', 'tenants'}\n"
         "assert commands == parts, out\n"
     )
     result = subprocess.run(
@@ -314,3 +315,4 @@ def test_the_production_wheel_holds_the_core_the_parts_and_the_application(tmp_p
         "tenant_stack",
     }
     assert "zcp/inventory/default.yaml" in names
+    assert "tenant_stack/units/zcp-obs-tenant-prometheus@.service" in names

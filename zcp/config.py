@@ -514,6 +514,28 @@ class LocalDriverConfig(_Model):
     start_timeout_seconds: float = Field(60.0, gt=0, le=600)
 
 
+class CloudStackDriverConfig(_Model):
+    """The ``cloudstack`` driver: one VM per tenant in a service account, configured by
+    cloud-init user data (the API credentials are the top-level ``cloudstack`` section's)."""
+
+    zone_id: str
+    template_id: str = Field(description="a Debian 12 template with cloud-init")
+    service_offering_id: str
+    network_ids: tuple[str, ...] = ()
+    account: str | None = Field(None, description="the service account owning the VMs")
+    domain_id: str | None = None
+    userdata_max_length: int = Field(
+        32768, ge=1024, le=1048576, description="CloudStack's vm.userdata.max.length"
+    )
+    job_timeout_seconds: float = Field(600.0, gt=0, le=7200)
+    poll_interval_seconds: float = Field(2.0, gt=0, le=60)
+    tag_key: str = "zcp-tenant"
+    grafana_apt_source: str | None = Field(
+        "deb [signed-by=/etc/apt/keyrings/grafana.asc] https://apt.grafana.com stable main",
+        description="where the VM installs Grafana from (Debian has no grafana package)",
+    )
+
+
 class TenantsConfig(_Model):
     """Tenant stacks (``zcp-obs tenants``): which accounts get one, what each tier gives, where
     stacks live, and the federation gate they all go through."""
@@ -544,12 +566,15 @@ class TenantsConfig(_Model):
     )
     pushgateway_url: str | None = None
     local: LocalDriverConfig = Field(default_factory=lambda: LocalDriverConfig())
+    cloudstack: CloudStackDriverConfig | None = None
     gate: GateConfig = Field(default_factory=lambda: GateConfig())
 
     @model_validator(mode="after")
     def _tiers_known(self) -> TenantsConfig:
         if not self.tiers:
             raise ValueError("tiers: at least one")
+        if self.driver == "cloudstack" and self.cloudstack is None:
+            raise ValueError("driver cloudstack needs a tenants.cloudstack section")
         for account, tier in (self.accounts or {}).items():
             if tier not in self.tiers:
                 raise ValueError(f"accounts: {account} has tier {tier!r}, not one of tiers")

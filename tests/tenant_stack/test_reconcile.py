@@ -171,7 +171,10 @@ def test_stacks_federate_their_own_series_and_a_second_run_changes_nothing(
             }
 
         assert want and wait_until(lambda w=want, h=held: h() == w, 60, 0.5), tid
-        others = query(record.prometheus_port, f'{{__name__=~".+",__name__!~"up|scrape_.+",job!="prometheus",tenant!="{tid}"}}')
+        others = query(
+            record.prometheus_port,
+            f'{{__name__=~".+",__name__!~"up|scrape_.+",job!="prometheus",tenant!="{tid}"}}',
+        )
         assert others == [], others
     # a second run: nothing to do, no file rewritten, no process restarted
     files = {

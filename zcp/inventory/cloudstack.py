@@ -36,9 +36,11 @@ CLASSES: tuple[StorageClass, ...] = ("fast", "flow", "bulk")
 Lister = Callable[..., list[dict[str, Any]]]
 
 
-def make_client(cfg: CloudStackConfig) -> CloudStack:
-    """A ``cs`` client for ``cfg`` (secrets stay inside the client)."""
+def make_client(cfg: CloudStackConfig, method: str = "get") -> CloudStack:
+    """A ``cs`` client for ``cfg`` (secrets stay inside the client); ``method="post"`` for
+    commands whose parameters are large (user data)."""
     return CloudStack(
+        method=method,
         endpoint=cfg.url,
         key=cfg.api_key.get_secret_value(),
         secret=cfg.secret_key.get_secret_value(),

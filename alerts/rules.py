@@ -790,6 +790,8 @@ NETWORK = Group(
 # -- platform: metering, tenant stacks, Prometheus and Alertmanager themselves --------------------
 PG = {"job": "pushgateway", "instance": "pgw:9091", "exported_job": "zcp-metering"}
 TS = {"job": "tenant-prometheus", "instance": "t-acme:9090", "tenant": "acct-1"}
+RC = {"job": "node", "instance": "mon1:9100"}  # the reconciler's textfile, via node_exporter
+GATE = {"job": "zcp-federation-gate", "instance": "mon1:9481"}
 PR = {"job": "prometheus", "instance": "prom:9090"}
 AM = {"job": "alertmanager", "instance": "am:9093"}
 
@@ -884,6 +886,50 @@ PLATFORM = Group(
             "The dedicated Prometheus of tenant {{ $labels.tenant }} ({{ $labels.instance }}) has "
             "been unreachable for 5 minutes: the customer's dashboards are empty.",
             (Case({sel("up", **TS): "0x10"}, ({**TS},)), Case({sel("up", **TS): "1x10"})),
+        ),
+        Alert(
+            "TenantReconcileFailing",
+            "zcp_tenant_reconcile_last_run_success == 0",
+            "10m",
+            "warning",
+            "platform",
+            "The tenant stacks reconcile fails on {{ $labels.instance }}",
+            "The last runs of `zcp-obs tenants reconcile` on {{ $labels.instance }} had a step "
+            "that failed: a tenant's stack is not created, updated or repaired.",
+            (
+                Case({sel("zcp_tenant_reconcile_last_run_success", **RC): "0x20"}, ({**RC},)),
+                Case({sel("zcp_tenant_reconcile_last_run_success", **RC): "1x20"}),
+            ),
+        ),
+        Alert(
+            "TenantReconcileLate",
+            "time() - zcp_tenant_reconcile_last_run_timestamp_seconds > 600",
+            "5m",
+            "warning",
+            "platform",
+            "The tenant stacks reconcile has not run for 10 minutes on {{ $labels.instance }}",
+            "`zcp-obs tenants reconcile` last ended over 10 minutes ago on {{ $labels.instance }} "
+            "(its timer runs it every minute): new tenants get no stack and drift is not repaired.",
+            (
+                Case(
+                    {sel("zcp_tenant_reconcile_last_run_timestamp_seconds", **RC): "0x30"},
+                    ({**RC},),
+                    start=11,
+                    note="last run at t=0: late from 10 minutes",
+                ),
+                Case({sel("zcp_tenant_reconcile_last_run_timestamp_seconds", **RC): "0+60x20"}),
+            ),
+        ),
+        Alert(
+            "FederationGateDown",
+            'up{job="zcp-federation-gate"} == 0',
+            "2m",
+            "critical",
+            "platform",
+            "The federation gate {{ $labels.instance }} is down",
+            "The federation gate {{ $labels.instance }} has been unreachable for 2 minutes: no "
+            "tenant Prometheus can federate, so every customer's dashboards stop at that time.",
+            (Case({sel("up", **GATE): "0x10"}, ({**GATE},)), Case({sel("up", **GATE): "1x10"})),
         ),
         Alert(
             "PrometheusRuleEvaluationFailures",

@@ -126,9 +126,11 @@ class Renderer:
     ) -> list[tuple[str, list[tuple[float, float]]]]:
         out = []
         hidden: set[str] = set()
+        renamed: dict[str, str] = {}
         for t in panel.get("transformations", []):
             if t.get("id") == "organize":
                 hidden |= set(t.get("options", {}).get("excludeByName", {}))
+                renamed.update(t.get("options", {}).get("renameByName", {}))
         for target in panel.get("targets", []):
             expr = target.get("expr")
             if not expr:
@@ -145,6 +147,9 @@ class Renderer:
                         for k, v in sorted(item["metric"].items())
                         if k not in hidden and k != "__name__"
                     )
+                    # every label hidden: the value's column header names it, as in Grafana
+                    ref = target.get("refId", "")
+                    name = name or renamed.get(f"Value #{ref}", ref)
                 else:
                     name = _legend(target.get("legendFormat", ""), item["metric"])
                 out.append((name, [(float(t), float(v)) for t, v in points]))

@@ -148,6 +148,53 @@ dashboard = dashboard(
                     ),
                 ],
             ),
+            Row(
+                "Tenant stacks: reconcile and federation gate",
+                [
+                    table(
+                        "Tenant reconcile",
+                        "The last `zcp-obs tenants reconcile`: whether every step worked, how "
+                        "long ago it ended, how long it took (TenantReconcileFailing, "
+                        "TenantReconcileLate).",
+                        Q('zcp_tenant_reconcile_last_run_success{job="zcp-tenants"}'),
+                        Q(
+                            "time() - "
+                            'zcp_tenant_reconcile_last_run_timestamp_seconds{job="zcp-tenants"}'
+                        ),
+                        Q('zcp_tenant_reconcile_duration_seconds{job="zcp-tenants"}'),
+                        hide=("Time", "__name__", "instance", "job", "exported_job"),
+                        rename={
+                            "Value #A": "success",
+                            "Value #B": "ended s ago",
+                            "Value #C": "took s",
+                        },
+                        width=8,
+                    ),
+                    table(
+                        "Stacks by tenant",
+                        "Each stack as the reconciler left it: up, tier, status and config "
+                        "version (zcp_tenant_stack_drift_repaired_total counts its repairs).",
+                        Q('zcp_tenant_stack_up{job="zcp-tenants",component="prometheus"}'),
+                        Q('zcp_tenant_stack_info{job="zcp-tenants"}'),
+                        hide=("Time", "__name__", "instance", "job", "exported_job", "component"),
+                        rename={"Value #A": "up", "Value #B": "stacks"},
+                        width=8,
+                    ),
+                    timeseries(
+                        "Federation gate answers",
+                        "Federation requests through the gate per second, by tenant and status "
+                        "(401: a bad token, 400: a refused selector, 502: the operator "
+                        "Prometheus did not answer).",
+                        Q(
+                            "sum by (tenant, code) "
+                            '(rate(zcp_gate_requests_total{job="zcp-federation-gate"}[$__rate_interval]))',
+                            "{{tenant}} {{code}}",
+                        ),
+                        unit="reqps",
+                        width=8,
+                    ),
+                ],
+            ),
         ],
     )
 )

@@ -24,10 +24,15 @@ from lab.ceph import CephLab
 from lab.history import HistorySeries
 from lab.libvirt import LibvirtLab
 from lab.ovs import OvsLab
-from lab.procs import copy_logs
+from lab.procs import copy_logs, free_port
 from lab.prometheus import PrometheusServer
+from tenant_stack.gate import Gate
+from tenant_stack.reconcile import Reconciler
+from tenant_stack.render import Tenant
+from tenant_stack.state import load
 from tests.metering.scenario import T0
 from tests.support import need_binary
+from zcp.config import GateConfig, LocalDriverConfig, TenantsConfig, TierConfig
 from zcp.inventory.model import Inventory
 from zcp.wait import wait_until
 
@@ -67,7 +72,8 @@ def live(
         pushgateway=True,
         ovs_ports=("dbvm", "10.202"),
     )
-    tenant_prom: PrometheusServer | None = None
+    reconciler: Reconciler | None = None
+    gate: Gate | None = None
     try:
         lab.start()
         assert lab.prometheus is not None and lab.inventory is not None
@@ -135,26 +141,38 @@ def live(
             key=lambda vm: vm.id,
         )
         lab.lab.destroy_guest(victim.instance_name)
-        # a tenant's own Prometheus: federates acme's series only, scraped by the operator's
-        tenant_prom = PrometheusServer(
-            workdir / "tenant-prometheus",
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [
-                    {
-                        "job_name": "federate",
-                        "honor_labels": True,
-                        "metrics_path": "/federate",
-                        "params": {"match[]": [f'{{tenant="{acme.account_id}"}}']},
-                        "static_configs": [{"targets": [prom.url.removeprefix("http://")]}],
-                    }
-                ],
-            },
+        # acme's own stack, as the reconciler makes it: its Prometheus federates through the
+        # gate (acme's series only), and the reconcile's health goes to the Pushgateway
+        gate = Gate(
+            GateConfig(
+                listen="127.0.0.1:0",
+                metrics_listen="127.0.0.1:0",
+                upstream=prom.url,
+                tokens_file=workdir / "tenants" / "gate-tokens.yaml",
+            )
+        ).start()
+        tenants = TenantsConfig(
+            state_dir=workdir / "tenants",
+            accounts={acme.account_id: "standard"},
+            tiers={"standard": TierConfig(retention="1d", scrape_interval="1s")},
+            gate_url=f"http://127.0.0.1:{gate.port}",
+            pushgateway_url=lab.pushgateway_url,
+            local=LocalDriverConfig(port_base=free_port()),
+            gate=gate.cfg,
         )
-        tenant_prom.start()
+        reconciler = Reconciler(
+            tenants, lambda: {acme.account_id: Tenant(acme.account_id, acme.name, "standard")}
+        )
+        outcome = reconciler.run()
+        assert not outcome.failed, outcome.failed
+        record = load(tenants.state_dir).tenants[acme.account_id]
+        tenant_url = f"http://127.0.0.1:{record.prometheus_port}"
+        tenant_prom = PrometheusServer.__new__(PrometheusServer)  # a client of the stack's
+        tenant_prom.url = tenant_url
         lab.stack.add_job(
-            "tenant-prometheus", tenant_prom.url.removeprefix("http://"), tenant=acme.account_id
+            "tenant-prometheus", tenant_url.removeprefix("http://"), tenant=acme.account_id
         )
+        lab.stack.add_job("zcp-federation-gate", f"127.0.0.1:{gate.metrics_port}")
         prom.write_config(
             {**yaml.safe_load(prom.config_path.read_text()), "scrape_configs": lab.stack.jobs}
         )
@@ -166,6 +184,12 @@ def live(
         _wait(prom, "ceph_cephfs_subvolume_quota_bytes")
         _wait(tenant_prom, "tenant:ceph_rgw_bucket_stored_bytes:max")
         _wait(tenant_prom, "tenant:libvirt_domain_interface_transmit_bytes:rate5m")
+        _wait(prom, "zcp_tenant_reconcile_last_run_success")
+        _wait(
+            prom,
+            'count_over_time(zcp_gate_requests_total{job="zcp-federation-gate",code="200"}[1m])'
+            " >= 20",
+        )
         yield {
             "operator": prom.url,
             "tenant": tenant_prom.url,
@@ -174,8 +198,11 @@ def live(
         }
     finally:
         copy_logs(lab.daemons(), Path(workdir) / "kept-logs")
-        if tenant_prom is not None:
-            tenant_prom.stop()
+        if reconciler is not None:
+            for tid in reconciler.driver.deployed():
+                reconciler.driver.retire(tid)
+        if gate is not None:
+            gate.shutdown()
         lab.stop()
 
 

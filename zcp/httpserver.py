@@ -281,6 +281,12 @@ class HttpServer:
             self._respond_raw(writer, 503, "too many connections")
             writer.transport.close()
             return
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # a streamed reply ends with a small write: without this, Nagle's algorithm holds
+            # it for the client's delayed ACK (40 ms on every keep-alive request)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = _Conn(writer)
         self._conns[conn] = None
         reason = "client"

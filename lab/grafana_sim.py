@@ -9,6 +9,9 @@ and role each) and ``X-Grafana-Org-Id``.
   over 40 characters, unknown folder) / 412 ``{status: version-mismatch | name-exists,
   message}`` when not overwriting;
 * ``GET`` / ``DELETE /api/dashboards/uid/:uid`` 200 / 404;
+* ``GET`` / ``PUT /api/orgs/:id`` 200 ``{id, name, address}`` / ``{message: "Organization
+  updated"}``, 404 for an unknown org, 409 for a name another org has (``admin_orgs.md``,
+  ``org.md``: basic auth of a server admin only);
 * 401 without a known token (or for another org than the token's), 403 for a Viewer writing.
 """
 
@@ -28,6 +31,7 @@ class Org:
 
     folders: dict[str, dict[str, Any]] = field(default_factory=dict)
     dashboards: dict[str, dict[str, Any]] = field(default_factory=dict)  # uid -> stored
+    name: str = "Main Org."
 
 
 @dataclass
@@ -35,6 +39,7 @@ class GrafanaState:
     """What the simulated Grafana holds, and the tokens it accepts: token -> (org, role)."""
 
     tokens: dict[str, tuple[int, str]] = field(default_factory=dict)
+    admins: dict[str, str] = field(default_factory=dict)  # server admins: user -> password
     orgs: dict[int, Org] = field(default_factory=dict)
     requests: list[tuple[str, str, int]] = field(default_factory=list)  # method, path, org
     next_id: int = 1
@@ -82,6 +87,9 @@ class GrafanaSim:
             def do_DELETE(self) -> None:
                 self._handle("DELETE")
 
+            def do_PUT(self) -> None:
+                self._handle("PUT")
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -99,6 +107,8 @@ class GrafanaSim:
         self, method: str, path: str, headers: dict[str, str], raw: bytes
     ) -> tuple[int, dict[str, Any]]:
         auth = {k.lower(): v for k, v in headers.items()}
+        if auth.get("authorization", "").startswith("Basic "):
+            return self._admin(method, path, auth["authorization"], raw)
         token = auth.get("authorization", "").removeprefix("Bearer ").strip()
         with self.lock:
             if token not in self.state.tokens:
@@ -116,6 +126,39 @@ class GrafanaSim:
             except json.JSONDecodeError:
                 return 400, {"message": "bad request data"}
             return self._route(method, path.split("?", 1)[0], body, org)
+
+    def _admin(
+        self, method: str, path: str, authorization: str, raw: bytes
+    ) -> tuple[int, dict[str, Any]]:
+        """The admin organisations API: basic auth of a server admin."""
+        import base64
+
+        try:
+            user, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
+        except ValueError:
+            return 401, {"message": "Invalid Basic Auth Header"}
+        with self.lock:
+            if self.state.admins.get(user) != password:
+                return 401, {"message": "invalid username or password"}
+            m = re.fullmatch(r"/api/orgs/(\d+)", path.split("?", 1)[0])
+            if not m:
+                return 404, {"message": "Not found"}
+            org_id = int(m.group(1))
+            if org_id not in self.state.orgs:
+                return 404, {"message": "Organization not found"}
+            org = self.state.orgs[org_id]
+            self.state.requests.append((method, path, org_id))
+            if method == "GET":
+                return 200, {"id": org_id, "name": org.name, "address": {}}
+            if method == "PUT":
+                name = (json.loads(raw) if raw else {}).get("name")
+                if not name:
+                    return 400, {"message": "name is required"}
+                if any(o.name == name for i, o in self.state.orgs.items() if i != org_id):
+                    return 409, {"message": "Organization name taken"}
+                org.name = name
+                return 200, {"message": "Organization updated"}
+            return 405, {"message": "Method not allowed"}
 
     def _route(
         self, method: str, path: str, body: dict[str, Any], org: Org

@@ -296,7 +296,25 @@ class LocalDriver:
                     [grafana, "--homepath=/usr/share/grafana", f"--config={root / GRAFANA_INI}"],
                 )
                 change.started.append("grafana")
+            self._name_org(stack)
         return change
+
+    def _name_org(self, stack: Stack) -> None:
+        """Name the tenant's Grafana organisation after the account, once Grafana answers."""
+        from tenant_stack.grafana import name_org
+        from tenant_stack.render import GRAFANA_PASSWORD
+
+        port = next(
+            line.split("=", 1)[1].strip()
+            for line in stack.files[GRAFANA_INI].splitlines()
+            if line.startswith("http_port")
+        )
+        url = f"http://127.0.0.1:{port}"
+        if not wait_until(
+            lambda: self._ready(f"{url}/api/health"), self.cfg.start_timeout_seconds, 0.5
+        ):
+            raise ZcpError(f"tenant {stack.tenant.id}: Grafana not ready at {url}")
+        name_org(url, stack.files[GRAFANA_PASSWORD].strip(), stack.tenant.name)
 
     def health(self, tenant: str, url: str) -> dict[str, bool | None]:
         """Up or not, per component (None: not run here)."""

@@ -109,7 +109,9 @@ class Reconciler:
         self.desired = desired
         self.driver = driver or LocalDriver(cfg.state_dir, cfg.local)
         self.clock = clock
-        self.site = Site(cfg.gate_address(), cfg.gate_ca_file, bind=cfg.local.bind)
+        self.site = Site(
+            cfg.gate_address(), cfg.gate_ca_file, grafana_tls=cfg.grafana_tls, bind=cfg.local.bind
+        )
 
     # -- inputs ---------------------------------------------------------------------------------
     def dashboards(self) -> dict[str, str]:

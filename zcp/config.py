@@ -561,6 +561,9 @@ class TenantsConfig(_Model):
         None, description="how tenant stacks reach the gate (default: http://<gate.listen>)"
     )
     gate_ca_file: str | None = None
+    grafana_tls: bool = Field(
+        False, description="tenants reach their Grafana over TLS (a proxy): secure cookies"
+    )
     metrics_textfile: Path | None = Field(
         None, description="stack health for node_exporter's textfile collector"
     )

@@ -75,6 +75,9 @@ HOSTILE = [
     'x{tenant="a",tenant="b"}',
     'x{job="\\"}",tenant="b"}',
     'x{job="a\\nb"}',
+    f'x{{Tenant="{B}"}}',  # label-name games: other labels, kept, the tenant still enforced
+    f'x{{tenant_="{B}",__tenant="{B}"}}',
+    f'{{__name__="tenant:x",tenant=~"(?i){B}"}}',
 ]
 
 

@@ -298,3 +298,23 @@ def test_three_tenant_prometheus_each_hold_their_own_series_only(
     finally:
         for p in proms.values():
             p.stop()
+
+
+def test_upstream_connections_are_reused_and_a_client_leaving_early_poisons_none(
+    gate: Gate,
+) -> None:
+    whole = fed(gate).text
+    assert gate._idle, "the upstream connection went back to the pool"
+    for _ in range(3):  # clients that leave mid-answer
+        r = requests.get(
+            f"http://127.0.0.1:{gate.port}/federate",
+            params={"match[]": '{__name__=~".+"}'},
+            headers={"Authorization": f"Bearer {TOKENS[A]}"},
+            stream=True,
+            timeout=30,
+        )
+        r.raw.read(10)
+        r.close()
+    for _ in range(3):  # every later answer is whole and its own
+        again = fed(gate).text
+        assert again.count("\n") == whole.count("\n") and set(tenants_in(again)) == {A}

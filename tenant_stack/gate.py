@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import http.client
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from zcp.errors import ConfigError, ZcpError
 from zcp.files import write_atomic
 from zcp.httpserver import HttpServer, Reply, Request, text
 from zcp.logs import collect_log_metrics
+from zcp.watched import Watched
 
 log = logging.getLogger(__name__)
 CHUNK = 65536
@@ -49,79 +49,54 @@ def write_tokens(path: Path, digests: dict[str, str]) -> None:
     write_atomic(path, yaml.safe_dump(doc, sort_keys=True), 0o600)
 
 
-class Tokens:
+def read_tokens(path: Path) -> tuple[dict[str, str], tuple[Path, ...]]:
+    """The tokens file as tenant id -> SHA-256 hex (no file yet: no tenant). Any problem is
+    one :class:`ConfigError` line."""
+    where = f"tokens file {path}"
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        return {}, ()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{where}: not YAML") from None
+    tenants = doc.get("tenants") if isinstance(doc, dict) else None
+    if not isinstance(tenants, dict):
+        raise ConfigError(f"{where}: no tenants mapping")
+    out = {}
+    for tenant, entry in tenants.items():
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise ConfigError(f"{where}: tenant {str(tenant)[:80]!r} has no sha256")
+        try:
+            out[check_tenant(str(tenant))] = digest
+        except ZcpError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return out, ()
+
+
+class Tokens(Watched[dict[str, str]]):
     """The tokens file, reloaded when it changes; a broken reload keeps the last good one."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._stamp: tuple[int, int, int] | None = None
-        self._digests: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self.last_ok = True
-        self._load(first=True)
-
-    def _load(self, first: bool = False) -> None:
-        try:
-            st = os.stat(self.path)
-            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = (0, 0, 0)
-        if stamp == self._stamp:
-            return
-        with self._lock:
-            if stamp == self._stamp:
-                return
-            try:
-                self._digests = self._read() if stamp != (0, 0, 0) else {}
-                self.last_ok = True
-            except ConfigError as exc:
-                if first:
-                    raise
-                if self.last_ok:
-                    log.error(
-                        "tokens file reload failed; keeping the last good one",
-                        extra={"path": str(self.path), "error": str(exc)},
-                    )
-                self.last_ok = False
-            self._stamp = stamp
-
-    def _read(self) -> dict[str, str]:
-        where = f"tokens file {self.path}"
-        try:
-            doc = yaml.safe_load(self.path.read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
-        except yaml.YAMLError:
-            raise ConfigError(f"{where}: not YAML") from None
-        tenants = doc.get("tenants") if isinstance(doc, dict) else None
-        if not isinstance(tenants, dict):
-            raise ConfigError(f"{where}: no tenants mapping")
-        out = {}
-        for tenant, entry in tenants.items():
-            digest = entry.get("sha256") if isinstance(entry, dict) else None
-            if not isinstance(digest, str) or len(digest) != 64:
-                raise ConfigError(f"{where}: tenant {str(tenant)[:80]!r} has no sha256")
-            try:
-                out[check_tenant(str(tenant))] = digest
-            except ZcpError as exc:
-                raise ConfigError(f"{where}: {exc}") from None
-        return out
+        super().__init__(path, read_tokens, "tokens file")
 
     def tenant_of(self, authorization: str | None) -> str | None:
         """The tenant whose token this is, or None. Every entry is compared (in constant time
         each), so the answer's timing says nothing about which one matched or how far."""
-        self._load()
+        digests = self.current()
         if not authorization or authorization[:7].lower() != "bearer ":
             return None
         digest = token_digest(authorization[7:].strip())
         found = None
-        for tenant, known in self._digests.items():
+        for tenant, known in digests.items():
             if hmac.compare_digest(known, digest):
                 found = tenant
         return found
 
     def __len__(self) -> int:
-        return len(self._digests)
+        return len(self.value)
 
 
 class Gate:
@@ -283,16 +258,10 @@ class Gate:
     def metrics(self, req: Request) -> Reply:
         from prometheus_client.exposition import generate_latest
 
-        class Families:
-            def __init__(self, gate: Gate) -> None:
-                self.gate = gate
+        return Reply(200, "text/plain; version=0.0.4", generate_latest(self))
 
-            def collect(self) -> Iterator[Metric]:
-                yield from self.gate.families()
-
-        return Reply(200, "text/plain; version=0.0.4", generate_latest(Families(self)))
-
-    def families(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Metric]:
+        """The gate's own families (a collector for ``generate_latest``)."""
         reqs = CounterMetricFamily(
             "zcp_gate_requests",
             "Federation requests, by tenant and status.",

@@ -69,9 +69,6 @@ class Processes(Protocol):
 class Direct:
     """Processes started by the driver itself, tracked by pid files (the lab, the demo)."""
 
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-
     @staticmethod
     def _pidfile(root: Path, component: str) -> Path:
         return root / component / f"{component}.pid"
@@ -174,9 +171,7 @@ class LocalDriver:
     def __init__(self, state_dir: Path, cfg: LocalDriverConfig) -> None:
         self.cfg = cfg
         self.base = state_dir / "tenants"
-        self.processes: Processes = (
-            Direct(cfg.start_timeout_seconds) if cfg.process == "direct" else Systemd()
-        )
+        self.processes: Processes = Direct() if cfg.process == "direct" else Systemd()
 
     def root(self, tenant: str) -> Path:
         return self.base / unit_instance(tenant)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, write_to_textfile
 
-from tenant_stack.gate import Tokens, token_digest, write_tokens
+from tenant_stack.gate import read_tokens, token_digest, write_tokens
 from tenant_stack.local import LocalDriver
 from tenant_stack.render import (
     GATE_TOKEN,
@@ -269,7 +269,10 @@ class Reconciler:
                 continue
             digests[tid] = token_digest(token)
         path = self.cfg.gate.tokens_file
-        current = Tokens(path)._digests if path.exists() else None
+        try:
+            current: dict[str, str] | None = read_tokens(path)[0] if path.exists() else None
+        except ZcpError:
+            current = None  # unreadable: written anew
         if current != digests:
             write_tokens(path, digests)
 

@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from zcp.errors import ConfigError
+from zcp.watched import Watched
 
 log = logging.getLogger(__name__)
 
@@ -232,60 +233,29 @@ def same(a: str, b: str) -> bool:
 
 
 class WebConfigFile:
-    """A web configuration file, reloaded when it or a file it names changes.
-
-    ``current()`` is cheap (a few ``stat`` calls) and is what the server calls per connection
-    and request. Without a path, everything is off (plain HTTP, no auth).
-    """
+    """A web configuration file kept current (:class:`zcp.watched.Watched`): ``current()`` is
+    what the server calls per connection and request. Without a path, everything is off
+    (plain HTTP, no auth)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.reloads_ok = 0
-        self.reloads_failed = 0
-        self.last_ok = True
-        self._stamp: tuple[Any, ...] | None = None
-        self._web = Web()
-        self._files: tuple[Path, ...] = ()
-        self._lock = threading.Lock()
-        if path is not None:
-            self._web, self._files = load(path)
-            self._stamp = self._stat()
-            self.reloads_ok = 1
-
-    def _stat(self) -> tuple[Any, ...]:
-        out: list[tuple[int, int, int] | None] = []
-        for p in (self.path, *self._files):
-            try:
-                st = os.stat(p)  # type: ignore[arg-type]
-                out.append((st.st_ino, st.st_mtime_ns, st.st_size))
-            except OSError:
-                out.append(None)
-        return tuple(out)
+        self._watched = Watched(path, load, "web config") if path is not None else None
+        self._off = Web()
 
     def current(self) -> Web:
-        if self.path is None:
-            return self._web
-        stamp = self._stat()
-        if stamp == self._stamp:
-            return self._web
-        with self._lock:
-            if stamp != self._stamp:
-                try:
-                    self._web, self._files = load(self.path)
-                except ConfigError as exc:
-                    self.reloads_failed += 1
-                    if self.last_ok:
-                        log.error(
-                            "web config reload failed; keeping the last good one",
-                            extra={"path": str(self.path), "error": str(exc)},
-                        )
-                    self.last_ok = False
-                else:
-                    self.reloads_ok += 1
-                    self.last_ok = True
-                    log.info("web config loaded", extra={"path": str(self.path)})
-                self._stamp = self._stat()
-        return self._web
+        return self._watched.current() if self._watched is not None else self._off
+
+    @property
+    def reloads_ok(self) -> int:
+        return self._watched.reloads_ok if self._watched is not None else 0
+
+    @property
+    def reloads_failed(self) -> int:
+        return self._watched.reloads_failed if self._watched is not None else 0
+
+    @property
+    def last_ok(self) -> bool:
+        return self._watched.last_ok if self._watched is not None else True
 
 
 def load(path: Path) -> tuple[Web, tuple[Path, ...]]:

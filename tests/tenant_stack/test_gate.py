@@ -318,3 +318,18 @@ def test_upstream_connections_are_reused_and_a_client_leaving_early_poisons_none
     for _ in range(3):  # every later answer is whole and its own
         again = fed(gate).text
         assert again.count("\n") == whole.count("\n") and set(tenants_in(again)) == {A}
+
+
+def test_a_broken_tokens_file_keeps_the_last_good_one(tmp_path: Path) -> None:
+    from tenant_stack.gate import Tokens
+
+    path = tmp_path / "t.yaml"
+    assert len(Tokens(path)) == 0  # no file yet: no tenant
+    write_tokens(path, {A: token_digest("one")})
+    tokens = Tokens(path)
+    assert tokens.tenant_of("Bearer one") == A
+    path.write_text("tenants: [not, a, mapping]\n")
+    assert tokens.tenant_of("Bearer one") == A and not tokens.last_ok
+    write_tokens(path, {B: token_digest("two")})
+    assert tokens.tenant_of("Bearer one") is None and tokens.tenant_of("Bearer two") == B
+    assert tokens.last_ok and tokens.reloads_failed == 1

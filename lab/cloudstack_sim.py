@@ -585,13 +585,7 @@ class CloudStackSim:
 
     def _cmd_stopVirtualMachine(self, params: dict[str, str], caller: str) -> dict[str, Any]:
         self._require(params, "stopVirtualMachine", "id")
-        with self.state.lock:
-            vm = next(
-                (v for v in self.state.objects["listVirtualMachines"] if v["id"] == params["id"]),
-                None,
-            )
-        if vm is None:
-            raise ApiError(431, f"Invalid parameter id value={params['id']}")
+        vm = self._vm(params["id"])
 
         def finish() -> dict[str, Any]:
             vm["state"] = "Stopped"

@@ -109,6 +109,7 @@ class Reconciler:
         self.desired = desired
         self.driver = driver or LocalDriver(cfg.state_dir, cfg.local)
         self.clock = clock
+        self._health: dict[str, dict[str, bool | None]] = {}  # per run: tenant -> health
         self.site = Site(
             cfg.gate_address(), cfg.gate_ca_file, grafana_tls=cfg.grafana_tls, bind=cfg.local.bind
         )
@@ -150,10 +151,14 @@ class Reconciler:
         ports = Ports(record.prometheus_port, record.grafana_port)
         return render(tenant, tier, ports, secret, self.site, root, boards)
 
+    def _url(self, record: Record) -> str:
+        return f"http://{self.site.bind}:{record.prometheus_port}"
+
     # -- the plan -------------------------------------------------------------------------------
     def plan(self, state: State) -> tuple[list[Action], dict[str, Stack]]:
         want = self.desired()
         boards = self.dashboards()
+        self._health = {}
         actions: list[Action] = []
         stacks: dict[str, Stack] = {}
         now = self.clock()
@@ -175,8 +180,8 @@ class Reconciler:
             stack = self.stack(tenant, record, boards)
             stacks[tid] = stack
             diff = self.driver.differences(stack)
-            url = f"http://{self.site.bind}:{record.prometheus_port}"
-            up = self.driver.health(tid, url)["prometheus"]
+            self._health[tid] = self.driver.health(tid, self._url(record))
+            up = self._health[tid]["prometheus"]
             if kind == "keep" and (diff or not up):
                 kind = "repair" if stack.version == record.config_version else "update"
                 if not up:
@@ -231,6 +236,7 @@ class Reconciler:
         if action.kind in ("create", "update", "repair"):
             stack = stacks[action.tenant]
             change = self.driver.apply(stack)
+            self._health.pop(action.tenant, None)  # changed: asked again for the metrics
             record.status, record.retired_at = "active", None
             record.config_version = stack.version
             if action.kind == "repair":
@@ -310,9 +316,8 @@ class Reconciler:
             drift.labels(tid).inc(record.drift_repaired)
             last.labels(tid).set(record.last_reconcile)
             if record.status == "active":
-                health = self.driver.health(
-                    tid, f"http://{self.site.bind}:{record.prometheus_port}"
-                )
+                # what the plan saw, for stacks this run left alone (asked once per run)
+                health = self._health.get(tid) or self.driver.health(tid, self._url(record))
                 for component, ok in health.items():
                     if ok is not None:
                         up.labels(tid, component).set(1 if ok else 0)

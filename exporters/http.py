@@ -8,7 +8,6 @@ a slow source costs one ``*_up 0`` scrape, never a scrape timeout.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from exporters.exposition import Encoder
-from zcp.httpserver import Handler, HttpServer, Limits, Reply, Request
+from zcp.httpserver import Handler, HttpServer, Limits, Reply, Request, run_until_signal
 from zcp.logs import collect_log_metrics
 
 log = logging.getLogger(__name__)
@@ -199,16 +198,12 @@ def serve_until_signal(
 ) -> None:
     """Serve ``server`` until SIGTERM/SIGINT, then stop it and run ``cleanups`` in order (the
     shared life cycle of every ``zcp-obs exporter`` command); ``context`` goes into the log."""
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server.start()
-    log.info(
-        f"{server.name} exporter listening",
-        extra={"listen": f"{server.host}:{server.port}", "deadline_s": server.deadline, **context},
+    run_until_signal(
+        f"{server.name} exporter",
+        server.start,
+        server.shutdown,
+        cleanups,
+        listen=f"{server.host}:{server.port}",
+        deadline_s=server.deadline,
+        **context,
     )
-    stop.wait()
-    log.info(f"{server.name} exporter stopping")
-    server.shutdown()
-    for cleanup in cleanups:
-        cleanup()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -193,24 +191,17 @@ def federation_proxy(ctx: click.Context, **flags: object) -> None:
     maps to its id, and every match[] is rewritten to select that tenant's series only."""
     from tenant_stack.gate import Gate
     from zcp.config import with_overrides
+    from zcp.httpserver import run_until_signal
 
     cfg = config_of(ctx)
     gate_cfg = with_overrides(cfg.tenants.gate, "(command line)", **flags)
     gate = Gate(gate_cfg)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    gate.start()
-    import logging
-
-    logging.getLogger("tenant_stack.gate").info(
-        "federation gate listening",
-        extra={
-            "listen": f"{gate.http.host}:{gate.port}",
-            "metrics": f"{gate.metrics_http.host}:{gate.metrics_port}",
-            "upstream": gate_cfg.upstream,
-            "tenants": len(gate.tokens),
-        },
+    run_until_signal(
+        "federation gate",
+        gate.start,
+        gate.shutdown,
+        listen=f"{gate.http.host}:{gate.port}",
+        metrics=f"{gate.metrics_http.host}:{gate.metrics_port}",
+        upstream=gate_cfg.upstream,
+        tenants=len(gate.tokens),
     )
-    stop.wait()
-    gate.shutdown()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import ssl
 import threading
@@ -533,3 +534,25 @@ class HttpServer:
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                 + body
             )
+
+
+def run_until_signal(
+    name: str,
+    start: Callable[[], object],
+    stop: Callable[[], object],
+    cleanups: Iterable[Callable[[], object]] = (),
+    **context: object,
+) -> None:
+    """The life cycle of every serving command (exporters, the federation gate): ``start()``,
+    log ``<name> listening`` with ``context``, wait for SIGTERM/SIGINT, ``stop()``, then run
+    ``cleanups`` in order."""
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    start()
+    log.info(f"{name} listening", extra=dict(context))
+    stopping.wait()
+    log.info(f"{name} stopping")
+    stop()
+    for cleanup in cleanups:
+        cleanup()

@@ -9,19 +9,25 @@ else of the client's request is forwarded but ``Accept`` and ``Accept-Encoding``
 streamed back as it comes (compressed bytes stay compressed). It runs on the server the exporters
 share (:mod:`zcp.httpserver`: TLS, timeouts, caps); its own metrics are on a separate local port,
 so tenants' tokens never meet the operator's basic auth.
+
+The relay lives in the server's event loop: the upstream is a pool of keep-alive connections on
+asyncio streams with ``h11`` as the client, and each read from upstream is one write to the
+client. No thread is handed a request, and no chunk crosses between threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
-import http.client
 import logging
+import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import h11
 import yaml
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -99,6 +105,77 @@ class Tokens(Watched[dict[str, str]]):
         return len(self.value)
 
 
+class _Stale(Exception):
+    """A pooled upstream connection the upstream had closed meanwhile."""
+
+
+class _Upstream:
+    """One keep-alive connection to the upstream: asyncio streams, ``h11`` as the client."""
+
+    __slots__ = ("h", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.h = h11.Connection(h11.CLIENT)
+
+    def reusable(self) -> bool:
+        return not self.writer.transport.is_closing() and not self.reader.at_eof()
+
+    def close(self) -> None:
+        self.writer.transport.abort()
+
+
+class _Relay:
+    """An upstream body as it arrives, undecoded, in chunks of up to 64 KiB: Prometheus writes
+    4 KiB at a time, and a write to the client per piece cost more than the rest of the relay
+    together. Read to its end, the connection goes back to the pool; closed before that (a
+    client that left, or never iterated), the connection is closed."""
+
+    def __init__(
+        self,
+        up: _Upstream,
+        release: Callable[[_Upstream], None],
+        read: Callable[[_Upstream], Awaitable[bytes]],
+    ) -> None:
+        self.up = up
+        self.release = release
+        self.read = read
+        self.settled = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        up = self.up
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            while (event := up.h.next_event()) is not h11.NEED_DATA:
+                if isinstance(event, h11.Data):
+                    parts.append(event.data)
+                    size += len(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    if parts:
+                        yield b"".join(parts)
+                    if up.h.our_state is h11.DONE and not self.settled:
+                        self.settled = True
+                        up.h.start_next_cycle()
+                        self.release(up)
+                    return
+                else:
+                    raise ConnectionResetError("the upstream closed mid-answer")
+            if size >= CHUNK:
+                yield b"".join(parts)
+                parts, size = [], 0
+            up.h.receive_data(await self.read(up))
+
+    async def aclose(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.up.close()
+
+
 class Gate:
     """The gate's HTTP side: ``/federate`` for tenants, ``/metrics`` on a local port."""
 
@@ -106,10 +183,12 @@ class Gate:
         self.cfg = cfg
         self.tokens = Tokens(cfg.tokens_file)
         split = urlsplit(cfg.upstream)
-        self.upstream_scheme = split.scheme
+        https = split.scheme == "https"
         self.upstream_host = split.netloc
+        self.upstream_addr = (split.hostname or "127.0.0.1", split.port or (443 if https else 80))
+        self.upstream_tls = ssl.create_default_context() if https else None
         self.upstream_path = split.path.rstrip("/")
-        self._idle: list[http.client.HTTPConnection] = []  # keep-alive, upstream
+        self._idle: list[_Upstream] = []  # keep-alive, upstream; touched in the loop only
         self.requests: dict[tuple[str, int], int] = {}
         self.refused: dict[str, int] = {}
         self.upstream_errors = 0
@@ -149,12 +228,8 @@ class Gate:
             self.refused[reason] = self.refused.get(reason, 0) + 1
         return reply
 
-    def federate(self, req: Request) -> Reply:
-        tenant = self.tokens.tenant_of(req.headers.get("authorization"))
-        if tenant is None:
-            return self._refuse(
-                "token", text(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
-            )
+    def _enforced(self, req: Request, tenant: str) -> list[str] | Reply:
+        """The request's selectors made the tenant's, or the refusal to answer."""
         try:
             pairs = parse_qsl(
                 req.query, keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS
@@ -170,90 +245,105 @@ class Gate:
                     errors="strict",
                     max_num_fields=MAX_FIELDS,
                 )
-            selectors = enforce_all(selectors_of(pairs), tenant)
+            return enforce_all(selectors_of(pairs), tenant)
         except (UnicodeDecodeError, ValueError) as exc:
             self._count(tenant, 400)
             return self._refuse("bad_request", text(400, f"bad request: {str(exc)[:200]}"))
         except BadSelector as exc:
             self._count(tenant, 400)
             return self._refuse("selector", text(400, str(exc)))
-        headers = {"Accept-Encoding": req.headers.get("accept-encoding", "identity")}
+
+    async def federate(self, req: Request) -> Reply:
+        """In the loop: the checks are pure and bounded by the server's head and body caps
+        (tens of microseconds for a usual request); the rest is waiting on sockets."""
+        tenant = self.tokens.tenant_of(req.headers.get("authorization"))
+        if tenant is None:
+            return self._refuse(
+                "token", text(401, "unauthorized", **{"WWW-Authenticate": "Bearer"})
+            )
+        selectors = self._enforced(req, tenant)
+        if isinstance(selectors, Reply):
+            return selectors
+        headers = [
+            ("Host", self.upstream_host),
+            ("Accept-Encoding", req.headers.get("accept-encoding", "identity")),
+        ]
         if "accept" in req.headers:
-            headers["Accept"] = req.headers["accept"]
+            headers.append(("Accept", req.headers["accept"]))
         path = f"{self.upstream_path}/federate?" + urlencode([("match[]", x) for x in selectors])
         try:
-            conn, resp = self._upstream(path, headers)
-        except (OSError, http.client.HTTPException) as exc:
+            up, resp = await self._upstream(path, headers)
+        except (OSError, TimeoutError, h11.ProtocolError, _Stale) as exc:
             with self._lock:
                 self.upstream_errors += 1
             log.warning("upstream Prometheus unreachable", extra={"error": type(exc).__name__})
             self._count(tenant, 502)
             return text(502, "the upstream Prometheus does not answer")
-        if resp.status != 200:
+        if resp.status_code != 200:
             with self._lock:
                 self.upstream_errors += 1
-            status = resp.status
-            conn.close()
+            up.close()
             self._count(tenant, 502)
-            return text(502, f"the upstream Prometheus answered {status}")
+            return text(502, f"the upstream Prometheus answered {resp.status_code}")
         self._count(tenant, 200)
-        out = {}
-        if resp.getheader("Content-Encoding"):
-            out["Content-Encoding"] = resp.getheader("Content-Encoding", "")
-        ctype = resp.getheader("Content-Type") or "text/plain"
-        return Reply(200, ctype, self._relay(conn, resp), out)
+        got = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in resp.headers}
+        out = {"Content-Encoding": got["content-encoding"]} if "content-encoding" in got else {}
+        relay = _Relay(up, self._release, self._read)
+        return Reply(200, got.get("content-type") or "text/plain", relay, out)
 
-    def _upstream(
-        self, path: str, headers: dict[str, str]
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """GET ``path`` upstream on a pooled keep-alive connection (http.client: a requests
-        session cost ~2 ms a call here); a stale pooled connection is retried once."""
-        for attempt in (0, 1):
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
-            fresh = conn is None
-            if conn is None:
-                cls = (
-                    http.client.HTTPSConnection
-                    if self.upstream_scheme == "https"
-                    else http.client.HTTPConnection
-                )
-                conn = cls(self.upstream_host, timeout=self.cfg.upstream_timeout_seconds)
+    def _release(self, up: _Upstream) -> None:
+        if len(self._idle) < 16:
+            self._idle.append(up)
+        else:
+            up.close()
+
+    async def _read(self, up: _Upstream) -> bytes:
+        async with asyncio.timeout(self.cfg.upstream_timeout_seconds):
+            return await up.reader.read(CHUNK)
+
+    async def _upstream(
+        self, path: str, headers: list[tuple[str, str]]
+    ) -> tuple[_Upstream, h11.Response]:
+        """GET ``path`` upstream on a pooled keep-alive connection, the head of its answer;
+        a pooled connection the upstream closed meanwhile is given up for a new one once."""
+        while True:
+            up = self._idle.pop() if self._idle else None
+            if up is not None and not up.reusable():
+                up.close()
+                continue
+            fresh = up is None
             try:
-                conn.request("GET", path, headers=headers)
-                return conn, conn.getresponse()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                conn.close()
-                if fresh or attempt:
+                if up is None:
+                    async with asyncio.timeout(self.cfg.upstream_timeout_seconds):
+                        reader, writer = await asyncio.open_connection(
+                            *self.upstream_addr, ssl=self.upstream_tls, limit=CHUNK
+                        )
+                    up = _Upstream(reader, writer)
+                up.writer.write(
+                    up.h.send(h11.Request(method="GET", target=path, headers=headers))
+                    + up.h.send(h11.EndOfMessage())
+                )
+                while True:
+                    event = up.h.next_event()
+                    if event is h11.NEED_DATA:
+                        data = await self._read(up)
+                        if not data and not fresh and up.h.their_state is h11.SEND_RESPONSE:
+                            raise _Stale()
+                        up.h.receive_data(data)
+                    elif isinstance(event, h11.Response):
+                        return up, event
+                    elif isinstance(event, h11.ConnectionClosed):
+                        raise ConnectionResetError("the upstream closed the connection")
+            except (_Stale, ConnectionResetError, BrokenPipeError):
+                if up is not None:
+                    up.close()
+                if fresh:
                     raise
+                continue  # a pooled one the upstream had dropped: the next, or a new one
             except BaseException:
-                conn.close()
+                if up is not None:
+                    up.close()
                 raise
-        raise AssertionError("unreachable")
-
-    def _relay(
-        self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse
-    ) -> Iterator[bytes]:
-        """The upstream body as it arrives, undecoded. Read to its end, the connection goes
-        back to the pool; a client that leaves early (the generator closed) closes it."""
-        done = False
-        try:
-            # read(n) fills n bytes across the upstream's own (small) chunks: few, large writes
-            while chunk := resp.read(CHUNK):
-                yield chunk
-            done = resp.isclosed() and not resp.will_close
-        finally:
-            if done:
-                self._release(conn)
-            else:
-                conn.close()
-
-    def _release(self, conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            if len(self._idle) < 16:
-                self._idle.append(conn)
-                return
-        conn.close()
 
     def metrics(self, req: Request) -> Reply:
         from prometheus_client.exposition import generate_latest

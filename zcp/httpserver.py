@@ -2,8 +2,9 @@
 
 Connections are served by one asyncio event loop (HTTP/1.1 parsed by ``h11``): an idle keep-alive
 connection or a client that sends its request slowly costs a socket, never a thread. A request's
-handler runs in a thread of its own, and at most ``max_requests`` run at once (beyond that: 503,
-like node_exporter's ``--web.max-requests``). Limits:
+handler runs in a thread of its own; a coroutine handler (the federation gate's, which only
+relays) runs in the loop itself. At most ``max_requests`` run at once (beyond that: 503, like
+node_exporter's ``--web.max-requests``). Limits:
 
 - ``idle_timeout``: a keep-alive connection with no request is closed after it;
 - ``read_timeout``: a request (head and body) and a TLS handshake must arrive within it, counted
@@ -22,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -73,16 +75,17 @@ class Request:
 
 @dataclass(frozen=True)
 class Reply:
-    """What a handler answers. A ``body`` that is not bytes is an iterable of chunks, sent as
-    they come (chunked); it is iterated in the handler's thread."""
+    """What a handler answers. A ``body`` that is not bytes is sent chunked, each chunk as it
+    comes: an iterable is iterated in a thread of its own, an async iterable in the loop."""
 
     status: int
     content_type: str
-    body: bytes | Iterable[bytes]
+    body: bytes | Iterable[bytes] | AsyncIterable[bytes]
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-Handler = Callable[[Request], Reply]
+# a plain function runs in a thread; a coroutine function in the loop (it must not block)
+Handler = Callable[[Request], Reply] | Callable[[Request], Awaitable[Reply]]
 
 
 def text(status: int, message: str, **headers: str) -> Reply:
@@ -423,7 +426,10 @@ class HttpServer:
                 method, path, query, headers, peer, user if isinstance(user, str) else None, body
             )
             try:
-                reply = await self._in_thread(handler, request)
+                if inspect.iscoroutinefunction(handler):
+                    reply = await handler(request)
+                else:
+                    reply = await self._in_thread(handler, request)
             except Exception:
                 log.exception("request failed", extra={"path": path, "server": self.name})
                 reply = text(500, "internal error")
@@ -488,6 +494,9 @@ class HttpServer:
             out += h.send(h11.EndOfMessage())
             await self._write(writer, out)
             return
+        if isinstance(body, AsyncIterable):
+            await self._stream_async(h, writer, out, body, head)
+            return
         await self._write(writer, out)
         if not head:
             await self._stream(h, writer, body)
@@ -516,6 +525,36 @@ class HttpServer:
                     close()
 
         await self._in_thread(produce)
+
+    async def _stream_async(
+        self,
+        h: h11.Connection,
+        writer: asyncio.StreamWriter,
+        out: bytes,
+        body: AsyncIterable[bytes],
+        head: bool,
+    ) -> None:
+        """Send an async body from the loop, each write once the last is taken. A chunk is
+        held until the next one comes, so the response head goes with the first and the end
+        with the last: a one-chunk answer is one write (each write wakes the client).
+        ``body`` is closed at the end or when the client goes (or HEAD), releasing its source."""
+        held = b""
+        try:
+            if not head:
+                async for chunk in body:
+                    if not chunk:
+                        continue
+                    if held:
+                        await self._write(writer, out + h.send(h11.Data(data=held)))
+                        out = b""
+                    held = chunk
+        finally:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if held:
+            out += h.send(h11.Data(data=held))
+        await self._write(writer, out + h.send(h11.EndOfMessage()))
 
     async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         writer.write(data)

@@ -239,6 +239,56 @@ def test_an_upstream_that_is_down_is_a_502(tmp_path: Path) -> None:
         g.shutdown()
 
 
+def small_gate(tmp_path: Path, upstream: str, **cfg: Any) -> Gate:
+    write_tokens(tmp_path / "t.yaml", {A: token_digest(TOKENS[A])})
+    return Gate(
+        GateConfig(
+            listen="127.0.0.1:0",
+            metrics_listen="127.0.0.1:0",
+            upstream=upstream,
+            tokens_file=tmp_path / "t.yaml",
+            **cfg,
+        )
+    ).start()
+
+
+def test_an_upstream_restart_costs_no_request_and_a_hung_one_is_a_502(tmp_path: Path) -> None:
+    """A pooled connection the upstream closed is given up for a new one, unseen by the
+    client; an upstream that does not answer within upstream_timeout_seconds is a 502, and
+    the gate goes on."""
+    from zcp.httpserver import HttpServer, Reply, Request
+
+    series = f'tenant:x{{tenant="{A}"}} 1\n'.encode()
+    hold = threading.Event()
+
+    def federate(req: Request) -> Reply:
+        if "slow" in req.headers.get("accept", ""):
+            hold.wait(30)
+        return Reply(200, "text/plain", iter([series]))
+
+    first = HttpServer("upstream", "127.0.0.1", 0, {"/federate": federate}).start()
+    port = first.port
+    g = small_gate(tmp_path, f"http://127.0.0.1:{port}", upstream_timeout_seconds=0.5)
+    second = None
+    try:
+        assert fed(g).text == series.decode() and len(g._idle) == 1
+        first.shutdown()  # every connection dropped, the pooled one too
+        second = HttpServer("upstream", "127.0.0.1", port, {"/federate": federate}).start()
+        for _ in range(3):
+            assert fed(g).text == series.decode()
+        assert g.upstream_errors == 0
+        slow = fed(g, headers={"Accept": "text/plain; slow"})
+        assert slow.status_code == 502 and g.upstream_errors == 1
+        hold.set()
+        assert fed(g).text == series.decode()
+    finally:
+        hold.set()
+        g.shutdown()
+        first.shutdown()
+        if second is not None:
+            second.shutdown()
+
+
 def test_three_tenant_prometheus_each_hold_their_own_series_only(
     gate: Gate, operator: PrometheusServer, tmp_path: Path
 ) -> None:

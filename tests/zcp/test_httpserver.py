@@ -234,6 +234,49 @@ def test_a_streamed_reply_arrives_whole_and_a_gone_client_stops_the_producer(mak
     assert stopped.wait(30), "the producer went on for a client that left"
 
 
+def test_a_coroutine_handler_runs_in_the_loop_and_its_async_body_is_closed_either_way(
+    make,
+) -> None:
+    """The gate's kind of handler: no thread is started for it; its async body arrives whole,
+    and it is closed when it ends and when a client leaves mid-answer; HEAD never starts it."""
+    closed: list[str] = []
+    threads: list[str] = []
+
+    async def chunks(n: int, tag: str):  # type: ignore[no-untyped-def]
+        try:
+            for i in range(n):
+                yield f"line {i}\n".encode() * 100
+        finally:
+            closed.append(tag)
+
+    async def handler(req: Request) -> Reply:
+        threads.append(threading.current_thread().name)
+        return Reply(200, "text/plain", chunks(int(req.query or "1"), req.method + req.query))
+
+    server = make({"/stream": handler})
+    r = requests.get(f"http://127.0.0.1:{server.port}/stream?2000", timeout=30)
+    assert r.headers["Transfer-Encoding"] == "chunked"
+    assert r.content.count(b"line 1999\n") == 100 and closed == ["GET2000"]
+    assert threads == ["test-http"], "a coroutine handler runs in the loop's thread"
+    sock = raw(server.port)
+    sock.sendall(b"GET /stream?1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    one = b""
+    while not one.endswith(b"\r\n0\r\n\r\n"):  # a one-chunk body: head, chunk, end
+        one += sock.recv(65536)
+    assert one.startswith(b"HTTP/1.1 200") and one.count(b"line 0\n") == 100
+    sock.close()
+    head = requests.head(f"http://127.0.0.1:{server.port}/stream?5", timeout=10)
+    assert head.status_code == 200 and not head.content
+    sock = raw(server.port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(b"GET /stream?100000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.recv(1024)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()  # a reset mid-stream
+    assert wait_until(lambda: "GET100000" in closed, 30, 0.05), closed
+    assert sorted(closed) == ["GET1", "GET100000", "GET2000"]  # HEAD's was never started
+
+
 # -- the web configuration file: TLS, client certificates, basic auth ---------------------------
 
 

@@ -36,7 +36,7 @@ from zcp.config import GateConfig, split_listen
 from zcp.errors import ConfigError, ZcpError
 from zcp.files import write_atomic
 from zcp.httpserver import HttpServer, Reply, Request, text
-from zcp.logs import collect_log_metrics
+from zcp.logs import FailureLog, collect_log_metrics
 from zcp.watched import Watched
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,8 @@ class Gate:
         self.requests: dict[tuple[str, int], int] = {}
         self.refused: dict[str, int] = {}
         self.upstream_errors = 0
+        # logged on change: a down upstream is one line (and a reminder), not one per scrape
+        self._upstream_log = FailureLog(log, "upstream Prometheus unreachable")
         self._lock = threading.Lock()
         host, port = split_listen(cfg.listen)
         self.http = HttpServer(
@@ -276,7 +278,7 @@ class Gate:
         except (OSError, TimeoutError, h11.ProtocolError, _Stale) as exc:
             with self._lock:
                 self.upstream_errors += 1
-            log.warning("upstream Prometheus unreachable", extra={"error": type(exc).__name__})
+            self._upstream_log.failed(self.cfg.upstream, type(exc).__name__)
             self._count(tenant, 502)
             return text(502, "the upstream Prometheus does not answer")
         if resp.status_code != 200:
@@ -285,6 +287,7 @@ class Gate:
             up.close()
             self._count(tenant, 502)
             return text(502, f"the upstream Prometheus answered {resp.status_code}")
+        self._upstream_log.ok(self.cfg.upstream)
         self._count(tenant, 200)
         got = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in resp.headers}
         out = {"Content-Encoding": got["content-encoding"]} if "content-encoding" in got else {}

@@ -221,7 +221,7 @@ def test_the_gates_metrics(gate: Gate) -> None:
     assert "zcp_gate_tenants 3.0" in text and "zcp_gate_http_connections" in text
 
 
-def test_an_upstream_that_is_down_is_a_502(tmp_path: Path) -> None:
+def test_an_upstream_that_is_down_is_a_502_logged_once(tmp_path: Path, caplog) -> None:
     write_tokens(tmp_path / "t.yaml", {A: token_digest(TOKENS[A])})
     from lab.procs import free_port
 
@@ -234,7 +234,11 @@ def test_an_upstream_that_is_down_is_a_502(tmp_path: Path) -> None:
         )
     ).start()
     try:
-        assert fed(g).status_code == 502
+        with caplog.at_level("WARNING", logger="tenant_stack.gate"):
+            assert [fed(g).status_code for _ in range(5)] == [502] * 5
+        down = [r for r in caplog.records if r.getMessage() == "upstream Prometheus unreachable"]
+        assert len(down) == 1, "a down upstream is logged on change, not per request"
+        assert g.upstream_errors == 5
     finally:
         g.shutdown()
 

@@ -210,6 +210,16 @@ def test_bad_http_gets_400_and_an_oversized_head_431(make) -> None:
     assert requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).ok
 
 
+def reset_mid_answer(port: int, target: str) -> None:
+    """Ask for ``target``, take the first bytes of the answer, then reset the connection."""
+    sock = raw(port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    sock.recv(1024)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()
+
+
 def test_a_streamed_reply_arrives_whole_and_a_gone_client_stops_the_producer(make) -> None:
     stopped = threading.Event()
 
@@ -225,12 +235,7 @@ def test_a_streamed_reply_arrives_whole_and_a_gone_client_stops_the_producer(mak
     assert r.headers["Transfer-Encoding"] == "chunked"
     assert r.content.count(b"line 1999\n") == 100 and stopped.wait(5)
     stopped.clear()
-    sock = raw(server.port)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-    sock.recv(1024)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    sock.close()  # a reset mid-stream
+    reset_mid_answer(server.port, "/stream")
     assert stopped.wait(30), "the producer went on for a client that left"
 
 
@@ -267,12 +272,7 @@ def test_a_coroutine_handler_runs_in_the_loop_and_its_async_body_is_closed_eithe
     sock.close()
     head = requests.head(f"http://127.0.0.1:{server.port}/stream?5", timeout=10)
     assert head.status_code == 200 and not head.content
-    sock = raw(server.port)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.sendall(b"GET /stream?100000 HTTP/1.1\r\nHost: x\r\n\r\n")
-    sock.recv(1024)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    sock.close()  # a reset mid-stream
+    reset_mid_answer(server.port, "/stream?100000")
     assert wait_until(lambda: "GET100000" in closed, 30, 0.05), closed
     assert sorted(closed) == ["GET1", "GET100000", "GET2000"]  # HEAD's was never started
 

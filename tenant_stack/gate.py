@@ -11,8 +11,8 @@ share (:mod:`zcp.httpserver`: TLS, timeouts, caps); its own metrics are on a sep
 so tenants' tokens never meet the operator's basic auth.
 
 The relay lives in the server's event loop: the upstream is a pool of keep-alive connections on
-asyncio streams with ``h11`` as the client, and each read from upstream is one write to the
-client. No thread is handed a request, and no chunk crosses between threads.
+asyncio streams with ``h11`` as the client, and the body goes to the client in writes of up to
+64 KiB. No thread is handed a request, and no chunk crosses between threads.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import hmac
 import logging
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -112,12 +112,19 @@ class _Stale(Exception):
 class _Upstream:
     """One keep-alive connection to the upstream: asyncio streams, ``h11`` as the client."""
 
-    __slots__ = ("h", "reader", "writer")
+    __slots__ = ("h", "reader", "timeout", "writer")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        self.timeout = timeout
         self.h = h11.Connection(h11.CLIENT)
+
+    async def read(self) -> bytes:
+        async with asyncio.timeout(self.timeout):
+            return await self.reader.read(CHUNK)
 
     def reusable(self) -> bool:
         return not self.writer.transport.is_closing() and not self.reader.at_eof()
@@ -132,15 +139,9 @@ class _Relay:
     together. Read to its end, the connection goes back to the pool; closed before that (a
     client that left, or never iterated), the connection is closed."""
 
-    def __init__(
-        self,
-        up: _Upstream,
-        release: Callable[[_Upstream], None],
-        read: Callable[[_Upstream], Awaitable[bytes]],
-    ) -> None:
+    def __init__(self, up: _Upstream, release: Callable[[_Upstream], None]) -> None:
         self.up = up
         self.release = release
-        self.read = read
         self.settled = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -168,7 +169,7 @@ class _Relay:
             if size >= CHUNK:
                 yield b"".join(parts)
                 parts, size = [], 0
-            up.h.receive_data(await self.read(up))
+            up.h.receive_data(await up.read())
 
     async def aclose(self) -> None:
         if not self.settled:
@@ -275,34 +276,32 @@ class Gate:
         path = f"{self.upstream_path}/federate?" + urlencode([("match[]", x) for x in selectors])
         try:
             up, resp = await self._upstream(path, headers)
-        except (OSError, TimeoutError, h11.ProtocolError, _Stale) as exc:
-            with self._lock:
-                self.upstream_errors += 1
-            self._upstream_log.failed(self.cfg.upstream, type(exc).__name__)
-            self._count(tenant, 502)
-            return text(502, "the upstream Prometheus does not answer")
+        except (OSError, TimeoutError, h11.ProtocolError) as exc:
+            return self._bad_upstream(tenant, type(exc).__name__, "does not answer")
         if resp.status_code != 200:
-            with self._lock:
-                self.upstream_errors += 1
             up.close()
-            self._count(tenant, 502)
-            return text(502, f"the upstream Prometheus answered {resp.status_code}")
+            status = f"answered {resp.status_code}"
+            return self._bad_upstream(tenant, f"HTTP {resp.status_code}", status)
         self._upstream_log.ok(self.cfg.upstream)
         self._count(tenant, 200)
         got = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in resp.headers}
         out = {"Content-Encoding": got["content-encoding"]} if "content-encoding" in got else {}
-        relay = _Relay(up, self._release, self._read)
+        relay = _Relay(up, self._release)
         return Reply(200, got.get("content-type") or "text/plain", relay, out)
+
+    def _bad_upstream(self, tenant: str, error: str, what: str) -> Reply:
+        """A 502, counted, and logged when the upstream's failure is new."""
+        with self._lock:
+            self.upstream_errors += 1
+        self._upstream_log.failed(self.cfg.upstream, error)
+        self._count(tenant, 502)
+        return text(502, f"the upstream Prometheus {what}")
 
     def _release(self, up: _Upstream) -> None:
         if len(self._idle) < 16:
             self._idle.append(up)
         else:
             up.close()
-
-    async def _read(self, up: _Upstream) -> bytes:
-        async with asyncio.timeout(self.cfg.upstream_timeout_seconds):
-            return await up.reader.read(CHUNK)
 
     async def _upstream(
         self, path: str, headers: list[tuple[str, str]]
@@ -321,7 +320,7 @@ class Gate:
                         reader, writer = await asyncio.open_connection(
                             *self.upstream_addr, ssl=self.upstream_tls, limit=CHUNK
                         )
-                    up = _Upstream(reader, writer)
+                    up = _Upstream(reader, writer, self.cfg.upstream_timeout_seconds)
                 up.writer.write(
                     up.h.send(h11.Request(method="GET", target=path, headers=headers))
                     + up.h.send(h11.EndOfMessage())
@@ -329,7 +328,7 @@ class Gate:
                 while True:
                     event = up.h.next_event()
                     if event is h11.NEED_DATA:
-                        data = await self._read(up)
+                        data = await up.read()
                         if not data and not fresh and up.h.their_state is h11.SEND_RESPONSE:
                             raise _Stale()
                         up.h.receive_data(data)

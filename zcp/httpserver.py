@@ -75,12 +75,12 @@ class Request:
 
 @dataclass(frozen=True)
 class Reply:
-    """What a handler answers. A ``body`` that is not bytes is sent chunked, each chunk as it
-    comes: an iterable is iterated in a thread of its own, an async iterable in the loop."""
+    """What a handler answers. A ``body`` that is not bytes is an async iterable of chunks,
+    sent chunked from the loop as they come."""
 
     status: int
     content_type: str
-    body: bytes | Iterable[bytes] | AsyncIterable[bytes]
+    body: bytes | AsyncIterable[bytes]
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -494,39 +494,9 @@ class HttpServer:
             out += h.send(h11.EndOfMessage())
             await self._write(writer, out)
             return
-        if isinstance(body, AsyncIterable):
-            await self._stream_async(h, writer, out, body, head)
-            return
-        await self._write(writer, out)
-        if not head:
-            await self._stream(h, writer, body)
-        await self._write(writer, h.send(h11.EndOfMessage()))
+        await self._stream(h, writer, out, body, head)
 
     async def _stream(
-        self, h: h11.Connection, writer: asyncio.StreamWriter, body: Iterable[bytes]
-    ) -> None:
-        """Send a streamed body: its chunks are produced in a thread and written as they come,
-        the producer waiting for each write (a slow client slows the producer, never memory)."""
-        loop = asyncio.get_running_loop()
-        timeout = self.limits.write_timeout
-
-        async def put(chunk: bytes) -> None:
-            if chunk:
-                await self._write(writer, h.send(h11.Data(data=chunk)))
-
-        def produce() -> None:
-            it = iter(body)
-            try:
-                for chunk in it:
-                    asyncio.run_coroutine_threadsafe(put(chunk), loop).result(timeout + 1)
-            finally:
-                close = getattr(it, "close", None)
-                if close is not None:
-                    close()
-
-        await self._in_thread(produce)
-
-    async def _stream_async(
         self,
         h: h11.Connection,
         writer: asyncio.StreamWriter,

@@ -268,7 +268,7 @@ def test_an_upstream_restart_costs_no_request_and_a_hung_one_is_a_502(tmp_path: 
     def federate(req: Request) -> Reply:
         if "slow" in req.headers.get("accept", ""):
             hold.wait(30)
-        return Reply(200, "text/plain", iter([series]))
+        return Reply(200, "text/plain", series)
 
     first = HttpServer("upstream", "127.0.0.1", 0, {"/federate": federate}).start()
     port = first.port

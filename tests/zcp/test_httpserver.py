@@ -9,7 +9,6 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
@@ -218,25 +217,6 @@ def reset_mid_answer(port: int, target: str) -> None:
     sock.recv(1024)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     sock.close()
-
-
-def test_a_streamed_reply_arrives_whole_and_a_gone_client_stops_the_producer(make) -> None:
-    stopped = threading.Event()
-
-    def chunks() -> Iterator[bytes]:
-        try:
-            for i in range(2000):
-                yield f"line {i}\n".encode() * 100
-        finally:
-            stopped.set()
-
-    server = make({"/stream": lambda req: Reply(200, "text/plain", chunks())})
-    r = requests.get(f"http://127.0.0.1:{server.port}/stream", timeout=30)
-    assert r.headers["Transfer-Encoding"] == "chunked"
-    assert r.content.count(b"line 1999\n") == 100 and stopped.wait(5)
-    stopped.clear()
-    reset_mid_answer(server.port, "/stream")
-    assert stopped.wait(30), "the producer went on for a client that left"
 
 
 def test_a_coroutine_handler_runs_in_the_loop_and_its_async_body_is_closed_either_way(

@@ -11,6 +11,7 @@ means the tenant's ``tenant:*`` recording-rule series.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -52,8 +53,11 @@ def check_tenant(tenant: str) -> str:
     return tenant
 
 
+@functools.lru_cache(maxsize=4096)
 def enforce(selector: str, tenant: str) -> str:
-    """``selector`` restricted to ``tenant``'s series, or :class:`BadSelector`."""
+    """``selector`` restricted to ``tenant``'s series, or :class:`BadSelector`. Pure, so
+    cached: a federating Prometheus sends the same ``match[]`` every scrape, and parsing it
+    was a tenth of the gate's CPU per relayed answer (refusals are not cached)."""
     check_tenant(tenant)
     if len(selector.encode()) > MAX_SELECTOR_BYTES:
         raise BadSelector(f"a match[] longer than {MAX_SELECTOR_BYTES} bytes")

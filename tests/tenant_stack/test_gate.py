@@ -5,6 +5,7 @@ of it, and three tenant Prometheus federating through it, each with its own toke
 from __future__ import annotations
 
 import gzip
+import socketserver
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,6 +292,86 @@ def test_an_upstream_restart_costs_no_request_and_a_hung_one_is_a_502(tmp_path: 
         first.shutdown()
         if second is not None:
             second.shutdown()
+
+
+class RawUpstream(socketserver.ThreadingTCPServer):
+    """An upstream that answers each request with the bytes ``answers`` maps its Accept header
+    to, then keeps the connection or closes it: framings Prometheus does not send."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, answers: dict[str, tuple[bytes, bool]]) -> None:
+        self.answers = answers
+        self.connections = 0
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(handler) -> None:  # noqa: N805 (the server is self)
+                self.connections += 1
+                while True:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        byte = handler.rfile.read(1)
+                        if not byte:
+                            return
+                        head += byte
+                    accept = [
+                        line.split(b":", 1)[1].strip().decode()
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"accept:")
+                    ]
+                    answer, keep = self.answers[accept[0]]
+                    handler.wfile.write(answer)
+                    handler.wfile.flush()
+                    if not keep:
+                        return
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_every_framing_of_the_upstreams_answer_is_relayed_whole_or_not_at_all(
+    tmp_path: Path,
+) -> None:
+    """Chunked and Content-Length answers are relayed whole and their connection pooled; one
+    that ends with its connection is relayed whole and not pooled; a chunked one cut short
+    is never completed for the client; garbage is a 502; and the gate goes on after each."""
+    body = b"".join(b'tenant:x{tenant="%s",i="%d"} %d\n' % (A.encode(), i, i) for i in range(9000))
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 5000]), body[i : i + 5000])
+        for i in range(0, len(body), 5000)
+    )
+    ok = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+    up = RawUpstream(
+        {
+            "*/*": (ok + b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n", True),
+            "length": (ok + b"Content-Length: %d\r\n\r\n" % len(body) + body, True),
+            "eof": (ok + b"Connection: close\r\n\r\n" + body, False),
+            "cut": (ok + b"Transfer-Encoding: chunked\r\n\r\n" + chunks[:140000], False),
+            "garbage": (b"<html>not http</html>\r\n\r\n", False),
+        }
+    )
+    g = small_gate(tmp_path, f"http://127.0.0.1:{up.server_address[1]}")
+    try:
+        for accept in ("*/*", "length", "*/*", "length"):
+            got = fed(g, headers={"Accept": accept})
+            assert got.status_code == 200 and got.content == body, accept
+        assert up.connections == 1, "a framed answer's connection is pooled and reused"
+        got = fed(g, headers={"Accept": "eof"})
+        assert got.status_code == 200 and got.content == body
+        assert not g._idle, "a connection that ended the answer is not pooled"
+        # cut before the first 64 KiB went out: the connection closes without an answer;
+        # after it, the chunked body never ends
+        cut = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError)
+        with pytest.raises(cut):
+            fed(g, headers={"Accept": "cut"})
+        assert not g._idle
+        assert fed(g, headers={"Accept": "garbage"}).status_code == 502
+        assert fed(g).content == body
+    finally:
+        g.shutdown()
+        up.shutdown()
+        up.server_close()
 
 
 def test_three_tenant_prometheus_each_hold_their_own_series_only(

@@ -70,9 +70,17 @@ class _ReceiverServer(ThreadingHTTPServer):
 class WebhookReceiver:
     """An HTTP server that records Alertmanager webhook notifications."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        record: Path | None = None,
+        on_notification: Callable[[Notification], None] | None = None,
+    ) -> None:
+        """``record``: a JSON line appended per notification; ``on_notification``: called
+        with each as it arrives (the demo prints it)."""
         self.notifications: list[Notification] = []
         self._lock = threading.Lock()
+        self.record = record
+        self.on_notification = on_notification
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -84,8 +92,14 @@ class WebhookReceiver:
                     self.send_response(400)
                     self.end_headers()
                     return
+                note = Notification(time.monotonic(), payload)
                 with receiver._lock:
-                    receiver.notifications.append(Notification(time.monotonic(), payload))
+                    receiver.notifications.append(note)
+                    if receiver.record is not None:
+                        with receiver.record.open("a") as f:
+                            f.write(json.dumps({"at": time.time(), **payload}) + "\n")
+                if receiver.on_notification is not None:
+                    receiver.on_notification(note)
                 self.send_response(200)
                 self.end_headers()
 

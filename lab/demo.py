@@ -1,67 +1,166 @@
-"""``zcp-obs demo``: the whole stack on real daemons on this machine.
+"""``zcp-obs demo``: the whole stack on real daemons on this machine, as a newcomer first meets it.
 
-The inventory service (``zcp-obs exporter inventory``: the embedded demo cloud unless configured
-otherwise) serving identity and state metrics and snapshots; a private libvirtd running the
-inventory's VMs as tiny real KVM guests (plus one VM CloudStack does not know), watched by the
-libvirt exporter; a private userspace Open vSwitch with a port per inventory NIC carrying real
-traffic, watched by the OVS exporter; a single-node Ceph cluster with an RBD image per inventory
-volume, watched by the mgr module and the Ceph exporter; every exporter the production command,
-fed by the inventory service (lab/stack.py); a real Prometheus scraping them all with the built
-alerting and recording rules, sending to a real Alertmanager with the built configuration.
+The inventory service (the embedded demo cloud unless configured otherwise) serving identity and
+state metrics and snapshots; a private libvirtd running the inventory's VMs as tiny real guests
+(KVM, or TCG emulation without ``/dev/kvm``) plus one VM CloudStack does not know, watched by the
+libvirt exporter; a private userspace Open vSwitch with a port per inventory NIC and a VXLAN
+tunnel port, carrying real traffic, watched by the OVS exporter; a single-node Ceph cluster with
+an RBD image per inventory volume, watched by the mgr module and the Ceph exporter;
+node_exporter and the Pushgateway; every exporter the production command, fed by the inventory
+service (lab/stack.py); an operator Prometheus with the built rules, remote-writing to
+VictoriaMetrics, sending to Alertmanager, whose webhook receiver prints each notification; the
+tenants' own Prometheus, made by the reconciler, federating through the gate. Then one real
+fault (a guest the inventory says is running is destroyed), its page and its resolution; what
+one tenant's Prometheus holds and that another's series are absent; and a summary.
+
+Each step is shown as it goes (``[n/N +elapsed]``); a failing step is named with its log, and
+everything started is stopped. ``summary.json`` in the work dir records the URLs, PIDs and
+namespaces for ``demo status`` and ``demo down`` (lab/demo_control.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import re
+import signal
 import tempfile
 import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
+import requests
 import yaml
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from tabulate import tabulate
 
 from alerts.build import build as build_alerts
+from lab.alerting import Notification, WebhookReceiver
 from lab.ceph import CephLab
-from lab.libvirt import LibvirtLab
+from lab.libvirt import KVM_DEVICE, LibvirtLab
 from lab.ovs import OvsLab
+from lab.procs import Daemon, free_port, run_checked
 from lab.prometheus import PrometheusServer
-from lab.stack import Stack
+from lab.stack import ZCP_OBS, Stack, write_private
+from lab.victoriametrics import VictoriaMetricsServer
 from zcp.binaries import missing
 from zcp.config import Config
+from zcp.config import WebhookReceiver as WebhookConfig
 from zcp.errors import DaemonError
-from zcp.files import private_dir
+from zcp.files import private_dir, write_atomic
 from zcp.inventory import make_cache
-from zcp.inventory.model import Inventory
+from zcp.inventory.model import VM, Inventory
 from zcp.wait import wait_until
 
 log = logging.getLogger(__name__)
 HOST = "kvm-demo"
+# the demo shortens every alert's for: and Alertmanager's waits so a fault pages in seconds
+# (production values: alerts/); the interval is the operator Prometheus's scrape and evaluation
+FOR = "6s"
+INTERVAL = "3s"
+FAULT_ALERT = "VMDownUnexpectedly"
+STRANGER = "i-99-999-VM"
 
 
-def _step(n: int, total: int, text: str) -> None:
-    click.echo(f"[{n}/{total}] {text}", err=True)
+@dataclass
+class Options:
+    """What the demo brings up (everything by default)."""
+
+    libvirt: bool = True
+    ovs: bool = True
+    ceph: bool = True
+    tenants: bool = True
+    fault: bool = True
 
 
-def _wait_for(prom: PrometheusServer, expr: str, timeout: float) -> list[dict[str, Any]]:
+@dataclass
+class Demo:
+    """The state of one demo run: what runs where, filled in step by step."""
+
+    cfg: Config
+    config_path: Path | None
+    workdir: Path
+    opts: Options
+    stack: Stack
+    started: float = field(default_factory=time.monotonic)
+    inventory: Inventory | None = None
+    libvirt: LibvirtLab | None = None
+    ovs: OvsLab | None = None
+    ceph: CephLab | None = None
+    pinger: tuple[str, str] | None = None
+    receiver: WebhookReceiver | None = None
+    prometheus: PrometheusServer | None = None
+    victoria: VictoriaMetricsServer | None = None
+    urls: dict[str, str] = field(default_factory=dict)
+    tenant_urls: dict[str, str] = field(default_factory=dict)  # account name -> Prometheus
+    tenant_ids: dict[str, str] = field(default_factory=dict)  # account name -> account id
+    tenants_config: Path | None = None
+    fault: dict[str, Any] = field(default_factory=dict)
+    isolation: list[dict[str, Any]] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    gate_port: int = field(default_factory=free_port)
+    prometheus_port: int = field(default_factory=free_port)
+    gate_metrics_port: int = field(default_factory=free_port)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class StepFailed(DaemonError):
+    """A step of the demo failed: which one, why, and where its log is."""
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
+
+
+@contextlib.contextmanager
+def _step(demo: Demo, n: int, total: int, text: str, logs: Path) -> Iterator[None]:
+    _say(f"[{n}/{total} +{demo.elapsed():5.1f}s] {text}")
+    try:
+        yield
+    except StepFailed:
+        raise
+    except (DaemonError, OSError) as exc:
+        raise StepFailed(
+            f"step {n}/{total} ({text}) failed: {str(exc)[:600]}; its logs: {logs}"
+        ) from None
+
+
+class Query:
+    """Instant queries to a running Prometheus (prometheus-api-client); any failure is one
+    DaemonError line."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.api = PrometheusConnect(url, timeout=10)
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        try:
+            return list(self.api.custom_query(expr))
+        except (PrometheusApiClientException, requests.RequestException) as exc:
+            raise DaemonError(f"{self.url}: query {expr!r}: {str(exc)[:200]}") from None
+
+
+def _wait_for(prom: PrometheusServer | Query, expr: str, timeout: float) -> list[dict[str, Any]]:
     result = wait_until(lambda: prom.query(expr), timeout, interval=0.5)
     if not result:
         raise DaemonError(f"Prometheus returned nothing for {expr!r} within {timeout:.0f}s")
     return result
 
 
-def _boot_guests(lab: LibvirtLab, inv: Inventory) -> int:
-    """The inventory's VMs as guests (disks by device id, NICs by MAC) and one stranger."""
-    for vm in inv.vms:
-        disks = sorted((v.device_id or 0) for v in inv.volumes_by_vm.get(vm.id, ()))
-        targets = tuple("vd" + chr(ord("a") + d) for d in disks) or ("vda",)
-        macs = tuple(n.mac for n in inv.nics_by_vm.get(vm.id, ()))
-        lab.create_guest(vm.instance_name, vm.id, disks=targets, macs=macs)
-    lab.create_guest("i-99-999-VM", str(uuid.uuid5(uuid.NAMESPACE_DNS, "zcp-demo-stranger")))
-    return len(inv.vms) + 1
+def _boot(lab: LibvirtLab, inv: Inventory, vm: VM) -> None:
+    """An inventory VM as a guest: disks by device id, NICs by MAC, as CloudStack defines it."""
+    disks = sorted((v.device_id or 0) for v in inv.volumes_by_vm.get(vm.id, ()))
+    targets = tuple("vd" + chr(ord("a") + d) for d in disks) or ("vda",)
+    macs = tuple(n.mac for n in inv.nics_by_vm.get(vm.id, ()))
+    lab.create_guest(vm.instance_name, vm.id, disks=targets, macs=macs)
 
 
 def _create_images(lab: CephLab, inv: Inventory) -> int:
@@ -75,170 +174,220 @@ def _create_images(lab: CephLab, inv: Inventory) -> int:
     return len(volumes)
 
 
-def run_demo(
-    cfg: Config,
-    config_path: Path | None,
-    workdir: Path | None,
-    duration: float | None,
-    with_libvirt: bool = True,
-    with_ovs: bool = True,
-    with_ceph: bool = True,
-) -> None:
-    """Start everything, show what Prometheus sees, run until Ctrl-C or ``duration``."""
-    # 0700: the work dir holds configs with the operator's receivers and secrets
-    workdir = private_dir(workdir or Path(tempfile.mkdtemp(prefix="zcp-demo-")))
-    stack = Stack(workdir, config_path, log_format=cfg.logging.format)
-    try:
-        _run_demo(stack, cfg, workdir, duration, with_libvirt, with_ovs, with_ceph)
-    finally:
-        click.echo("stopping", err=True)
-        stack.close()
-
-
-def _run_demo(
-    stack: Stack,
-    cfg: Config,
-    workdir: Path,
-    duration: float | None,
-    with_libvirt: bool,
-    with_ovs: bool,
-    with_ceph: bool,
-) -> None:
-    """The demo's steps; each daemon started registers its stop on ``stack``."""
-    total = 7
-    _step(1, total, f"loading the inventory ({cfg.inventory.source})")
-    inv = make_cache(cfg).refresh()
-    click.echo("      " + ", ".join(f"{v} {k}" for k, v in inv.counts().items()), err=True)
-
-    _step(2, total, "starting the inventory service (identity metrics, snapshots)")
-    stack.inventory_service()
-    click.echo(
-        f"      inventory service on {stack.inventory_url} (/metrics, /v1/inventory)", err=True
-    )
-    libvirt_up = False
-    reason = (
-        missing("libvirtd", "qemu-system-x86_64", "/dev/kvm")
-        if with_libvirt
-        else "disabled with --no-libvirt"
-    )
-    if reason:
-        _step(3, total, f"skipping libvirt/KVM guests: {reason}")
-    else:
-        _step(3, total, "starting libvirtd, booting the inventory's VMs as KVM guests")
-        lab = LibvirtLab(workdir / "libvirt")
-        stack.on_close("libvirtd", lab.stop)
-        lab.start()
-        booted = _boot_guests(lab, inv)
-        exporter = stack.libvirt(lab, HOST)
-        libvirt_up = True
-        click.echo(
-            f"      {booted} guests running; libvirt exporter on {exporter.ready_url}", err=True
+def _print_page(n: Notification) -> None:
+    """One line a notification: what Alertmanager sent the on-call engineer."""
+    for a in n.alerts():
+        labels = a.get("labels", {})
+        _say(
+            f"      page: {a.get('status', '?').upper():8} {labels.get('alertname', '?')} "
+            f"({labels.get('severity', '?')}) {a.get('annotations', {}).get('summary', '')}"
         )
-    ovs_lab: OvsLab | None = None
-    pinger: tuple[str, str] | None = None
-    reason = (
-        missing("ovsdb-server", "ovs-vswitchd", "ip", "ping")
-        if with_ovs
-        else "disabled with --no-ovs"
+
+
+# -- the steps -------------------------------------------------------------------------------------
+def step_inventory(demo: Demo) -> None:
+    demo.inventory = make_cache(demo.cfg).refresh()
+    counts = demo.inventory.counts()
+    _say("      " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    demo.tenant_ids = {t.name: t.account_id for t in demo.inventory.tenants}
+
+
+def step_inventory_service(demo: Demo) -> None:
+    demo.stack.inventory_service()
+    demo.urls["inventory service"] = f"{demo.stack.inventory_url}/metrics"
+    _say(f"      serving identity metrics and snapshots on {demo.stack.inventory_url}")
+
+
+def step_guests(demo: Demo) -> None:
+    assert demo.inventory is not None
+    lab = LibvirtLab(demo.workdir / "libvirt")
+    demo.stack.on_close("libvirtd", lab.stop)
+    lab.start()
+    demo.libvirt = lab
+    for vm in demo.inventory.vms:
+        _boot(lab, demo.inventory, vm)
+    lab.create_guest(STRANGER, str(uuid.uuid5(uuid.NAMESPACE_DNS, "zcp-demo-stranger")))
+    exporter = demo.stack.libvirt(lab, HOST)
+    kind = "KVM" if KVM_DEVICE.exists() else "TCG-emulated (no /dev/kvm)"
+    _say(
+        f"      {len(demo.inventory.vms) + 1} {kind} guests running (one unknown to CloudStack); "
+        f"libvirt exporter on {exporter.ready_url}"
     )
-    if reason:
-        _step(4, total, f"skipping Open vSwitch: {reason}")
-    else:
-        _step(4, total, "starting Open vSwitch (userspace), a port per inventory NIC")
-        ovs_lab = OvsLab(workdir / "ovs")
-        stack.on_close("openvswitch", ovs_lab.stop)
-        ovs_lab.start()
-        plugged = ovs_lab.plug_nics(inv.nics)
-        pinger = (plugged[0][0], plugged[1][1]) if len(plugged) > 1 else None
-        exporter = stack.ovs(ovs_lab, HOST)
-        click.echo(f"      OVS exporter on {exporter.ready_url}", err=True)
-    ceph_up = False
-    reason = (
-        missing("ceph-mon", "ceph-mgr", "ceph-osd", "rbd", "monmaptool")
-        if with_ceph
-        else "disabled with --no-ceph"
+
+
+def step_switch(demo: Demo) -> None:
+    assert demo.inventory is not None
+    ovs = OvsLab(demo.workdir / "ovs")
+    demo.stack.on_close("openvswitch", ovs.stop)
+    ovs.start()
+    demo.ovs = ovs
+    plugged = ovs.plug_nics(demo.inventory.nics)
+    # the overlay: a VXLAN tunnel port towards another hypervisor, as CloudStack's OVS plugin
+    ovs.add_tunnel("br-int", "vxlan-demo", "192.0.2.2")
+    demo.pinger = (plugged[0][0], plugged[1][1]) if len(plugged) > 1 else None
+    exporter = demo.stack.ovs(ovs, HOST)
+    demo.namespaces = ovs.namespaces()
+    _say(
+        f"      {len(plugged)} VM ports and a VXLAN tunnel port on br-int; "
+        f"OVS exporter on {exporter.ready_url}"
     )
-    if reason:
-        _step(5, total, f"skipping Ceph: {reason}")
-    else:
-        _step(5, total, "starting a single-node Ceph cluster, an RBD image per volume")
-        ceph_lab = CephLab(workdir / "ceph", rgw=False)
-        stack.on_close("ceph", ceph_lab.stop)
-        ceph_lab.start()
-        images = _create_images(ceph_lab, inv)
-        exporter = stack.ceph(ceph_lab, rbd_interval_seconds=10.0, df_interval_seconds=10.0)
-        ceph_up = True
-        click.echo(
-            f"      {images} RBD images; Ceph exporter on {exporter.ready_url}, mgr "
-            f"module on {ceph_lab.mgr_prometheus_url}",
-            err=True,
-        )
-    _step(6, total, "building the alerting rules, starting Alertmanager and Prometheus")
-    built = build_alerts(workdir / "alerts", cfg.alerting)
-    am = stack.alertmanager(yaml.safe_load(built.alertmanager.read_text()))
-    prom = stack.prometheus([built.rules], "5s", am)
-    _step(7, total, "waiting for the first scrapes")
+
+
+def step_ceph(demo: Demo) -> None:
+    assert demo.inventory is not None
+    ceph = CephLab(demo.workdir / "ceph", rgw=False)
+    demo.stack.on_close("ceph", ceph.stop)
+    ceph.start()
+    demo.ceph = ceph
+    images = _create_images(ceph, demo.inventory)
+    exporter = demo.stack.ceph(ceph, rbd_interval_seconds=10.0, df_interval_seconds=10.0)
+    _say(
+        f"      {images} RBD images in pools fast/flow/bulk; Ceph exporter on "
+        f"{exporter.ready_url}, mgr module on {ceph.mgr_prometheus_url}"
+    )
+
+
+def step_host_exporters(demo: Demo) -> None:
+    demo.stack.node_exporter(HOST)
+    demo.urls["Pushgateway"] = demo.stack.pushgateway()
+    _say(f"      node_exporter for {HOST}; Pushgateway on {demo.urls['Pushgateway']}")
+
+
+def step_operator(demo: Demo) -> None:
+    """VictoriaMetrics, Alertmanager with the webhook receiver, the operator Prometheus."""
+    receiver = WebhookReceiver(record=demo.workdir / "pages.jsonl", on_notification=_print_page)
+    demo.receiver = receiver
+    demo.stack.on_close("webhook receiver", receiver.close)
+    vm = VictoriaMetricsServer(demo.workdir / "victoria-metrics")
+    vm.start(60)
+    demo.stack.daemons.append(vm)
+    demo.stack.on_close("victoria-metrics", vm.stop)
+    demo.victoria = vm
+    demo.stack.add_job("victoria-metrics", vm.url.removeprefix("http://"))
+    alerting = demo.cfg.alerting.model_copy(
+        update={
+            "webhook": WebhookConfig(url=receiver.url),
+            "group_wait_seconds": 1.0,
+            "group_interval_seconds": 2.0,
+            "repeat_interval_seconds": 3600.0,
+        }
+    )
+    built = build_alerts(demo.workdir / "alerts", alerting, for_override=FOR)
+    am = demo.stack.alertmanager(yaml.safe_load(built.alertmanager.read_text()))
+    if demo.opts.tenants:
+        _start_gate(demo)
+    prom = demo.stack.prometheus(
+        [built.rules],
+        INTERVAL,
+        am,
+        remote_write=[f"{vm.url}/api/v1/write"],
+        port=demo.prometheus_port,
+    )
+    demo.prometheus = prom
+    demo.urls.update(
+        {
+            "operator Prometheus": prom.url,
+            "Alertmanager": am.url,
+            "VictoriaMetrics (long-term store)": vm.url,
+        }
+    )
     _wait_for(prom, 'up{job="zcp-inventory"} == 1', 30)
-    if libvirt_up:
+    if demo.libvirt is not None:
         _wait_for(prom, 'libvirt_up{job="libvirt"} == 1', 30)
-    _report(prom, libvirt_up, ovs_lab, pinger, ceph_up)
-    click.echo(
-        f"\nPrometheus:      {prom.url}\nAlertmanager:    {am.url}\n"
-        f"Inventory service: {stack.inventory_url}/metrics\nWork dir (logs): {workdir}"
+    _say(
+        f"      rules built (every for: shortened to {FOR} for the demo), "
+        f"Prometheus {prom.url} -> remote write -> VictoriaMetrics {vm.url}"
     )
-    log.info("demo up", extra={"prometheus": prom.url, "workdir": str(workdir)})
-    stop = threading.Event()
-    if duration is None:
-        click.echo("Running; press Ctrl-C to stop.", err=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        stop.wait(duration)
 
 
-def _report(
-    prom: PrometheusServer,
-    libvirt_up: bool,
-    ovs_lab: OvsLab | None,
-    pinger: tuple[str, str] | None,
-    ceph_up: bool,
-) -> None:
-    """Print what Prometheus sees."""
-    # zcp_vm_info comes from the inventory and from the libvirt exporter: count VMs once
+def _start_gate(demo: Demo) -> None:
+    """The tenants' config and the federation gate, as production runs it (its own command),
+    before the operator Prometheus scrapes it; its upstream is that Prometheus."""
+    assert demo.inventory is not None
+    gate, metrics = demo.gate_port, demo.gate_metrics_port
+    demo.urls["federation gate"] = f"http://127.0.0.1:{gate}/federate"
+    demo.urls["federation gate metrics"] = f"http://127.0.0.1:{metrics}/metrics"
+    state = demo.workdir / "tenants"
+    cfg: dict[str, Any] = {
+        "tenants": {
+            "state_dir": str(state),
+            "accounts": {t.account_id: "standard" for t in demo.inventory.tenants},
+            "tiers": {"standard": {"retention": "1d", "scrape_interval": "5s"}},
+            "pushgateway_url": demo.urls.get("Pushgateway"),
+            "local": {"port_base": 20000 + free_port() % 400 * 100},
+            "gate": {
+                "listen": f"127.0.0.1:{gate}",
+                "metrics_listen": f"127.0.0.1:{metrics}",
+                "upstream": f"http://127.0.0.1:{demo.prometheus_port}",
+                "tokens_file": str(state / "gate-tokens.yaml"),
+            },
+        }
+    }
+    if demo.config_path is not None:
+        cfg["inventory"] = yaml.safe_load(demo.config_path.read_text()).get("inventory", {})
+    demo.tenants_config = write_private(demo.workdir / "tenants.yaml", cfg)
+    daemon = Daemon(
+        "federation-gate",
+        [*_tenants_command(demo, demo.stack.log_format), "federation-proxy"],
+        demo.workdir / "federation-gate",
+        demo.urls["federation gate metrics"],
+    )
+    daemon.start(60)
+    demo.stack.daemons.append(daemon)
+    demo.stack.on_close("federation gate", daemon.stop)
+    demo.stack.add_job("zcp-gate", f"127.0.0.1:{metrics}")
+
+
+def _tenants_command(demo: Demo, log_format: str = "json") -> list[str]:
+    return [*ZCP_OBS, "--log-format", log_format, "--config", str(demo.tenants_config), "tenants"]
+
+
+def step_tenant_stacks(demo: Demo) -> None:
+    """The reconciler makes a stack per tenant; each federates through the gate."""
+    base = _tenants_command(demo, demo.stack.log_format)
+    demo.stack.on_close("tenant stacks", lambda: _retire_all(demo))
+    run_checked([*base, "reconcile"], timeout=300)
+    listing = run_checked([*base, "list", "--json"], timeout=60).stdout
+    names = {v: k for k, v in demo.tenant_ids.items()}
+    for row in json.loads(listing):
+        demo.tenant_urls[names.get(row["tenant"], row["tenant"])] = (
+            f"http://127.0.0.1:{row['prometheus']}"
+        )
+    for name, url in sorted(demo.tenant_urls.items()):
+        _wait_for(Query(url), 'count({__name__=~"tenant:.+"})', 90)
+        _say(f"      {name}: its own Prometheus on {url}, federating through the gate")
+
+
+def _retire_all(demo: Demo) -> None:
+    """Stop every tenant stack the demo made (their data stays in the work dir)."""
+    if demo.tenants_config is None:
+        return
+    base = _tenants_command(demo)
+    for tenant_id in demo.tenant_ids.values():
+        with contextlib.suppress(DaemonError):
+            run_checked([*base, "retire", tenant_id, "--wait", "30"], timeout=120)
+
+
+def step_report(demo: Demo) -> None:
+    """What the operator Prometheus sees, joined with identity."""
+    prom = demo.prometheus
+    assert prom is not None
     rows = [
-        [
-            r["metric"].get("account") or "(unknown to CloudStack)",
-            r["metric"].get("domain_path", ""),
-            r["value"][1],
-        ]
-        for r in _wait_for(
-            prom,
-            "count by (account, domain_path) (max by (vm_id, account, domain_path) (zcp_vm_info))",
-            30,
-        )
+        [r["metric"].get("account") or "(unknown to CloudStack)", r["value"][1]]
+        for r in _wait_for(prom, "count by (account) (max by (vm_id, account) (zcp_vm_info))", 30)
     ]
-    click.echo("\nVMs per tenant, as Prometheus sees them:")
-    click.echo(tabulate(sorted(rows), headers=["account", "domain", "vms"]))
-    classes = [
-        [r["metric"].get("storage_class", ""), r["value"][1]]
-        for r in prom.query(
-            "count by (storage_class) (max by (volume_id, storage_class) (zcp_volume_info))"
-        )
-    ]
-    click.echo("\nVolumes per storage class:")
-    click.echo(tabulate(sorted(classes), headers=["storage_class", "volumes"]))
-    if libvirt_up:
-        # counters joined with identity: what the tenant:* recording rules will do
+    _say("\n" + tabulate(sorted(rows), headers=["account", "VMs"]))
+    if demo.libvirt is not None:
         cpu = prom.query(
             "sum by (account) (libvirt_domain_cpu_time_seconds_total * on (vm_id) "
             "group_left (account) max by (vm_id, account) (zcp_vm_info{job='libvirt'}))"
         )
         rows = [
-            [r["metric"].get("account") or "(unknown to CloudStack)", f"{float(r['value'][1]):.2f}"]
-            for r in cpu
+            [r["metric"].get("account") or "(unknown)", f"{float(r['value'][1]):.2f}"] for r in cpu
         ]
-        click.echo("\nGuest CPU seconds per tenant, from real KVM guests:")
-        click.echo(tabulate(sorted(rows), headers=["account", "cpu_seconds"]))
-    if ovs_lab is not None and pinger is not None:
-        ovs_lab.ping(*pinger, count=10, size=1000)
+        _say("\n" + tabulate(sorted(rows), headers=["account", "guest CPU s"]))
+    if demo.ovs is not None and demo.pinger is not None:
+        demo.ovs.ping(*demo.pinger, count=10, size=1000)
         traffic = _wait_for(
             prom,
             "sum by (account) (ovs_interface_receive_bytes_total * on (vm_id) "
@@ -246,10 +395,8 @@ def _report(
             40,
         )
         rows = [[r["metric"].get("account", ""), int(float(r["value"][1]))] for r in traffic]
-        click.echo("\nBytes VMs sent into Open vSwitch, per tenant (real ping traffic):")
-        click.echo(tabulate(sorted(rows), headers=["account", "bytes"]))
-    if ceph_up:
-        # RBD bytes per tenant and storage class, from the tenant:* recording rule
+        _say("\n" + tabulate(sorted(rows), headers=["account", "bytes into OVS (ping)"]))
+    if demo.ceph is not None:
         rows = [
             [
                 r["metric"].get("account", ""),
@@ -263,17 +410,249 @@ def _report(
                 60,
             )
         ]
-        click.echo("\nRBD bytes used per tenant and storage class (real Ceph, rbd du):")
-        click.echo(tabulate(sorted(rows), headers=["account", "storage_class", "bytes"]))
-    if libvirt_up:
-        # the stranger guest: a domain no CloudStack account owns (info, for: 30m)
-        _wait_for(prom, 'ALERTS{alertname="VMUnknownToCloudStack"}', 30)
-    rules = prom.rules()
-    kinds = [r["type"] for g in rules for r in g["rules"]]
-    pending = prom.query('ALERTS{alertstate=~"pending|firing"}')
-    click.echo(
-        f"\nRules loaded: {kinds.count('recording')} recording, "
-        f"{kinds.count('alerting')} alerting (promtool-tested, "
-        f"`zcp-obs alerts check`); pending or firing now: "
-        + (", ".join(sorted({r["metric"]["alertname"] for r in pending})) or "none")
+        _say("\n" + tabulate(sorted(rows), headers=["account", "class", "RBD bytes used"]))
+    _say("")
+
+
+def step_fault(demo: Demo) -> None:
+    """Destroy a guest CloudStack says is running; the page; boot it again; the resolution."""
+    assert demo.libvirt is not None and demo.inventory is not None
+    assert demo.receiver is not None and demo.prometheus is not None
+    vm = next(v for v in demo.inventory.vms if v.state == "Running")
+    _say(f"      destroying {vm.instance_name} ({vm.id}) behind CloudStack's back")
+    t0 = time.monotonic()
+    demo.libvirt.destroy_guest(vm.instance_name, delete_disks=False)
+
+    def about(a: dict[str, Any]) -> bool:
+        labels = a.get("labels", {})
+        return bool(labels.get("alertname") == FAULT_ALERT and labels.get("vm_id") == vm.id)
+
+    fired = demo.receiver.wait_for(about, "firing", t0, 120)
+    if fired is None:
+        raise DaemonError(f"no {FAULT_ALERT} page for {vm.instance_name} within 120s")
+    alert = next(
+        a for n in demo.receiver.snapshot() if n.at >= t0 for a in n.alerts("firing") if about(a)
     )
+    labels, notes = alert["labels"], alert.get("annotations", {})
+    _say(
+        f"      paged after {fired - t0:.1f}s: {FAULT_ALERT} for {labels.get('instance_name')} "
+        f"of account {labels.get('account')}\n        runbook: {notes.get('runbook_url')}"
+        f"\n        (in this repository: alerts/runbooks/{labels.get('area', 'compute')}.md)"
+    )
+    _boot(demo.libvirt, demo.inventory, vm)
+    t1 = time.monotonic()
+    resolved = demo.receiver.wait_for(about, "resolved", t1, 120)
+    if resolved is None:
+        raise DaemonError(f"{FAULT_ALERT} for {vm.instance_name} not resolved within 120s")
+    _say(f"      booted again; resolved after {resolved - t1:.1f}s")
+    demo.fault = {
+        "alert": FAULT_ALERT,
+        "vm_id": vm.id,
+        "instance_name": vm.instance_name,
+        "account": labels.get("account"),
+        "runbook_url": notes.get("runbook_url"),
+        "paged_after_seconds": round(fired - t0, 1),
+        "resolved_after_seconds": round(resolved - t1, 1),
+    }
+
+
+def classify(series: list[dict[str, str]], tenant: str, own: str) -> dict[str, int]:
+    """A tenant Prometheus's series: the tenant's own (its ``tenant`` label), the Prometheus's
+    own (its scrape's ``up``/``scrape_*`` and its self-scrape at ``own`` host:port), and
+    anything else, which must not be there."""
+    counts = {"own": 0, "self": 0, "other": 0}
+    for labels in series:
+        if labels.get("tenant") == tenant:
+            counts["own"] += 1
+        elif "tenant" not in labels and (
+            (labels.get("job") == "prometheus" and labels.get("instance") == own)
+            or (
+                labels.get("job") == "federate"
+                and re.fullmatch(r"up|scrape_.+", labels["__name__"])
+            )
+        ):
+            counts["self"] += 1
+        else:
+            counts["other"] += 1
+    return counts
+
+
+def step_isolation(demo: Demo) -> None:
+    """What each tenant's Prometheus holds: its own series, none of another's."""
+    rows = []
+    for name, url in sorted(demo.tenant_urls.items()):
+        series = _series(url)
+        counts = classify(series, demo.tenant_ids.get(name, name), url.removeprefix("http://"))
+        rows.append(
+            {
+                "tenant": name,
+                "its Prometheus": url,
+                "own tenant:* series": counts["own"],
+                "its own scrape's": counts["self"],
+                "anyone else's": counts["other"],
+            }
+        )
+    demo.isolation = rows
+    leaked = [str(r["tenant"]) for r in rows if r["anyone else's"]]
+    _say("\n" + tabulate(rows, headers="keys") + "\n")
+    if leaked:
+        raise DaemonError(f"tenant Prometheus holding others' series: {', '.join(leaked)}")
+
+
+def _series(url: str) -> list[dict[str, str]]:
+    """Every series a Prometheus holds now (its series API)."""
+    try:
+        resp = requests.get(
+            f"{url}/api/v1/series", params={"match[]": '{__name__=~".+"}'}, timeout=10
+        )
+        return list(resp.json()["data"])
+    except (requests.RequestException, ValueError, KeyError) as exc:
+        raise DaemonError(f"{url}: the series API: {str(exc)[:200]}") from None
+
+
+STEPS: list[tuple[str, str, Callable[[Demo], None]]] = [
+    ("", "loading the inventory", step_inventory),
+    ("", "starting the inventory service", step_inventory_service),
+    ("libvirt", "starting libvirtd and the inventory's VMs as guests", step_guests),
+    ("ovs", "starting Open vSwitch (userspace): VM ports, a VXLAN tunnel", step_switch),
+    ("ceph", "starting a single-node Ceph cluster, an RBD image per volume", step_ceph),
+    ("", "starting node_exporter and the Pushgateway", step_host_exporters),
+    ("", "VictoriaMetrics, Alertmanager, the operator Prometheus", step_operator),
+    ("", "what the operator Prometheus sees", step_report),
+    ("tenants", "the tenants' own Prometheus, through the federation gate", step_tenant_stacks),
+    ("fault", "a real fault: a running VM destroyed outside CloudStack", step_fault),
+    ("tenants", "isolation: what each tenant's Prometheus holds", step_isolation),
+]
+
+
+def _skip_reason(what: str, opts: Options) -> str:
+    if what == "libvirt":
+        return "" if opts.libvirt else "disabled with --no-libvirt"
+    if what == "ovs":
+        return "" if opts.ovs else "disabled with --no-ovs"
+    if what == "ceph":
+        return "" if opts.ceph else "disabled with --no-ceph"
+    if what == "tenants":
+        return "" if opts.tenants else "disabled with --no-tenants"
+    if what == "fault":
+        return "" if opts.fault and opts.libvirt else "needs the guests (--fault, --libvirt)"
+    return ""
+
+
+def _requirements(opts: Options) -> Options:
+    """Turn off what this machine cannot run, saying why (guests run under TCG without KVM)."""
+    needs = {
+        "libvirt": ("libvirtd", "qemu-system-x86_64"),
+        "ovs": ("ovsdb-server", "ovs-vswitchd", "ip", "ping"),
+        "ceph": ("ceph-mon", "ceph-mgr", "ceph-osd", "rbd", "monmaptool"),
+    }
+    for what, binaries in needs.items():
+        if getattr(opts, what):
+            reason = missing(*binaries)
+            if reason:
+                _say(f"      not running {what}: {reason}")
+                setattr(opts, what, False)
+    return opts
+
+
+def summary(demo: Demo) -> dict[str, Any]:
+    """What ``demo status``, ``demo down`` and a reader need: URLs, files, PIDs, namespaces."""
+    pids = {d.name: d.pid for d in demo.stack.daemons if d.pid}
+    for lab in (demo.ovs, demo.ceph):
+        for d in lab.daemons() if lab is not None else ():
+            if d.pid:
+                pids[d.name] = d.pid
+    if demo.libvirt is not None:
+        for name, pid in (
+            ("libvirtd", demo.libvirt.libvirtd_pid),
+            ("virtlogd", demo.libvirt.virtlogd_pid),
+        ):
+            if pid:
+                pids[name] = pid
+    for pidfile in sorted((demo.workdir / "tenants").glob("tenants/*/*/*.pid")):
+        with contextlib.suppress(OSError, ValueError):
+            pids[f"tenant {pidfile.parent.parent.name[:8]} {pidfile.stem}"] = int(
+                pidfile.read_text().strip()
+            )
+    return {
+        "pid": None,  # the demo's own, filled in by the caller
+        "workdir": str(demo.workdir),
+        "urls": demo.urls,
+        "tenant_prometheus": demo.tenant_urls,
+        "tenant_ids": demo.tenant_ids,
+        "tenants_config": str(demo.tenants_config) if demo.tenants_config else None,
+        "pages": str(demo.workdir / "pages.jsonl"),
+        "fault": demo.fault,
+        "isolation": demo.isolation,
+        "daemons": pids,
+        "namespaces": demo.namespaces,
+        "bridges": [demo.libvirt.bridge] if demo.libvirt is not None else [],
+        "seconds_to_summary": round(demo.elapsed(), 1),
+    }
+
+
+def summary_text(doc: dict[str, Any], control: str = "Ctrl-C") -> str:
+    """The closing screen: URLs, files and logs, and what to try next."""
+    urls = doc["urls"]
+    lines = ["", f"The stack is up ({doc['seconds_to_summary']:.0f}s). Open:"]
+    lines += [f"  {name:34} {url}" for name, url in urls.items()]
+    lines += [
+        f"  {'Prometheus of tenant ' + n:34} {u}" for n, u in doc["tenant_prometheus"].items()
+    ]
+    if doc["fault"]:
+        f = doc["fault"]
+        lines.append(
+            f"Fault: {f['alert']} for {f['instance_name']} paged in {f['paged_after_seconds']}s,"
+            f" resolved in {f['resolved_after_seconds']}s (every page: {doc['pages']})"
+        )
+    lines.append(f"Files and logs: {doc['workdir']}")
+    prom = urls.get("operator Prometheus", "")
+    lines += ["Try:", f"  curl -s '{prom}/api/v1/query?query=tenant:ceph_rbd_image_used_bytes:sum'"]
+    if doc["tenants_config"]:
+        lines.append(f"  zcp-obs --config {doc['tenants_config']} tenants list")
+    lines.append(f"  stop: {control}")
+    return "\n".join(lines)
+
+
+def run_demo(
+    cfg: Config,
+    config_path: Path | None,
+    workdir: Path | None,
+    duration: float | None,
+    opts: Options | None = None,
+    ready_file: Path | None = None,
+) -> None:
+    """Start everything, show it working, run until Ctrl-C, SIGTERM or ``duration``."""
+    # 0700: the work dir holds configs with the operator's receivers and secrets
+    workdir = private_dir(workdir or Path(tempfile.mkdtemp(prefix="zcp-demo-")))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    opts = _requirements(opts or Options())
+    stack = Stack(workdir / "stack", config_path, log_format=cfg.logging.format)
+    demo = Demo(cfg, config_path, workdir, opts, stack)
+    try:
+        total = len(STEPS)
+        for n, (what, text, fn) in enumerate(STEPS, 1):
+            if stop.is_set():
+                raise DaemonError("stopped before the demo was up")
+            reason = _skip_reason(what, opts)
+            if reason:
+                _say(f"[{n}/{total} +{demo.elapsed():5.1f}s] skipped: {text} ({reason})")
+                continue
+            with _step(demo, n, total, text, workdir):
+                fn(demo)
+        doc = summary(demo)
+        doc["pid"] = None
+        if ready_file is None:
+            click.echo(summary_text(doc, "Ctrl-C"))
+        else:  # detached: `demo up` prints it
+            write_atomic(ready_file, json.dumps(doc, indent=1) + "\n")
+        log.info("demo up", extra={"prometheus": demo.urls.get("operator Prometheus")})
+        if duration is None and ready_file is None:
+            _say("Running; press Ctrl-C to stop.")
+        stop.wait(duration)
+    finally:
+        _say("stopping")
+        stack.close()
+        _say(f"stopped; files and logs kept in {workdir}")

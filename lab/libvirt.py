@@ -351,7 +351,9 @@ class LibvirtLab:
         metadata = f"\n  <metadata>{metadata_xml}</metadata>" if metadata_xml else ""
         body = "\n    ".join(devices)
         extra = f"\n    {extra_devices_xml}" if extra_devices_xml else ""
-        return f"""<domain type='kvm'>
+        # without /dev/kvm, QEMU's TCG emulation: slower, the same domain and counters
+        kind = "kvm" if KVM_DEVICE.exists() else "qemu"
+        return f"""<domain type='{kind}'>
   <name>{escape(name)}</name>
   <uuid>{uuid}</uuid>{metadata}
   <memory unit='MiB'>{memory_mib}</memory>
@@ -515,7 +517,8 @@ class LibvirtLab:
         for d in ("/var/log/libvirt", "/var/run/libvirt"):
             Path(d).mkdir(parents=True, exist_ok=True)
         if not KVM_DEVICE.exists():
-            raise DaemonError("/dev/kvm missing: KVM guests need hardware virtualization")
+            log.warning("/dev/kvm missing: guests run under TCG emulation (slower, same results)")
+            return
         if not self._qemu_user_can_use_kvm():
             try:
                 grp.getgrnam("kvm")

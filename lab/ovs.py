@@ -152,6 +152,10 @@ class OvsLab:
             _run(["ip", "netns", "delete", ns], check=False)
         self._namespaces.clear()
 
+    def namespaces(self) -> list[str]:
+        """The network namespaces the lab made (the switch's and one a VM port)."""
+        return list(self._namespaces)
+
     def stop_ovsdb(self) -> None:
         """Stop ovsdb-server only (ovs-vswitchd keeps forwarding)."""
         if self.ovsdb is not None:

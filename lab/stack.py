@@ -260,10 +260,12 @@ class Stack:
         rule_files: list[Path],
         interval: str = "5s",
         alertmanager: AlertmanagerServer | None = None,
+        remote_write: list[str] | None = None,
+        port: int | None = None,
     ) -> PrometheusServer:
         """Prometheus scraping every job added so far and itself (job ``prometheus``), with
-        ``rule_files``."""
-        port = free_port()
+        ``rule_files``, remote-writing to each URL of ``remote_write`` (a long-term store)."""
+        port = port or free_port()
         self.add_job("prometheus", f"127.0.0.1:{port}")
         config: dict[str, Any] = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval},
@@ -275,6 +277,8 @@ class Stack:
                     {"static_configs": [{"targets": [alertmanager.url.removeprefix("http://")]}]}
                 ]
             }
+        if remote_write:
+            config["remote_write"] = [{"url": url} for url in remote_write]
         prom = PrometheusServer(
             self.workdir / "prometheus", config, rule_files=rule_files, port=port
         )

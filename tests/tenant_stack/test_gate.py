@@ -304,14 +304,15 @@ class RawUpstream(socketserver.ThreadingTCPServer):
     def __init__(self, answers: dict[str, tuple[bytes, bool]]) -> None:
         self.answers = answers
         self.connections = 0
+        upstream = self
 
         class Handler(socketserver.StreamRequestHandler):
-            def handle(handler) -> None:  # noqa: N805 (the server is self)
-                self.connections += 1
+            def handle(self) -> None:
+                upstream.connections += 1
                 while True:
                     head = b""
                     while not head.endswith(b"\r\n\r\n"):
-                        byte = handler.rfile.read(1)
+                        byte = self.rfile.read(1)
                         if not byte:
                             return
                         head += byte
@@ -320,9 +321,9 @@ class RawUpstream(socketserver.ThreadingTCPServer):
                         for line in head.split(b"\r\n")
                         if line.lower().startswith(b"accept:")
                     ]
-                    answer, keep = self.answers[accept[0]]
-                    handler.wfile.write(answer)
-                    handler.wfile.flush()
+                    answer, keep = upstream.answers[accept[0]]
+                    self.wfile.write(answer)
+                    self.wfile.flush()
                     if not keep:
                         return
 

@@ -235,16 +235,70 @@ def step_switch(demo: Demo) -> None:
 
 def step_ceph(demo: Demo) -> None:
     assert demo.inventory is not None
-    ceph = CephLab(demo.workdir / "ceph", rgw=False)
+    ceph = CephLab(demo.workdir / "ceph", rgw=True, cephfs=True)
     demo.stack.on_close("ceph", ceph.stop)
     ceph.start()
     demo.ceph = ceph
     images = _create_images(ceph, demo.inventory)
-    exporter = demo.stack.ceph(ceph, rbd_interval_seconds=10.0, df_interval_seconds=10.0)
-    _say(
-        f"      {images} RBD images in pools fast/flow/bulk; Ceph exporter on "
-        f"{exporter.ready_url}, mgr module on {ceph.mgr_prometheus_url}"
+    buckets = _fill_buckets(ceph, demo.inventory)
+    share = _cephfs_share(ceph, demo.inventory)
+    exporter = demo.stack.ceph(
+        ceph, rbd_interval_seconds=10.0, df_interval_seconds=10.0, rgw_interval_seconds=10.0
     )
+    demo.urls["radosgw (S3)"] = ceph.rgw_url
+    _say(
+        f"      {images} RBD images in pools fast/flow/bulk; {buckets} RGW buckets; "
+        f"{share}\n      Ceph exporter on {exporter.ready_url}, mgr module on "
+        f"{ceph.mgr_prometheus_url}"
+    )
+
+
+def _fill_buckets(ceph: CephLab, inv: Inventory) -> int:
+    """Each tenant an RGW user (uid: the account id) and a bucket with objects, over S3."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    made = 0
+    for n, tenant in enumerate(inv.tenants):
+        keys = ceph.rgw_user(tenant.account_id)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=ceph.rgw_url,
+            region_name="default",
+            aws_access_key_id=keys["access_key"],
+            aws_secret_access_key=keys["secret_key"],
+            config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+        )
+        bucket = f"{tenant.name.lower()}-assets"[:63]
+        s3.create_bucket(Bucket=bucket)
+        for k in range(n + 2):
+            s3.put_object(Bucket=bucket, Key=f"object-{k}", Body=b"z" * (256 * 1024 * (k + 1)))
+        made += 1
+    return made
+
+
+def _cephfs_share(ceph: CephLab, inv: Inventory) -> str:
+    """A CephFS subvolume (in a group named after the account id, as the exporter expects) for
+    the first tenant, with a file written into it."""
+    tenant = inv.tenants[0]
+    ceph.run("ceph", "fs", "subvolumegroup", "create", "cephfs", tenant.account_id)
+    ceph.run(
+        "ceph",
+        "fs",
+        "subvolume",
+        "create",
+        "cephfs",
+        "share",
+        "--group_name",
+        tenant.account_id,
+        "--size",
+        str(64 * 1024 * 1024),
+    )
+    path = ceph.run(
+        "ceph", "fs", "subvolume", "getpath", "cephfs", "share", "--group_name", tenant.account_id
+    ).stdout.strip()
+    ceph.write_cephfs(f"{path}/report.bin", b"y" * (3 * 1024 * 1024))
+    return f"a CephFS subvolume of {tenant.name} (3 MiB written)"
 
 
 def step_host_exporters(demo: Demo) -> None:
@@ -411,6 +465,16 @@ def step_report(demo: Demo) -> None:
             )
         ]
         _say("\n" + tabulate(sorted(rows), headers=["account", "class", "RBD bytes used"]))
+        rows = [
+            [r["metric"].get("account", ""), int(float(r["value"][1]))]
+            for r in _wait_for(
+                prom,
+                "tenant:ceph_rgw_user_stored_bytes:sum * on (tenant) group_left (account) "
+                'label_replace(zcp_tenant_info, "tenant", "$1", "account_id", "(.+)")',
+                60,
+            )
+        ]
+        _say("\n" + tabulate(sorted(rows), headers=["account", "RGW bytes stored"]))
     _say("")
 
 
@@ -515,7 +579,7 @@ STEPS: list[tuple[str, str, Callable[[Demo], None]]] = [
     ("", "starting the inventory service", step_inventory_service),
     ("libvirt", "starting libvirtd and the inventory's VMs as guests", step_guests),
     ("ovs", "starting Open vSwitch (userspace): VM ports, a VXLAN tunnel", step_switch),
-    ("ceph", "starting a single-node Ceph cluster, an RBD image per volume", step_ceph),
+    ("ceph", "starting a single-node Ceph cluster: RBD volumes, RGW buckets, CephFS", step_ceph),
     ("", "starting node_exporter and the Pushgateway", step_host_exporters),
     ("", "VictoriaMetrics, Alertmanager, the operator Prometheus", step_operator),
     ("", "what the operator Prometheus sees", step_report),

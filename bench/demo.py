@@ -45,7 +45,7 @@ def main() -> None:
         peak = idle
         done = threading.Event()
 
-        def sample() -> None:
+        def sample(done: threading.Event = done) -> None:
             nonlocal peak
             while not done.wait(0.25):
                 peak = max(peak, used_bytes())

@@ -19,10 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import boto3
 import requests
 import yaml
-from botocore.config import Config as BotoConfig
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -73,15 +71,7 @@ def main() -> None:
                 lab.create_image(pool, f"w-{i}", "64M", write_bytes=4 * 1024 * 1024)
             print(f"\rimages {i + 1}/{args.images}", end="", file=sys.stderr)
         for u in range(args.users):
-            keys = lab.rgw_user(f"acct-{u:04d}")
-            s3 = boto3.client(
-                "s3",
-                endpoint_url=lab.rgw_url,
-                region_name="default",
-                aws_access_key_id=keys["access_key"],
-                aws_secret_access_key=keys["secret_key"],
-                config=BotoConfig(s3={"addressing_style": "path"}),
-            )
+            s3 = lab.s3_client(f"acct-{u:04d}")
             s3.create_bucket(Bucket=f"b-{u:04d}")
             s3.put_object(Bucket=f"b-{u:04d}", Key="o", Body=b"x" * 10_000)
             print(f"\rusers {u + 1}/{args.users}   ", end="", file=sys.stderr)

@@ -491,6 +491,22 @@ rgw thread pool size = 32
         key = out["keys"][0]
         return {"access_key": key["access_key"], "secret_key": key["secret_key"]}
 
+    def s3_client(self, uid: str) -> Any:
+        """A new RGW user ``uid`` and a boto3 S3 client speaking as it (path-style addressing:
+        the lab's radosgw has no DNS name for virtual-host buckets)."""
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        keys = self.rgw_user(uid)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.rgw_url,
+            region_name="default",
+            aws_access_key_id=keys["access_key"],
+            aws_secret_access_key=keys["secret_key"],
+            config=BotoConfig(s3={"addressing_style": "path"}),
+        )
+
     def write_cephfs(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` in the CephFS ``cephfs`` through libcephfs (Debian's
         python3-cephfs, run by the system Python: its extension is built for it)."""

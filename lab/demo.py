@@ -255,20 +255,9 @@ def step_ceph(demo: Demo) -> None:
 
 def _fill_buckets(ceph: CephLab, inv: Inventory) -> int:
     """Each tenant an RGW user (uid: the account id) and a bucket with objects, over S3."""
-    import boto3
-    from botocore.config import Config as BotoConfig
-
     made = 0
     for n, tenant in enumerate(inv.tenants):
-        keys = ceph.rgw_user(tenant.account_id)
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=ceph.rgw_url,
-            region_name="default",
-            aws_access_key_id=keys["access_key"],
-            aws_secret_access_key=keys["secret_key"],
-            config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
-        )
+        s3 = ceph.s3_client(tenant.account_id)
         bucket = f"{tenant.name.lower()}-assets"[:63]
         s3.create_bucket(Bucket=bucket)
         for k in range(n + 2):

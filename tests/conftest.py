@@ -141,9 +141,6 @@ def ceph_cloud(ceph_lab: Any, default_inventory: Inventory) -> dict[str, Any]:
     """Tenant data in the session's Ceph, created once: the demo inventory's volumes as RBD
     images in rbd-fast/flow/bulk (some written to), an unmapped pool with an image, acme's RGW
     user with two buckets filled over S3, and a CephFS subvolume of globex's."""
-    import boto3
-    from botocore.config import Config as BotoConfig
-
     for pool in ("rbd-fast", "rbd-flow", "rbd-bulk", "odd-pool"):
         ceph_lab.create_pool(pool)
     written: dict[str, int] = {}
@@ -154,15 +151,7 @@ def ceph_cloud(ceph_lab: Any, default_inventory: Inventory) -> dict[str, Any]:
         written[vol.rbd_image] = size
     ceph_lab.create_image("odd-pool", "scratch", "16M", write_bytes=4 * MIB)
     acme = next(t for t in default_inventory.tenants if t.name == "acme")
-    keys = ceph_lab.rgw_user(acme.account_id)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=ceph_lab.rgw_url,
-        region_name="default",
-        aws_access_key_id=keys["access_key"],
-        aws_secret_access_key=keys["secret_key"],
-        config=BotoConfig(s3={"addressing_style": "path"}),
-    )
+    s3 = ceph_lab.s3_client(acme.account_id)
     objects = {"site": [50_000, 70_000], "logs": [1_000]}
     for bucket, sizes in objects.items():
         s3.create_bucket(Bucket=bucket)

@@ -17,10 +17,12 @@ import json
 import logging
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import requests
 from matplotlib import image as mpimg
 
 from lab.procs import run_checked
@@ -29,9 +31,7 @@ from zcp.errors import DaemonError
 
 log = logging.getLogger(__name__)
 
-# the demo has run a couple of minutes when this step comes: a window of a few minutes is all
-# data, and $__rate_interval of 1m is well over 4 of the demo's scrape intervals (3s, 5s)
-WINDOW_S = 300
+# $__rate_interval: well over 4 of the demo's scrape intervals (3s operator, 5s tenants)
 RATE_INTERVAL = "1m"
 # what `dashboards check --prometheus` reports when the demo simply feeds nothing to a panel;
 # any other problem (lint, a query Prometheus refuses, a tenant leak) is a broken dashboard
@@ -42,7 +42,13 @@ PREVIEWED = re.compile(r"^(?P<png>.+\.png): \d+ panels")
 # 0-1 scale); the previews draw every frame, title, tick and "No data" in near-greys (chroma
 # under 0.07) and every value, line and bar in the palette's colours (chroma 0.3 and more)
 CHROMA = 0.15
-MIN_INK = 150  # pixels: a single stat value in colour is several hundred, a line more
+# fewer ink pixels than this is blank: previews with every panel "No data" measured 0, the
+# smallest data drawn (a one-digit stat) about 110, a single marker about 15
+MIN_INK = 10
+# the window drawn and proven: from a little before the Prometheus started, within these bounds
+MARGIN_S = 20
+WINDOW_MIN_S = 60
+WINDOW_MAX_S = 600
 
 
 def blank(png: Path) -> bool:
@@ -54,8 +60,8 @@ def blank(png: Path) -> bool:
     (its background). This follows how ``dashboards/preview.py`` draws: background, panel
     boxes, frames, titles, tick labels, legends' text and "No data" are all near-greys, while
     data is drawn in colour (time series lines and markers, stat and gauge values, bar gauges'
-    bars). So a preview of frames and titles with every panel saying "No data" is blank, and
-    one coloured stat or line is enough not to be. A greyscale image is blank by this rule (it
+    bars). So a preview of frames and titles with every panel saying "No data" is blank (it has
+    no ink at all), and one coloured stat value or line is enough not to be. A greyscale image is blank by this rule (it
     cannot tell data from frames), and so is a preview whose only data is in tables (their rows
     are grey text): the rule errs towards "blank", never towards passing an empty preview.
     """
@@ -76,6 +82,22 @@ def blank(png: Path) -> bool:
     chroma = rgb.max(axis=1) - rgb.min(axis=1)
     ink = visible & (chroma >= CHROMA) & (codes != colours[np.argmax(counts)])
     return int(np.count_nonzero(ink)) < MIN_INK
+
+
+def window(prometheus_url: str, now: float | None = None) -> int:
+    """Seconds of data to look at in ``prometheus_url``: from :data:`MARGIN_S` before it
+    started (its runtime info) up to now, within :data:`WINDOW_MIN_S`..:data:`WINDOW_MAX_S`,
+    so a preview's time axis is the data the demo has, not mostly empty."""
+    try:
+        resp = requests.get(f"{prometheus_url}/api/v1/status/runtimeinfo", timeout=10)
+        resp.raise_for_status()
+        started = datetime.fromisoformat(resp.json()["data"]["startTime"]).timestamp()
+    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+        raise DaemonError(
+            f"{prometheus_url}: its runtime info: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+    age = (time.time() if now is None else now) - started
+    return int(min(max(age + MARGIN_S, WINDOW_MIN_S), WINDOW_MAX_S))
 
 
 def _command(log_format: str) -> list[str]:
@@ -179,7 +201,7 @@ def dashboards(
     prometheus_url: str,
     log_format: str = "json",
     tenant: tuple[str, str] | None = None,
-    window_s: int = WINDOW_S,
+    window_s: int | None = None,
 ) -> dict[str, Any]:
     """Build, check and preview every dashboard with the real ``zcp-obs dashboards`` commands.
 
@@ -187,20 +209,29 @@ def dashboards(
     Prometheus); the tenant dashboards need a tenant's own Prometheus, ``tenant`` = (account
     id, its URL): without it they are built and linted but neither proven nor drawn (against
     the operator Prometheus they would sum every tenant's series). ``window_s``: the seconds
-    of data looked at, up to now. Returns (paths as strings, ready for ``summary.json``):
+    of data looked at, up to now (default: each Prometheus's age, :func:`window`). Returns (paths as strings, ready for ``summary.json``):
     ``built`` (``<workdir>/dashboards``), ``tenant_dashboards`` (its ``tenant/``, for
     ``tenants.dashboards_dir``), ``previews_dir``, ``previews`` (per PNG: path, audience,
     bytes, blank, panels, no_data: the titles of the panels drawn without data),
-    ``check_no_data`` (what the check found without data) and ``seconds``.
+    ``check_no_data`` (what the check found without data), ``windows`` (seconds, by
+    audience) and ``seconds`` (the step's duration).
     """
     began = time.monotonic()
     out = workdir / "dashboards"
     tenant_dir = build(workdir, log_format)
-    no_data = _check(prometheus_url, log_format, tenant, window_s)
-    previews_dir = out / "previews"
-    previews = _preview(previews_dir / "operator", prometheus_url, "operator", log_format, window_s)
+    windows = {"operator": window_s or window(prometheus_url)}
     if tenant is not None:
-        previews += _preview(previews_dir / "tenant", tenant[1], "tenant", log_format, window_s)
+        windows["tenant"] = window_s or window(tenant[1])
+    # one window for both proofs: the tenant's Prometheus is younger, its data all inside
+    no_data = _check(prometheus_url, log_format, tenant, windows["operator"])
+    previews_dir = out / "previews"
+    previews = _preview(
+        previews_dir / "operator", prometheus_url, "operator", log_format, windows["operator"]
+    )
+    if tenant is not None:
+        previews += _preview(
+            previews_dir / "tenant", tenant[1], "tenant", log_format, windows["tenant"]
+        )
     seconds = round(time.monotonic() - began, 1)
     log.info(
         "dashboards built, checked and drawn",
@@ -212,5 +243,6 @@ def dashboards(
         "previews_dir": str(previews_dir),
         "previews": previews,
         "check_no_data": no_data,
+        "windows": windows,
         "seconds": seconds,
     }

@@ -135,3 +135,21 @@ def test_restarted_libvirtd_keeps_guests_running(lab: LibvirtLab) -> None:
     assert stats[IDE_GUEST]["state.state"] == "1"
     assert stats[VDA_GUEST]["state.state"] == "1"
     assert lab.conn.lookupByName(VDA_GUEST).isActive()
+
+
+def test_without_kvm_a_guest_runs_under_tcg(
+    lab: LibvirtLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine with no /dev/kvm (nested clouds, CI runners): the guest is a TCG domain
+    (type 'qemu') that runs and is counted like any other."""
+    import lab.libvirt as lab_libvirt
+
+    monkeypatch.setattr(lab_libvirt, "KVM_DEVICE", Path("/nonexistent/kvm"))
+    name = "zcp-tcg-guest"
+    dom = lab.create_guest(name, guest_uuid(name))
+    try:
+        assert "<domain type='qemu'" in dom.XMLDesc(0)
+        assert dom.state()[0] == 1  # VIR_DOMAIN_RUNNING
+        assert wait_until(lambda: dom.getCPUStats(True)[0]["cpu_time"] > 0, 30)
+    finally:
+        lab.destroy_guest(name)

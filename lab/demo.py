@@ -43,6 +43,8 @@ from tabulate import tabulate
 from alerts.build import build as build_alerts
 from lab.alerting import Notification, WebhookReceiver
 from lab.ceph import CephLab
+from lab.demo_dashboards import build as build_dashboards
+from lab.demo_dashboards import dashboards as draw_dashboards
 from lab.libvirt import KVM_DEVICE, LibvirtLab
 from lab.ovs import OvsLab
 from lab.procs import Daemon, free_port, run_checked
@@ -103,7 +105,9 @@ class Demo:
     tenants_config: Path | None = None
     fault: dict[str, Any] = field(default_factory=dict)
     isolation: list[dict[str, Any]] = field(default_factory=list)
+    dashboards: dict[str, Any] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)
+    zone: str = "zone1"
     gate_port: int = field(default_factory=free_port)
     prometheus_port: int = field(default_factory=free_port)
     gate_metrics_port: int = field(default_factory=free_port)
@@ -190,6 +194,9 @@ def step_inventory(demo: Demo) -> None:
     counts = demo.inventory.counts()
     _say("      " + ", ".join(f"{v} {k}" for k, v in counts.items() if v))
     demo.tenant_ids = {t.name: t.account_id for t in demo.inventory.tenants}
+    # the lab's one hypervisor stands in the inventory's (first) zone: the dashboards' and
+    # rules' zone label
+    demo.zone = next((v.zone for v in demo.inventory.vms if v.zone), "zone1")
 
 
 def step_inventory_service(demo: Demo) -> None:
@@ -207,7 +214,7 @@ def step_guests(demo: Demo) -> None:
     for vm in demo.inventory.vms:
         _boot(lab, demo.inventory, vm)
     lab.create_guest(STRANGER, str(uuid.uuid5(uuid.NAMESPACE_DNS, "zcp-demo-stranger")))
-    exporter = demo.stack.libvirt(lab, HOST)
+    exporter = demo.stack.libvirt(lab, HOST, demo.zone)
     kind = "KVM" if KVM_DEVICE.exists() else "TCG-emulated (no /dev/kvm)"
     _say(
         f"      {len(demo.inventory.vms) + 1} {kind} guests running (one unknown to CloudStack); "
@@ -225,7 +232,7 @@ def step_switch(demo: Demo) -> None:
     # the overlay: a VXLAN tunnel port towards another hypervisor, as CloudStack's OVS plugin
     ovs.add_tunnel("br-int", "vxlan-demo", "192.0.2.2")
     demo.pinger = (plugged[0][0], plugged[1][1]) if len(plugged) > 1 else None
-    exporter = demo.stack.ovs(ovs, HOST)
+    exporter = demo.stack.ovs(ovs, HOST, demo.zone)
     demo.namespaces = ovs.namespaces()
     _say(
         f"      {len(plugged)} VM ports and a VXLAN tunnel port on br-int; "
@@ -243,7 +250,11 @@ def step_ceph(demo: Demo) -> None:
     buckets = _fill_buckets(ceph, demo.inventory)
     share = _cephfs_share(ceph, demo.inventory)
     exporter = demo.stack.ceph(
-        ceph, rbd_interval_seconds=10.0, df_interval_seconds=10.0, rgw_interval_seconds=10.0
+        ceph,
+        demo.zone,
+        rbd_interval_seconds=10.0,
+        df_interval_seconds=10.0,
+        rgw_interval_seconds=10.0,
     )
     demo.urls["radosgw (S3)"] = ceph.rgw_url
     _say(
@@ -291,7 +302,7 @@ def _cephfs_share(ceph: CephLab, inv: Inventory) -> str:
 
 
 def step_host_exporters(demo: Demo) -> None:
-    demo.stack.node_exporter(HOST)
+    demo.stack.node_exporter(HOST, demo.zone)
     demo.urls["Pushgateway"] = demo.stack.pushgateway()
     _say(f"      node_exporter for {HOST}; Pushgateway on {demo.urls['Pushgateway']}")
 
@@ -366,6 +377,8 @@ def _start_gate(demo: Demo) -> None:
             },
         }
     }
+    # the tenant stacks provision the built tenant dashboards into their Grafana
+    cfg["tenants"]["dashboards_dir"] = str(build_dashboards(demo.workdir, demo.stack.log_format))
     if demo.config_path is not None:
         cfg["inventory"] = yaml.safe_load(demo.config_path.read_text()).get("inventory", {})
     demo.tenants_config = write_private(demo.workdir / "tenants.yaml", cfg)
@@ -378,7 +391,19 @@ def _start_gate(demo: Demo) -> None:
     daemon.start(60)
     demo.stack.daemons.append(daemon)
     demo.stack.on_close("federation gate", daemon.stop)
-    demo.stack.add_job("zcp-gate", f"127.0.0.1:{metrics}")
+    demo.stack.add_job("zcp-federation-gate", f"127.0.0.1:{metrics}")
+    # the tenants' Prometheus, as the reconciler makes them (their ports known after it)
+    demo.stack.jobs.append(
+        {
+            "job_name": "tenant-prometheus",
+            "file_sd_configs": [{"files": [str(_tenant_targets(demo))], "refresh_interval": "5s"}],
+        }
+    )
+
+
+def _tenant_targets(demo: Demo) -> Path:
+    """The file_sd file of the tenants' Prometheus (job ``tenant-prometheus``)."""
+    return demo.workdir / "tenant-prometheus.json"
 
 
 def _tenants_command(demo: Demo, log_format: str = "json") -> list[str]:
@@ -396,6 +421,14 @@ def step_tenant_stacks(demo: Demo) -> None:
         demo.tenant_urls[names.get(row["tenant"], row["tenant"])] = (
             f"http://127.0.0.1:{row['prometheus']}"
         )
+    targets = [
+        {
+            "targets": [url.removeprefix("http://")],
+            "labels": {"tenant": demo.tenant_ids.get(name, name), "zone": demo.zone},
+        }
+        for name, url in sorted(demo.tenant_urls.items())
+    ]
+    write_atomic(_tenant_targets(demo), json.dumps(targets, indent=1) + "\n")
     for name, url in sorted(demo.tenant_urls.items()):
         _wait_for(Query(url), 'count({__name__=~"tenant:.+"})', 90)
         _say(f"      {name}: its own Prometheus on {url}, federating through the gate")
@@ -563,6 +596,28 @@ def _series(url: str) -> list[dict[str, str]]:
         raise DaemonError(f"{url}: the series API: {str(exc)[:200]}") from None
 
 
+def step_dashboards(demo: Demo) -> None:
+    """The dashboards built, checked against live data and drawn to PNG previews: the
+    operator's from the operator Prometheus, the tenant's from the first tenant's own."""
+    assert demo.prometheus is not None
+    first = sorted(demo.tenant_urls)[0] if demo.tenant_urls else None
+    tenant = (demo.tenant_ids[first], demo.tenant_urls[first]) if first else None
+    demo.dashboards = draw_dashboards(
+        demo.workdir, demo.prometheus.url, demo.stack.log_format, tenant=tenant
+    )
+    rows = [
+        [
+            Path(p["path"]).stem,
+            p["audience"],
+            f"{p['panels'] - len(p['no_data'])}/{p['panels']}",
+            "blank" if p["blank"] else "drawn",
+        ]
+        for p in demo.dashboards["previews"]
+    ]
+    _say("\n" + tabulate(rows, headers=["dashboard", "for", "panels with data", "preview"]))
+    _say(f"      previews in {demo.dashboards['previews_dir']}\n")
+
+
 STEPS: list[tuple[str, str, Callable[[Demo], None]]] = [
     ("", "loading the inventory", step_inventory),
     ("", "starting the inventory service", step_inventory_service),
@@ -575,6 +630,7 @@ STEPS: list[tuple[str, str, Callable[[Demo], None]]] = [
     ("tenants", "the tenants' own Prometheus, through the federation gate", step_tenant_stacks),
     ("fault", "a real fault: a running VM destroyed outside CloudStack", step_fault),
     ("tenants", "isolation: what each tenant's Prometheus holds", step_isolation),
+    ("", "the dashboards: built, checked and drawn from live data", step_dashboards),
 ]
 
 
@@ -637,6 +693,7 @@ def summary(demo: Demo) -> dict[str, Any]:
         "pages": str(demo.workdir / "pages.jsonl"),
         "fault": demo.fault,
         "isolation": demo.isolation,
+        "dashboards": demo.dashboards,
         "daemons": pids,
         "namespaces": demo.namespaces,
         "bridges": [demo.libvirt.bridge] if demo.libvirt is not None else [],
@@ -657,6 +714,13 @@ def summary_text(doc: dict[str, Any], control: str = "Ctrl-C") -> str:
         lines.append(
             f"Fault: {f['alert']} for {f['instance_name']} paged in {f['paged_after_seconds']}s,"
             f" resolved in {f['resolved_after_seconds']}s (every page: {doc['pages']})"
+        )
+    if doc.get("dashboards"):
+        d = doc["dashboards"]
+        drawn = sum(not p["blank"] for p in d["previews"])
+        lines.append(
+            f"Dashboards: {len(d['previews'])} drawn from live data ({drawn} with data) "
+            f"in {d['previews_dir']}"
         )
     lines.append(f"Files and logs: {doc['workdir']}")
     prom = urls.get("operator Prometheus", "")

@@ -8,7 +8,7 @@ the latter: :func:`build` can run before the reconciler, and building again is b
 preview`` draws each to ``<workdir>/dashboards/previews/<audience>/<uid>.png``, with a manifest
 ``<uid>.json`` of its panels. Every command runs as a subprocess, as an operator would run it; a
 failure is a DaemonError carrying the command's last words. Panels without data in the demo
-(metering, object storage: nothing feeds them here) are reported, not failed on.
+(the metering job does not run in it, for one) are reported, not failed on.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def blank(png: Path) -> bool:
     bars). So a preview of frames and titles with every panel saying "No data" is blank (it has
     no ink at all), and one coloured stat value or line is enough not to be. A greyscale image is blank by this rule (it
     cannot tell data from frames), and so is a preview whose only data is in tables (their rows
-    are grey text): the rule errs towards "blank", never towards passing an empty preview.
+    are grey text): the rule errs towards "blank", never towards passing an empty preview. It
+    is not meant for images whose frames are drawn in colour.
     """
     try:
         pixels = np.asarray(mpimg.imread(png))

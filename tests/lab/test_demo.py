@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from lab.demo_control import leftovers
+from lab.demo_dashboards import blank
 from zcp.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -36,8 +37,8 @@ def test_demo_up_shows_the_whole_stack_and_down_leaves_nothing(tmp_path: Path) -
         assert up.returncode == 0, up.stderr[-4000:]
         doc = json.loads((state / "summary.json").read_text())
         assert "The stack is up" in up.stdout and "zcp-obs demo down" in up.stdout
-        for n in range(1, 12):
-            assert f"[{n}/11 +" in up.stderr, f"step {n} shown with its elapsed time"
+        for n in range(1, 13):
+            assert f"[{n}/12 +" in up.stderr, f"step {n} shown with its elapsed time"
         prom = doc["urls"]["operator Prometheus"]
 
         # every target of the operator Prometheus up
@@ -48,7 +49,17 @@ def test_demo_up_shows_the_whole_stack_and_down_leaves_nothing(tmp_path: Path) -
 
         jobs = wait_until(all_up, 30, 1.0)
         assert jobs, requests.get(f"{prom}/api/v1/targets", timeout=10).json()
-        for job in ("zcp-inventory", "libvirt", "ovs", "zcp-ceph", "ceph", "node", "zcp-gate"):
+        for job in (
+            "zcp-inventory",
+            "libvirt",
+            "ovs",
+            "zcp-ceph",
+            "ceph",
+            "node",
+            "zcp-federation-gate",
+            "tenant-prometheus",
+            "victoria-metrics",
+        ):
             assert job in jobs
 
         # the fault: its page received with the VM's identity and runbook, then resolved
@@ -82,6 +93,13 @@ def test_demo_up_shows_the_whole_stack_and_down_leaves_nothing(tmp_path: Path) -
                 or (s["job"] == "prometheus" and s["instance"] == url.removeprefix("http://"))
                 for s in rest
             ), (name, [s for s in rest if s["job"] != "prometheus"][:3])
+
+        # the dashboards drawn from live data: every preview written, and not blank but for
+        # the metering ones (the demo meters after they are drawn)
+        previews = sorted(Path(doc["dashboards"]["previews_dir"]).glob("*/*.png"))
+        assert len(previews) == len(doc["dashboards"]["previews"]) >= 10
+        drawn = {p.stem for p in previews if not blank(p)}
+        assert {p.stem for p in previews} - drawn <= {"zcp-metering", "zcp-tenant-usage"}
 
         # the long-term store holds the operator's series
         vm = doc["urls"]["VictoriaMetrics (long-term store)"]

@@ -132,3 +132,35 @@ def down(state_dir: Path | None, timeout: float) -> None:
     if left:
         click.echo("removed what the demo left behind: " + "; ".join(left), err=True)
     click.echo("the demo is down: no daemon, namespace or bridge of it is left")
+
+
+@demo.command("finance")
+@STATE
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(0),
+    default=None,
+    help="Seconds to wait for the demo's first hour to settle (default: as long as it takes).",
+)
+def finance_(state_dir: Path | None, max_wait: float | None) -> None:
+    """Meter the detached demo's settled hours from its long-term store; print the report."""
+    from lab.demo_control import default_state_dir, read_summary, running_pid
+    from lab.demo_finance import finance, finance_table
+    from zcp.errors import DaemonError
+
+    state = state_dir or default_state_dir()
+    doc = read_summary(state)
+    if doc is None or running_pid(state) is None:
+        raise DaemonError(f"no demo runs with state in {state} (`zcp-obs demo up` first)")
+    config = doc.get("config_path")
+    result = finance(
+        Path(doc["workdir"]),
+        doc["urls"]["VictoriaMetrics (long-term store)"],
+        float(doc["started_at"]),
+        "json",
+        Path(config) if config else None,
+        max_wait=max_wait,
+    )
+    click.echo(finance_table(result))
+    click.echo(f"FOCUS CSV: {', '.join(result['focus_csv'])}")
+    click.echo(f"statement: {', '.join(result['html'])}")

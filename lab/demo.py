@@ -45,6 +45,7 @@ from lab.alerting import Notification, WebhookReceiver
 from lab.ceph import CephLab
 from lab.demo_dashboards import build as build_dashboards
 from lab.demo_dashboards import dashboards as draw_dashboards
+from lab.demo_finance import finance, finance_table
 from lab.libvirt import KVM_DEVICE, LibvirtLab
 from lab.ovs import OvsLab
 from lab.procs import Daemon, free_port, run_checked
@@ -106,6 +107,9 @@ class Demo:
     fault: dict[str, Any] = field(default_factory=dict)
     isolation: list[dict[str, Any]] = field(default_factory=list)
     dashboards: dict[str, Any] = field(default_factory=dict)
+    finance: dict[str, Any] = field(default_factory=dict)
+    ready_file: Path | None = None
+    started_wall: float = field(default_factory=time.time)
     namespaces: list[str] = field(default_factory=list)
     zone: str = "zone1"
     gate_port: int = field(default_factory=free_port)
@@ -618,6 +622,40 @@ def step_dashboards(demo: Demo) -> None:
     _say(f"      previews in {demo.dashboards['previews_dir']}\n")
 
 
+def step_finance(demo: Demo) -> None:
+    """Metering bills whole settled hours only (metering/job.py ``Job.plan``), so the report of
+    the demo's usage can come only once the hour it began has settled: a thread waits for
+    that, meters the window from the long-term store with the real ``zcp-obs metering``
+    commands (lab/demo_finance.py) and prints the report; ``zcp-obs demo finance`` does the
+    same on demand."""
+    assert demo.victoria is not None
+    store = demo.victoria.url
+
+    def meter() -> None:
+        try:
+            result = finance(
+                demo.workdir,
+                store,
+                demo.started_wall,
+                demo.stack.log_format,
+                demo.config_path,
+                pushgateway_url=demo.urls.get("Pushgateway"),
+            )
+        except DaemonError as exc:
+            log.error("demo finance failed", extra={"error": str(exc)[:500]})
+            _say(f"finance: {exc}")
+            return
+        demo.finance = result
+        click.echo("\n" + finance_table(result))
+        click.echo(f"FOCUS CSV: {', '.join(result['focus_csv'])}")
+        click.echo(f"statement: {', '.join(result['html'])}")
+        if demo.ready_file is not None and demo.ready_file.exists():
+            doc = json.loads(demo.ready_file.read_text())
+            write_atomic(demo.ready_file, json.dumps({**doc, "finance": result}, indent=1) + "\n")
+
+    threading.Thread(target=meter, name="demo-finance", daemon=True).start()
+
+
 STEPS: list[tuple[str, str, Callable[[Demo], None]]] = [
     ("", "loading the inventory", step_inventory),
     ("", "starting the inventory service", step_inventory_service),
@@ -631,6 +669,7 @@ STEPS: list[tuple[str, str, Callable[[Demo], None]]] = [
     ("fault", "a real fault: a running VM destroyed outside CloudStack", step_fault),
     ("tenants", "isolation: what each tenant's Prometheus holds", step_isolation),
     ("", "the dashboards: built, checked and drawn from live data", step_dashboards),
+    ("", "finance: the usage metered from the long-term store, once settled", step_finance),
 ]
 
 
@@ -694,6 +733,9 @@ def summary(demo: Demo) -> dict[str, Any]:
         "fault": demo.fault,
         "isolation": demo.isolation,
         "dashboards": demo.dashboards,
+        "finance": demo.finance,
+        "started_at": demo.started_wall,
+        "config_path": str(demo.config_path) if demo.config_path else None,
         "daemons": pids,
         "namespaces": demo.namespaces,
         "bridges": [demo.libvirt.bridge] if demo.libvirt is not None else [],
@@ -722,6 +764,14 @@ def summary_text(doc: dict[str, Any], control: str = "Ctrl-C") -> str:
             f"Dashboards: {len(d['previews'])} drawn from live data ({drawn} with data) "
             f"in {d['previews_dir']}"
         )
+    if doc.get("finance"):
+        f = doc["finance"]
+        lines.append(f"Finance: FOCUS CSV {', '.join(f['focus_csv'])}")
+    else:
+        lines.append(
+            "Finance: metering bills whole settled hours; the report follows in the demo's "
+            "output once its first hour has settled (or: zcp-obs demo finance)"
+        )
     lines.append(f"Files and logs: {doc['workdir']}")
     prom = urls.get("operator Prometheus", "")
     lines += ["Try:", f"  curl -s '{prom}/api/v1/query?query=tenant:ceph_rbd_image_used_bytes:sum'"]
@@ -747,7 +797,7 @@ def run_demo(
         signal.signal(sig, lambda *_: stop.set())
     opts = _requirements(opts or Options())
     stack = Stack(workdir / "stack", config_path, log_format=cfg.logging.format)
-    demo = Demo(cfg, config_path, workdir, opts, stack)
+    demo = Demo(cfg, config_path, workdir, opts, stack, ready_file=ready_file)
     try:
         total = len(STEPS)
         for n, (what, text, fn) in enumerate(STEPS, 1):

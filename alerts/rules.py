@@ -35,8 +35,12 @@ TENANT = Group(
         Recording("tenant:vm:owner", OWNER),
         Recording(
             "tenant:zcp_vm_info:max",
-            'max without (instance, job) (label_replace(zcp_vm_info{account_id!=""}, '
-            '"tenant", "$1", "account_id", "(.+)"))',
+            # from the inventory service and from the libvirt exporters, whose targets' host
+            # and zone push the VM's own to exported_*: the VM's own back, one series a VM
+            "max without (instance, job, exported_host, exported_zone) (label_replace("
+            'label_replace(label_replace(zcp_vm_info{account_id!=""}, "tenant", "$1", '
+            '"account_id", "(.+)"), "host", "$1", "exported_host", "(.+)"), "zone", "$1", '
+            '"exported_zone", "(.+)"))',
         ),
         Recording(
             "tenant:libvirt_domain_cpu_time_seconds:rate5m",

@@ -378,3 +378,62 @@ def test_durations_are_not_truncated(tmp_path: Path) -> None:
     am = yaml.safe_load(build(tmp_path / "out", cfg).alertmanager.read_text())
     assert am["route"]["group_wait"] == "1s500ms"
     assert am["route"]["group_interval"] == "2s250ms"
+
+
+def test_a_tenants_vm_is_one_series_whichever_source_reports_it(
+    tmp_path: Path, tools: None
+) -> None:
+    """zcp_vm_info comes from the inventory service and from the libvirt exporter, whose
+    targets carry host and zone of their own (the VM's become exported_host/exported_zone):
+    the tenant's VM list holds each VM once, with its own host and zone."""
+    built = build(tmp_path, AlertingConfig())
+    ident = (
+        'vm_id="vm-1",instance_name="i-2-10-VM",vm_name="web-1",account_id="acct-1",'
+        'account="acme",domain_id="d1",domain_path="ROOT",project_id="",project="",'
+        'service_offering="small",vcpus="1",memory_bytes="1073741824"'
+    )
+    case = {
+        "rule_files": [str(built.rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": f'zcp_vm_info{{job="zcp-inventory",instance="inv:9180",'
+                        f'{ident},host="kvm01",zone="zone1"}}',
+                        "values": "1x5",
+                    },
+                    {
+                        "series": f'zcp_vm_info{{job="libvirt",instance="kvm01:9177",{ident},'
+                        'host="kvm01",zone="zone1",exported_host="kvm01",exported_zone="zone1"}',
+                        "values": "1x5",
+                    },
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": "tenant:zcp_vm_info:max",
+                        "eval_time": "3m",
+                        "exp_samples": [
+                            {
+                                "labels": f'tenant:zcp_vm_info:max{{{ident},host="kvm01",'
+                                'zone="zone1",tenant="acct-1"}',
+                                "value": 1,
+                            }
+                        ],
+                    },
+                    {
+                        "expr": "count(tenant:zcp_vm_info:max)",
+                        "eval_time": "3m",
+                        "exp_samples": [{"labels": "{}", "value": 1}],
+                    },
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "vm_info_test.yml"
+    test_file.write_text(yaml.safe_dump(case))
+    done = subprocess.run(
+        ["promtool", "test", "rules", str(test_file)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -132,6 +132,126 @@ def metering_run(ctx: click.Context, start: str | None, end: str | None, **flags
     )
 
 
+@metering.command("estimate")
+@click.option(
+    "--from",
+    "start",
+    default=None,
+    metavar="TIME",
+    help="First hour (UTC unless the time says; default: the first of this month, UTC).",
+)
+@click.option(
+    "--to",
+    "end",
+    default=None,
+    metavar="TIME",
+    help="End hour, exclusive (default: the end of the hour in progress).",
+)
+@click.option("--account", default=None, metavar="ID", help="One account (default: all).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json", "html"]), default="csv", show_default=True
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write here (atomically) instead of standard output.",
+)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write every format from the one metering: estimate.csv (FOCUS), estimate.json, "
+    "estimate.html (the statement).",
+)
+@PROM
+@click.pass_context
+def metering_estimate(
+    ctx: click.Context,
+    start: str | None,
+    end: str | None,
+    account: str | None,
+    fmt: str,
+    out: Path | None,
+    out_dir: Path | None,
+    **flags: Any,
+) -> None:
+    """Usage and charges so far, the hour in progress included: metered as a run meters,
+    sample by sample, into a scratch database (the billing database is not touched), and
+    reported as `report` does with the status "estimate". Not a bill: hours not settled may
+    still gain late samples, and the hour in progress is metered up to now."""
+    import tempfile
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from metering.job import Job
+    from metering.meters import enabled
+    from metering.models import Charge
+    from metering.periods import parse_instant
+    from metering.pricing import load_price_book
+    from metering.report import render
+    from metering.source import QuerySource
+    from metering.store import engine_for, upgrade
+
+    _cfg, section = _section(ctx, **flags)
+    book = load_price_book(section.price_book)
+    now = datetime.now(UTC)
+    first = parse_instant(start) if start else now.replace(day=1, hour=0, minute=0, second=0)
+    options = _options(section)
+    options.open_hours = True
+    options.fast = False  # an hour in progress is not regular: every sample is read
+    with tempfile.TemporaryDirectory(prefix="zcp-estimate-") as scratch:
+        engine = engine_for(f"sqlite:///{scratch}/estimate.db")
+        upgrade(engine)
+        source = QuerySource(section.query_url, section.query_timeout_seconds)
+        job = Job(source, engine, book, enabled(section.optional_meters), options)
+        lo, hi = job.plan(first, parse_instant(end) if end else None)
+        with click.progressbar(
+            length=int((hi - lo).total_seconds() // 3600),
+            label=f"estimating {lo:%Y-%m-%d %H:%M} to {hi:%Y-%m-%d %H:%M} UTC",
+            file=sys.stderr,
+            show_pos=True,
+        ) as bar:
+            job.progress = bar.update
+            job.run(lo, hi)
+        with Session(engine) as s:
+            months = sorted(set(s.scalars(select(Charge.billing_month).distinct())))
+        months = months or [f"{now:%Y-%m}"]  # no usage yet: an empty report, with its header
+        texts = {
+            f: _joined(
+                f, [render(engine, book, m, account, "month", f, "estimate") for m in months]
+            )
+            for f in (("csv", "json", "html") if out_dir is not None else (fmt,))
+        }
+        engine.dispose()
+    from zcp.files import write_atomic
+
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for f, text in texts.items():
+            write_atomic(out_dir / f"estimate.{f}", text)
+            click.echo(str(out_dir / f"estimate.{f}"), err=True)
+    elif out is not None:
+        write_atomic(out, texts[fmt])
+        click.echo(str(out), err=True)
+    else:
+        click.echo(texts[fmt], nl=False)
+
+
+def _joined(fmt: str, parts: list[str]) -> str:
+    """Several months' reports as one text: one CSV header, one JSON document."""
+    if fmt == "csv":
+        return "".join(p if i == 0 else p.split("\n", 1)[1] for i, p in enumerate(parts))
+    if fmt == "json":
+        import json
+
+        doc = {"estimate": True, "months": [json.loads(p) for p in parts]}
+        return json.dumps(doc, indent=2) + "\n"
+    return "".join(parts)
+
+
 @metering.command("close")
 @click.option("--month", required=True, metavar="YYYY-MM", help="The month to make final.")
 @click.option(

@@ -52,6 +52,10 @@ class Options:
     backfill: timedelta = timedelta(hours=24)
     lock_ttl: float = 120.0
     fast: bool = True  # regular hours from the store's aggregates (fast.py)
+    # estimates only (`zcp-obs metering estimate`, into a scratch database): a run may end
+    # after the last settled hour, up to the end of the hour in progress, whose records then
+    # hold its usage so far (the rest of the hour is unbilled, flagged gap)
+    open_hours: bool = False
 
 
 @dataclass
@@ -282,14 +286,20 @@ class Job:
         """The hours a run covers: ``[start, end)`` as asked, else from the watermark (or the
         backfill) to the last hour that has settled."""
         settled = floor_hour(self.now() - self.options.settle)
+        latest = floor_hour(self.now()) + HOUR if self.options.open_hours else settled
         if end is None:
-            end = settled
+            end = latest
         if start is None:
             with Session(self.engine) as s:
                 mark = watermark(s)
             start = mark if mark is not None else floor_hour(settled - self.options.backfill)
         start, end = floor_hour(start), floor_hour(end)
-        if end > settled:
+        if end > latest and self.options.open_hours:
+            raise MeteringError(
+                f"{end.isoformat()} is after the hour in progress; the latest end is "
+                f"{latest.isoformat()}"
+            )
+        if end > latest:
             raise MeteringError(
                 f"{end.isoformat()} has not settled yet (settle_seconds: "
                 f"{self.options.settle.total_seconds():g}); the latest end is "

@@ -292,10 +292,22 @@ def _line_id(line: Line) -> str:
 
 
 def render(
-    engine: Engine, book: PriceBook, month: str, account: str | None, granularity: str, fmt: str
+    engine: Engine,
+    book: PriceBook,
+    month: str,
+    account: str | None,
+    granularity: str,
+    fmt: str,
+    status: str | None = None,
 ) -> str:
-    """The report as text in ``fmt`` (csv, json, html)."""
+    """The report as text in ``fmt`` (csv, json, html); ``status`` overrides every statement's
+    (``estimate``: the figures of hours not settled, not a bill)."""
     reports = build_reports(engine, book, month, account, granularity)
+    if status is not None:
+        for rep in reports:
+            rep.status = status
+            for line in rep.lines:
+                line.status = status
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, FOCUS, lineterminator="\n")

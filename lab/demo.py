@@ -45,7 +45,7 @@ from lab.alerting import Notification, WebhookReceiver
 from lab.ceph import CephLab
 from lab.demo_dashboards import build as build_dashboards
 from lab.demo_dashboards import dashboards as draw_dashboards
-from lab.demo_finance import finance, finance_table
+from lab.demo_finance import estimate, finance, finance_table
 from lab.libvirt import KVM_DEVICE, LibvirtLab
 from lab.ovs import OvsLab
 from lab.procs import Daemon, free_port, run_checked
@@ -68,6 +68,7 @@ HOST = "kvm-demo"
 FOR = "6s"
 INTERVAL = "3s"
 FAULT_ALERT = "VMDownUnexpectedly"
+FAULT_DOWN_SECONDS = 25.0  # over five scrapes (metering's max_gap in the demo)
 STRANGER = "i-99-999-VM"
 
 
@@ -108,6 +109,8 @@ class Demo:
     isolation: list[dict[str, Any]] = field(default_factory=list)
     dashboards: dict[str, Any] = field(default_factory=dict)
     finance: dict[str, Any] = field(default_factory=dict)
+    estimate: dict[str, Any] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
     ready_file: Path | None = None
     started_wall: float = field(default_factory=time.time)
     namespaces: list[str] = field(default_factory=list)
@@ -135,9 +138,13 @@ def _step(demo: Demo, n: int, total: int, text: str, logs: Path) -> Iterator[Non
         yield
     except StepFailed:
         raise
-    except (DaemonError, OSError) as exc:
+    except Exception as exc:  # the step's edge: whatever broke is one line naming the step
+        log.debug("demo step failed", extra={"step": text}, exc_info=True)
+        what = (
+            str(exc) if isinstance(exc, DaemonError | OSError) else f"{type(exc).__name__}: {exc}"
+        )
         raise StepFailed(
-            f"step {n}/{total} ({text}) failed: {str(exc)[:600]}; its logs: {logs}"
+            f"step {n}/{total} ({text}) failed: {what[:600]}; its logs: {logs}"
         ) from None
 
 
@@ -529,13 +536,18 @@ def step_fault(demo: Demo) -> None:
         f"of account {labels.get('account')}\n        runbook: {notes.get('runbook_url')}"
         f"\n        (in this repository: alerts/runbooks/{labels.get('area', 'compute')}.md)"
     )
+    # down long enough to be an outage for metering too: a gap up to metering's max_gap (five
+    # scrapes) is a missed scrape and billed as running
+    time.sleep(max(0.0, FAULT_DOWN_SECONDS - (time.monotonic() - t0)))
     _boot(demo.libvirt, demo.inventory, vm)
     t1 = time.monotonic()
+    down = t1 - t0
     resolved = demo.receiver.wait_for(about, "resolved", t1, 120)
     if resolved is None:
         raise DaemonError(f"{FAULT_ALERT} for {vm.instance_name} not resolved within 120s")
-    _say(f"      booted again; resolved after {resolved - t1:.1f}s")
+    _say(f"      booted again after {down:.0f}s down; resolved after {resolved - t1:.1f}s")
     demo.fault = {
+        "down_seconds": round(down, 1),
         "alert": FAULT_ALERT,
         "vm_id": vm.id,
         "instance_name": vm.instance_name,
@@ -623,13 +635,21 @@ def step_dashboards(demo: Demo) -> None:
 
 
 def step_finance(demo: Demo) -> None:
-    """Metering bills whole settled hours only (metering/job.py ``Job.plan``), so the report of
-    the demo's usage can come only once the hour it began has settled: a thread waits for
-    that, meters the window from the long-term store with the real ``zcp-obs metering``
-    commands (lab/demo_finance.py) and prints the report; ``zcp-obs demo finance`` does the
-    same on demand."""
+    """Finance's view with the real ``zcp-obs metering`` commands against the long-term
+    store (lab/demo_finance.py): now, the estimate of the usage so far (``metering
+    estimate``: FOCUS CSV and HTML statement, status estimate); the bill itself needs whole
+    settled hours (metering/job.py ``Job.plan``), so a thread waits for the demo's first
+    hour to settle, then meters it and prints the billed report (``zcp-obs demo finance``
+    does the same on demand)."""
     assert demo.victoria is not None
     store = demo.victoria.url
+    # what finance sees now: the usage so far, estimated (nothing billed)
+    demo.estimate = estimate(
+        demo.workdir, store, demo.started_wall, demo.stack.log_format, demo.config_path
+    )
+    _say("\n" + finance_table(demo.estimate))
+    _say(f"      FOCUS CSV: {demo.estimate['focus_csv'][0]}")
+    _say(f"      statement: {demo.estimate['html'][0]}\n")
 
     def meter() -> None:
         try:
@@ -667,9 +687,9 @@ STEPS: list[tuple[str, str, Callable[[Demo], None]]] = [
     ("", "what the operator Prometheus sees", step_report),
     ("tenants", "the tenants' own Prometheus, through the federation gate", step_tenant_stacks),
     ("fault", "a real fault: a running VM destroyed outside CloudStack", step_fault),
+    ("", "finance: the usage so far, metered from the long-term store", step_finance),
     ("tenants", "isolation: what each tenant's Prometheus holds", step_isolation),
     ("", "the dashboards: built, checked and drawn from live data", step_dashboards),
-    ("", "finance: the usage metered from the long-term store, once settled", step_finance),
 ]
 
 
@@ -734,6 +754,8 @@ def summary(demo: Demo) -> dict[str, Any]:
         "isolation": demo.isolation,
         "dashboards": demo.dashboards,
         "finance": demo.finance,
+        "estimate": demo.estimate,
+        "steps": demo.steps,
         "started_at": demo.started_wall,
         "config_path": str(demo.config_path) if demo.config_path else None,
         "daemons": pids,
@@ -764,13 +786,11 @@ def summary_text(doc: dict[str, Any], control: str = "Ctrl-C") -> str:
             f"Dashboards: {len(d['previews'])} drawn from live data ({drawn} with data) "
             f"in {d['previews_dir']}"
         )
-    if doc.get("finance"):
-        f = doc["finance"]
-        lines.append(f"Finance: FOCUS CSV {', '.join(f['focus_csv'])}")
-    else:
+    if doc.get("estimate"):
+        est = doc["estimate"]
         lines.append(
-            "Finance: metering bills whole settled hours; the report follows in the demo's "
-            "output once its first hour has settled (or: zcp-obs demo finance)"
+            f"Finance: usage so far (estimate) {est['focus_csv'][0]} and {est['html'][0]}; the "
+            "bill once the hour has settled (zcp-obs demo finance)"
         )
     lines.append(f"Files and logs: {doc['workdir']}")
     prom = urls.get("operator Prometheus", "")
@@ -807,6 +827,7 @@ def run_demo(
             if reason:
                 _say(f"[{n}/{total} +{demo.elapsed():5.1f}s] skipped: {text} ({reason})")
                 continue
+            demo.steps.append({"n": n, "step": text, "started_at": time.time()})
             with _step(demo, n, total, text, workdir):
                 fn(demo)
         doc = summary(demo)

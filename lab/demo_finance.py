@@ -2,16 +2,17 @@
 
 It runs the production commands as a site runs them, each its own process with a config file:
 ``zcp-obs metering run --from --to`` (which upgrades the billing database's schema first, as
-every metering command does) against the long-term store
-(VictoriaMetrics, which the operator Prometheus remote-writes to), then ``metering report`` as
-FOCUS CSV, an HTML statement and JSON (read back for the figures), plus ``inventory show`` for
-the accounts' names. Nothing here computes a quantity: every figure is the metering job's own.
+every metering command does) against the long-term store (VictoriaMetrics, which the operator
+Prometheus remote-writes to), then ``metering report`` as FOCUS CSV, an HTML statement and JSON
+(read back for the figures), plus ``inventory show`` for the accounts' names. Nothing here
+computes a quantity: every figure is the metering job's own.
 
 The window. Metering bills whole UTC hours, and only hours that have *settled*: ``Job.plan``
 (metering/job.py) refuses an end later than ``floor_hour(now - settle_seconds)``, floors
-``--from``/``--to`` to the hour, and the config allows ``settle_seconds >= 0`` only. So the hour
-in progress can never be metered through the command, whatever ``--to`` says, and a demo that
-has run for two minutes has no settled hour yet. This step meters ``[the UTC hour the demo
+``--from``/``--to`` to the hour (a mid-hour ``--to`` silently meters less), and the config
+allows ``settle_seconds >= 0`` only. So ``metering run`` never bills the hour in progress,
+whatever ``--to`` says, and a demo that has run for two minutes has no settled hour yet
+(``metering estimate`` meters it, unbilled, into a scratch database: :func:`estimate`). This step meters ``[the UTC hour the demo
 began, the last settled hour)``: every sample the demo produced up to that end, exactly (nothing
 scaled to an hour or extrapolated; a VM that ran 3 minutes of the hour is billed 3 minutes).
 When the demo's first hour has not settled yet, the step waits for it (``max_wait`` bounds
@@ -20,12 +21,15 @@ that); usage after the window's end lies in the open hour and is metered by a la
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import re
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -37,7 +41,7 @@ import yaml
 from tabulate import tabulate
 
 from lab.procs import run_checked
-from lab.stack import write_private
+from lab.stack import ZCP_OBS, write_private
 from zcp.errors import DaemonError
 from zcp.files import private_dir
 
@@ -92,57 +96,63 @@ def finance(
         raise DaemonError(f"no settled hour since the demo began ({_iso(start)}); try again")
 
     workdir = private_dir(workdir)
-    out = private_dir(workdir / "finance")
-    database = workdir / "billing.db"
-    config = _write_config(
-        workdir / "finance.yaml",
-        config_path,
-        {
-            "query_url": store_url,
-            "database_url": f"sqlite:///{database}",
-            # the demo scrapes every few seconds, not every minute: a sample holds for one
-            # interval when nothing follows (a guest destroyed), else it would bill time
-            # the guest did not run
-            "scrape_interval_seconds": interval,
-            "max_gap_seconds": max_gap,
-            "settle_seconds": settle,
-            "pushgateway_url": pushgateway_url,
-        },
-    )
-    base = [sys.executable, "-m", "zcp_obs", "--log-format", log_format, "--config", str(config)]
-    months = _months(start, end)
-    # each command is a Python start-up of seconds: what does not depend on the run goes
-    # beside it, and a month's three reports together (every command upgrades the
-    # database's schema first, so there is no separate `metering db upgrade`)
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        names = pool.submit(_account_names, base)
-        ran = run_checked(
-            [*base, "metering", "run", "--from", _iso(start), "--to", _iso(end)],
-            timeout=RUN_TIMEOUT,
-        ).stdout.strip()
-        log.info("demo metered", extra={"from": _iso(start), "to": _iso(end), "run": ran})
-        files = {
-            (month, kind): pool.submit(_report, base, month, kind, out / f"{stem}-{month}.{kind}")
-            for month in months
-            for kind, stem in (("json", "report"), ("csv", "focus"), ("html", "statement"))
-        }
-        done = {key: job.result() for key, job in files.items()}
-        account_names = names.result()
-    reports: dict[str, dict[str, str]] = {}
-    rows: list[dict[str, str]] = []
-    for month in months:
-        accounts = json.loads(done[(month, "json")].read_text()).get("accounts", [])
-        if not accounts:  # a month the window only may touch in some timezone
-            for kind in ("json", "csv", "html"):
-                done[(month, kind)].unlink()
-            continue
-        reports[month] = {
-            "json": str(done[(month, "json")]),
-            "focus_csv": str(done[(month, "csv")]),
-            "html": str(done[(month, "html")]),
-        }
-        for account in accounts:
-            rows += [{**line, "x_Month": month} for line in account.get("lines", [])]
+    # one finance step at a time per work dir (the demo's own thread and `zcp-obs demo
+    # finance` may both run): two first runs at once race to create the database's schema
+    # and the second run is refused the job's lease; the later caller waits, then its
+    # run changes nothing (records are upserted by key) and it reports the same figures
+    with _exclusive(workdir / "finance.lock"):
+        out = private_dir(workdir / "finance")
+        database = workdir / "billing.db"
+        config = _write_config(
+            workdir / "finance.yaml",
+            config_path,
+            {
+                "query_url": store_url,
+                "database_url": f"sqlite:///{database}",
+                # the demo scrapes every few seconds, not every minute: a sample holds for one
+                # interval when nothing follows (a guest destroyed), else it would bill time
+                # the guest did not run
+                "scrape_interval_seconds": interval,
+                "max_gap_seconds": max_gap,
+                "settle_seconds": settle,
+                "pushgateway_url": pushgateway_url,
+            },
+        )
+        base = [*ZCP_OBS, "--log-format", log_format, "--config", str(config)]
+        months = _months(start, end)
+        # each command is a Python start-up of seconds: what does not depend on the run goes
+        # beside it, and a month's three reports together (every command upgrades the
+        # database's schema first, so there is no separate `metering db upgrade`)
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            names = pool.submit(_account_names, base)
+            ran = _zcp(
+                base, ["metering", "run", "--from", _iso(start), "--to", _iso(end)], RUN_TIMEOUT
+            )
+            log.info("demo metered", extra={"from": _iso(start), "to": _iso(end), "run": ran})
+            files = {
+                (month, kind): pool.submit(
+                    _report, base, month, kind, out / f"{stem}-{month}.{kind}"
+                )
+                for month in months
+                for kind, stem in (("json", "report"), ("csv", "focus"), ("html", "statement"))
+            }
+            done = {key: job.result() for key, job in files.items()}
+            account_names = names.result()
+        reports: dict[str, dict[str, str]] = {}
+        rows: list[dict[str, str]] = []
+        for month in months:
+            accounts = json.loads(done[(month, "json")].read_text()).get("accounts", [])
+            if not accounts:  # a month the window only may touch in some timezone
+                for kind in ("json", "csv", "html"):
+                    done[(month, kind)].unlink()
+                continue
+            reports[month] = {
+                "json": str(done[(month, "json")]),
+                "focus_csv": str(done[(month, "csv")]),
+                "html": str(done[(month, "html")]),
+            }
+            for account in accounts:
+                rows += [{**line, "x_Month": month} for line in account.get("lines", [])]
     if not rows:
         raise DaemonError(
             f"metering {_iso(start)} to {_iso(end)} found no billable usage: {store_url} holds "
@@ -173,6 +183,63 @@ def finance(
     }
 
 
+def estimate(
+    workdir: Path,
+    store_url: str,
+    started_at: float,
+    log_format: str = "json",
+    config_path: Path | None = None,
+) -> dict[str, Any]:
+    """The demo's usage and charges so far, the hour in progress included: ``zcp-obs metering
+    estimate`` from the hour the demo began, against the long-term store, its FOCUS CSV, JSON
+    and HTML statement written once under ``workdir/finance`` (status ``estimate``: nothing
+    is billed; the billed report needs the hour to settle, :func:`finance`). Returns the
+    window, the lines per account and meter, and the files, as :func:`finance` does."""
+    began = time.monotonic()
+    interval = _demo_scrape_seconds()
+    out = private_dir(private_dir(workdir) / "finance")
+    config = _write_config(
+        workdir / "estimate.yaml",
+        config_path,
+        {
+            "query_url": store_url,
+            "scrape_interval_seconds": interval,
+            "max_gap_seconds": GAP_SCRAPES * interval,
+        },
+    )
+    base = [sys.executable, "-m", "zcp_obs", "--log-format", log_format, "--config", str(config)]
+    start = _floor_hour(datetime.fromtimestamp(started_at, UTC))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        names = pool.submit(_account_names, base)
+        run_checked(
+            [*base, "metering", "estimate", "--from", _iso(start), "--out-dir", str(out)],
+            timeout=RUN_TIMEOUT,
+        )
+        account_names = names.result()
+    at = datetime.now(UTC)
+    doc = json.loads((out / "estimate.json").read_text())
+    rows = [
+        {**line, "x_Month": month["month"]}
+        for month in doc["months"]
+        for account in month.get("accounts", [])
+        for line in account.get("lines", [])
+    ]
+    return {
+        "window": {
+            "from": _iso(start),
+            "to": _iso(at),
+            "demo_started": _iso(datetime.fromtimestamp(started_at, UTC)),
+            "estimate": True,
+        },
+        "lines": _lines(rows, account_names),
+        "focus_csv": [str(out / "estimate.csv")],
+        "html": [str(out / "estimate.html")],
+        "json": str(out / "estimate.json"),
+        "config": str(config),
+        "seconds": round(time.monotonic() - began, 1),
+    }
+
+
 def finance_table(result: dict[str, Any]) -> str:
     """The lines of :func:`finance` as a short table for the terminal, with each account's
     total and the window metered."""
@@ -193,7 +260,10 @@ def finance_table(result: dict[str, Any]) -> str:
         rows.append([account, "total", "", "", f"{total} {currency}"])
     w = result["window"]
     head = (
-        f"metered {w['from']} to {w['to']}: whole settled hours; the demo began "
+        f"estimated {w['from']} to {w['to']} (now): usage so far, the hour in progress "
+        "included; not a bill"
+        if w.get("estimate")
+        else f"metered {w['from']} to {w['to']}: whole settled hours; the demo began "
         f"{w['demo_started']}, its usage after {w['to']} is in an hour not settled yet"
     )
     table = tabulate(
@@ -264,6 +334,19 @@ def _months(start: datetime, end: datetime) -> list[str]:
 
 
 # -- the commands ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created 0600), waiting for another holder; the
+    kernel releases it if this process dies."""
+    with open(path, "a") as f:
+        path.chmod(0o600)
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _write_config(path: Path, config_path: Path | None, metering: dict[str, Any]) -> Path:
     """The demo's config (if any) with the metering section for the demo, 0600: the section
     holds the database URL, which in production carries a password."""
@@ -283,11 +366,26 @@ def _write_config(path: Path, config_path: Path | None, metering: dict[str, Any]
 def _report(base: list[str], month: str, fmt: str, out: Path) -> Path:
     """``metering report`` of ``month`` in ``fmt`` (the month's lines per resource, as finance
     pulls them), written to ``out``."""
-    run_checked(
-        [*base, "metering", "report", "--month", month, "--format", fmt, "--out", str(out)],
-        timeout=REPORT_TIMEOUT,
+    _zcp(
+        base,
+        ["metering", "report", "--month", month, "--format", fmt, "--out", str(out)],
+        REPORT_TIMEOUT,
     )
     return out
+
+
+def _zcp(base: list[str], args: list[str], timeout: float) -> str:
+    """Run ``zcp-obs <args>`` with ``base`` (interpreter, log format, config); its output.
+    A failure is one line: the command and its own ``Error:`` line, not its log's tail."""
+    proc = run_checked([*base, *args], timeout=timeout, check=False)
+    if proc.returncode == 0:
+        return proc.stdout.strip()
+    said = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+    why = next((ln for ln in reversed(said) if ln.startswith("Error:")), said[-1] if said else "")
+    raise DaemonError(
+        f"zcp-obs {' '.join(args)} failed ({proc.returncode}): "
+        f"{why.removeprefix('Error:').strip()[:500] or 'no output'}"
+    )
 
 
 def _account_names(base: list[str]) -> dict[str, str]:

@@ -68,7 +68,7 @@ HOST = "kvm-demo"
 FOR = "6s"
 INTERVAL = "3s"
 FAULT_ALERT = "VMDownUnexpectedly"
-FAULT_DOWN_SECONDS = 25.0  # over five scrapes (metering's max_gap in the demo)
+FAULT_DOWN_SECONDS = 20.0  # over five scrapes (metering's max_gap in the demo: 15 s)
 STRANGER = "i-99-999-VM"
 
 

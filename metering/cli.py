@@ -70,6 +70,28 @@ DB = click.option(
     help="SQLAlchemy URL of the billing database; default: metering.database_url.",
 )
 
+ACCOUNT = click.option("--account", default=None, metavar="ID", help="One account (default: all).")
+FORMAT = click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json", "html"]), default="csv", show_default=True
+)
+OUT = click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write here (atomically) instead of standard output.",
+)
+
+
+def _emit(text: str, out: Path | None) -> None:
+    """``text`` to standard output, or atomically to ``out`` (its path on stderr)."""
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    from zcp.files import write_atomic
+
+    write_atomic(out, text)
+    click.echo(str(out), err=True)
+
 
 @metering.command("run")
 @click.option(
@@ -147,16 +169,9 @@ def metering_run(ctx: click.Context, start: str | None, end: str | None, **flags
     metavar="TIME",
     help="End hour, exclusive (default: the end of the hour in progress).",
 )
-@click.option("--account", default=None, metavar="ID", help="One account (default: all).")
-@click.option(
-    "--format", "fmt", type=click.Choice(["csv", "json", "html"]), default="csv", show_default=True
-)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write here (atomically) instead of standard output.",
-)
+@ACCOUNT
+@FORMAT
+@OUT
 @click.option(
     "--out-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -226,18 +241,12 @@ def metering_estimate(
             for f in (("csv", "json", "html") if out_dir is not None else (fmt,))
         }
         engine.dispose()
-    from zcp.files import write_atomic
-
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for f, text in texts.items():
-            write_atomic(out_dir / f"estimate.{f}", text)
-            click.echo(str(out_dir / f"estimate.{f}"), err=True)
-    elif out is not None:
-        write_atomic(out, texts[fmt])
-        click.echo(str(out), err=True)
-    else:
-        click.echo(texts[fmt], nl=False)
+    if out_dir is None:
+        _emit(texts[fmt], out)
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f, text in texts.items():
+        _emit(text, out_dir / f"estimate.{f}")
 
 
 def _joined(fmt: str, parts: list[str]) -> str:
@@ -278,7 +287,7 @@ def metering_close(ctx: click.Context, month: str, accept_gaps: bool, **flags: A
 
 @metering.command("report")
 @click.option("--month", required=True, metavar="YYYY-MM")
-@click.option("--account", default=None, metavar="ID", help="One account (default: all).")
+@ACCOUNT
 @click.option(
     "--granularity",
     type=click.Choice(["hour", "day", "month"]),
@@ -286,15 +295,8 @@ def metering_close(ctx: click.Context, month: str, accept_gaps: bool, **flags: A
     show_default=True,
     help="hour: the hourly usage records themselves, for audit.",
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["csv", "json", "html"]), default="csv", show_default=True
-)
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write here (atomically) instead of standard output.",
-)
+@FORMAT
+@OUT
 @DB
 @click.pass_context
 def metering_report(
@@ -313,14 +315,7 @@ def metering_report(
 
     _cfg, section = _section(ctx, **flags)
     book = load_price_book(section.price_book)
-    text = render(_engine(section), book, month, account, granularity, fmt)
-    if out is None:
-        click.echo(text, nl=False)
-        return
-    from zcp.files import write_atomic
-
-    write_atomic(out, text)
-    click.echo(str(out), err=True)
+    _emit(render(_engine(section), book, month, account, granularity, fmt), out)
 
 
 @metering.command("reconcile")

@@ -43,6 +43,7 @@ from tabulate import tabulate
 from alerts.build import build as build_alerts
 from lab.alerting import Notification, WebhookReceiver
 from lab.ceph import CephLab
+from lab.demo_control import record_network, start_reaper
 from lab.demo_dashboards import build as build_dashboards
 from lab.demo_dashboards import dashboards as draw_dashboards
 from lab.demo_finance import estimate, finance, finance_table
@@ -760,9 +761,13 @@ def summary(demo: Demo) -> dict[str, Any]:
         "config_path": str(demo.config_path) if demo.config_path else None,
         "daemons": pids,
         "namespaces": demo.namespaces,
-        "bridges": [demo.libvirt.bridge] if demo.libvirt is not None else [],
+        "bridges": _bridges(demo),
         "seconds_to_summary": round(demo.elapsed(), 1),
     }
+
+
+def _bridges(demo: Demo) -> list[str]:
+    return [demo.libvirt.bridge] if demo.libvirt is not None else []
 
 
 def summary_text(doc: dict[str, Any], control: str = "Ctrl-C") -> str:
@@ -818,6 +823,7 @@ def run_demo(
     opts = _requirements(opts or Options())
     stack = Stack(workdir / "stack", config_path, log_format=cfg.logging.format)
     demo = Demo(cfg, config_path, workdir, opts, stack, ready_file=ready_file)
+    start_reaper(workdir)  # so that nothing outlives even a SIGKILLed demo
     try:
         total = len(STEPS)
         for n, (what, text, fn) in enumerate(STEPS, 1):
@@ -830,6 +836,7 @@ def run_demo(
             demo.steps.append({"n": n, "step": text, "started_at": time.time()})
             with _step(demo, n, total, text, workdir):
                 fn(demo)
+            record_network(workdir, demo.namespaces, _bridges(demo))
         doc = summary(demo)
         doc["pid"] = None
         if ready_file is None:

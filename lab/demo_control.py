@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,11 @@ from zcp.files import private_dir, write_atomic
 PID = "demo.pid"
 LOG = "demo.log"
 SUMMARY = "summary.json"
+#: in the work dir: the namespaces and bridges made so far, for the reaper
+NETWORK = "network.json"
+#: in the work dir: what the reaper found left and removed
+REAPED = "reaped.json"
+_REAP_ENV = "ZCP_DEMO_REAP"
 
 
 def default_state_dir() -> Path:
@@ -182,6 +188,56 @@ def leftovers(doc: dict[str, Any]) -> dict[str, list[str]]:
     }
 
 
+def remove(forced: dict[str, list[str]]) -> None:
+    """Remove what :func:`leftovers` found: kill the processes, delete namespaces and bridges."""
+    for entry in forced["daemons"]:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(entry.rsplit("(", 1)[1].rstrip(")")), signal.SIGKILL)
+    for ns in forced["namespaces"]:
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+    for bridge in forced["bridges"]:
+        subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
+
+
+def start_reaper(workdir: Path) -> subprocess.Popen[bytes]:
+    """Watch this process from a session of its own: when it dies, however it dies (SIGKILL
+    included, when its own clean-up never runs), remove whatever of the demo is left, as
+    ``demo down`` does. The work dir goes by environment, so the reaper's command line does
+    not name it (and it is no leftover of its own)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lab.demo_control"],
+        env={**os.environ, _REAP_ENV: f"{os.getpid()}:{workdir}"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def record_network(workdir: Path, namespaces: list[str], bridges: list[str]) -> None:
+    """Note the namespaces and bridges made so far, for the reaper."""
+    doc = {"namespaces": namespaces, "bridges": bridges}
+    write_atomic(workdir / NETWORK, json.dumps(doc) + "\n")
+
+
+def reap(pid: int, workdir: Path) -> dict[str, list[str]]:
+    """Wait for ``pid`` to exit, then remove what is left of its demo in ``workdir``."""
+    with contextlib.suppress(ProcessLookupError):
+        fd = os.pidfd_open(pid)
+        try:
+            select.select([fd], [], [])
+        finally:
+            os.close(fd)
+    doc: dict[str, Any] = {"workdir": str(workdir)}
+    with contextlib.suppress(OSError, ValueError):
+        doc.update(json.loads((workdir / NETWORK).read_text()))
+    forced = leftovers(doc)
+    remove(forced)
+    with contextlib.suppress(OSError):
+        write_atomic(workdir / REAPED, json.dumps(forced) + "\n")
+    return forced
+
+
 def down(state: Path, timeout: float) -> dict[str, list[str]]:
     """Stop the demo and check what is left; what had to be removed by force."""
     pid = running_pid(state)
@@ -199,10 +255,11 @@ def down(state: Path, timeout: float) -> dict[str, list[str]]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
     forced = leftovers(doc)
-    for entry in forced["daemons"]:
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(entry.rsplit("(", 1)[1].rstrip(")")), signal.SIGKILL)
-    for ns in forced["namespaces"]:
-        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+    remove(forced)
     (state / PID).unlink(missing_ok=True)
     return forced
+
+
+if __name__ == "__main__" and _REAP_ENV in os.environ:
+    _pid, _, _workdir = os.environ[_REAP_ENV].partition(":")
+    reap(int(_pid), Path(_workdir))

@@ -266,7 +266,7 @@ def build(
     ``for_override`` replaces every ``for:`` (end-to-end tests only; the promtool tests are then
     not written, since they check the real ``for:``).
     """
-    groups = list(groups if groups is not None else all_groups())
+    groups = list(groups if groups is not None else all_groups(cfg.promises))
     names = [a.name for g in groups for a in g.alerts]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -245,7 +245,7 @@ OURS = (
     ),
     Alert(
         "CephExporterSourceFailing",
-        'ceph_exporter_source_up{source=~"rbd|df|cephfs"} == 0',
+        'ceph_exporter_source_up{source=~"rbd|df|cephfs|placement"} == 0',
         "10m",
         "warning",
         "storage",

@@ -89,7 +89,8 @@ class Alert:
         """What promtool must see for one firing alert with ``labels``."""
         all_labels = {**labels, "severity": self.severity, "area": self.area, **self.labels}
         return {
-            "exp_labels": all_labels,
+            # an empty label is no label in Prometheus
+            "exp_labels": {k: v for k, v in all_labels.items() if v != ""},
             "exp_annotations": {
                 "summary": render_labels(self.summary, all_labels),
                 "description": render_labels(self.description, all_labels),

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from alerts.ceph import ceph_alerts
 from alerts.model import Alert, Case, Group, Recording
+from alerts.promises import promise_groups
+from zcp.config import PromisesConfig
 
 H = {"job": "node", "instance": "kvm1:9100", "host": "kvm1", "zone": "zone1"}
 
@@ -1048,6 +1050,14 @@ PLATFORM = Group(
 )
 
 
-def groups() -> list[Group]:
-    """All rule groups, recording rules first."""
-    return [TENANT, COMPUTE, NETWORK, ceph_alerts(), PLATFORM]
+def groups(promises: PromisesConfig | None = None) -> list[Group]:
+    """All rule groups, recording rules first; the promises' as ``promises`` configures them
+    (default: a production region's)."""
+    return [
+        TENANT,
+        COMPUTE,
+        NETWORK,
+        ceph_alerts(),
+        PLATFORM,
+        *promise_groups(promises or PromisesConfig()),
+    ]

@@ -31,7 +31,7 @@ from lab.libvirt import LibvirtLab
 from lab.ovs import OvsLab
 from lab.procs import Daemon
 from lab.prometheus import AlertmanagerServer, PrometheusServer
-from lab.stack import Stack
+from lab.stack import Stack, lab_promises
 from zcp.config import parse_config
 from zcp.errors import DaemonError
 from zcp.inventory import make_cache
@@ -191,6 +191,7 @@ class AlertLab:
                         "group_interval_seconds": 1,
                         "repeat_interval_seconds": 3600,
                         "resolve_timeout_seconds": 60,
+                        "promises": lab_promises(),
                     },
                 }
             )

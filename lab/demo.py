@@ -51,10 +51,10 @@ from lab.libvirt import KVM_DEVICE, LibvirtLab
 from lab.ovs import OvsLab
 from lab.procs import Daemon, free_port, run_checked
 from lab.prometheus import PrometheusServer
-from lab.stack import ZCP_OBS, Stack, write_private
+from lab.stack import ZCP_OBS, Stack, lab_promises, write_private
 from lab.victoriametrics import VictoriaMetricsServer
 from zcp.binaries import missing
-from zcp.config import Config
+from zcp.config import Config, PromisesConfig
 from zcp.config import WebhookReceiver as WebhookConfig
 from zcp.errors import DaemonError
 from zcp.files import private_dir, write_atomic
@@ -336,6 +336,12 @@ def step_operator(demo: Demo) -> None:
             "group_wait_seconds": 1.0,
             "group_interval_seconds": 2.0,
             "repeat_interval_seconds": 3600.0,
+            # the promises a one-node lab keeps, unless the demo's config states its own
+            **(
+                {}
+                if "promises" in demo.cfg.alerting.model_fields_set
+                else {"promises": PromisesConfig.model_validate(lab_promises())}
+            ),
         }
     )
     built = build_alerts(demo.workdir / "alerts", alerting, for_override=FOR)

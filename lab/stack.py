@@ -39,6 +39,24 @@ def write_private(path: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
+def lab_promises(**overrides: Any) -> dict[str, Any]:
+    """``alerting.promises`` for a lab on one machine: what it really keeps, so that the
+    promises' alerts stay quiet unless a test breaks one. One Ceph node with one OSD (one
+    replica, copies spread over OSDs, one host), guests packed onto two cores, busy on boot;
+    media checked only where a test or the demo sets device classes."""
+    return {
+        "cpu_overcommit_max": 64.0,
+        "memory_overcommit_max": 8.0,
+        "steal_max": 0.9,
+        "ceph_pool_size": 1,
+        "ceph_pool_min_size": 1,
+        "ceph_failure_domain": "osd",
+        "ceph_min_hosts": 1,
+        "storage_media": {},
+        **overrides,
+    }
+
+
 class Stack:
     """Daemons of the stack, started piece by piece, with the scrape jobs Prometheus needs."""
 

@@ -201,8 +201,89 @@ class PagerDutyReceiver(_Model):
         return _require_http(value)
 
 
+DeviceClass = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+#: CRUSH bucket types from the smallest up, as in Ceph's default map
+FAILURE_DOMAINS = ("osd", "host", "chassis", "rack", "row", "pdu", "pod", "room", "datacenter")
+
+
+class PromisesConfig(_Model):
+    """What the cloud promises its customers, as the alerts check it. The defaults are a
+    production region's; a lab or the demo (one Ceph node, one OSD) sets its own."""
+
+    production_offerings: str = Field(
+        ".*",
+        description="regex on the service offering name of production plans (no overcommit)",
+    )
+    cpu_overcommit_max: float = Field(
+        1.0, gt=0, description="running VMs' vCPUs / host cores allowed on a production host"
+    )
+    memory_overcommit_max: float = Field(
+        1.0, gt=0, description="running VMs' memory / host memory allowed on a production host"
+    )
+    steal_max: float = Field(
+        0.05, gt=0, lt=1, description="share of a production VM's runnable vCPU time spent waiting"
+    )
+    ceph_pool_size: int = Field(3, ge=1, description="replicas every pool keeps")
+    ceph_pool_min_size: int = Field(2, ge=1, description="replicas a pool needs to take writes")
+    ceph_failure_domain: str = Field(
+        "host", description="the smallest CRUSH failure domain a pool's rule may use"
+    )
+    ceph_min_hosts: int = Field(
+        2, ge=1, description="distinct hosts every placement group's copies must span"
+    )
+    ceph_self_heal_minutes: int = Field(
+        60, ge=1, description="how long PGs may stay undersized or degraded while Ceph heals"
+    )
+    storage_media: dict[StorageClass, DeviceClass] = Field(
+        default_factory=lambda: {"fast": "nvme", "flow": "ssd", "bulk": "hdd"},
+        description="storage class -> the CRUSH device class of the OSDs it must live on",
+    )
+    overlay_mtu: int = Field(1500, ge=576, le=9000, description="tenant interfaces' MTU")
+    tunnel_overhead: int = Field(50, ge=0, description="bytes VXLAN adds to the underlay")
+    s3_endpoints: dict[str, str] = Field(
+        default_factory=dict, description="zone -> the RGW S3 endpoint to probe (blackbox)"
+    )
+    blackbox_exporter: str = Field(
+        "127.0.0.1:9115", description="host:port of the blackbox exporter that probes S3"
+    )
+
+    @field_validator("production_offerings")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @field_validator("ceph_failure_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if value not in FAILURE_DOMAINS:
+            raise ValueError(f"must be one of {', '.join(FAILURE_DOMAINS)}")
+        return value
+
+    @field_validator("s3_endpoints")
+    @classmethod
+    def _urls(cls, value: dict[str, str]) -> dict[str, str]:
+        return {zone: _require_http(url) for zone, url in value.items()}
+
+    @model_validator(mode="after")
+    def _sizes(self) -> PromisesConfig:
+        if self.ceph_pool_min_size > self.ceph_pool_size:
+            raise ValueError("ceph_pool_min_size must not exceed ceph_pool_size")
+        return self
+
+    @property
+    def domains_too_small(self) -> list[str]:
+        """Failure domains below the promised one."""
+        return list(FAILURE_DOMAINS[: FAILURE_DOMAINS.index(self.ceph_failure_domain)])
+
+
 class AlertingConfig(_Model):
     """Where alerts go and where their runbooks live."""
+
+    promises: PromisesConfig = Field(default_factory=lambda: PromisesConfig())
 
     runbook_base_url: str = Field(
         "https://git.example.com/zcp-observability/blob/main/alerts/runbooks",

@@ -3,6 +3,7 @@ promtool/amtool and (inhibition) a real Alertmanager."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import stat
 import subprocess
@@ -19,12 +20,13 @@ import yaml
 from alerts.build import build, check
 from alerts.ceph import UPSTREAM, ceph_alerts
 from alerts.model import Alert, Case, Group
+from alerts.promises import promise_groups
 from alerts.rules import groups
 from lab.alerting import PAGE_MARGIN_SECONDS, WebhookReceiver
 from lab.prometheus import AlertmanagerServer
 from tests.samples import wait_until
 from tests.support import need_binary
-from zcp.config import AlertingConfig, parse_config
+from zcp.config import AlertingConfig, PromisesConfig, parse_config
 from zcp.errors import ConfigError, ZcpError
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "alerts" / "runbooks"
@@ -437,3 +439,75 @@ def test_a_tenants_vm_is_one_series_whichever_source_reports_it(
         ["promtool", "test", "rules", str(test_file)], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_promises_pass_promtool_as_a_one_node_lab_configures_them(
+    tmp_path: Path, tools: None
+) -> None:
+    """The promises' cases are made from the configured bounds: a lab's own pass too."""
+    lab = PromisesConfig(
+        production_offerings="prod\\..*",
+        cpu_overcommit_max=2.5,
+        memory_overcommit_max=1.2,
+        steal_max=0.3,
+        ceph_pool_size=1,
+        ceph_pool_min_size=1,
+        ceph_failure_domain="osd",
+        ceph_min_hosts=1,
+        ceph_self_heal_minutes=5,
+        storage_media={"fast": "ssd", "flow": "ssd", "bulk": "hdd"},
+        overlay_mtu=1450,
+    )
+    build(tmp_path, AlertingConfig(promises=lab))
+    assert "promtool test rules" in check(tmp_path)
+    rules = yaml.safe_load((tmp_path / "rules/zcp.rules.yml").read_text())
+    exprs = {r.get("alert"): r["expr"] for g in rules["groups"] for r in g["rules"]}
+    assert exprs["HostVCPUOvercommitted"].startswith("host:vcpu_overcommit:ratio > 2.5 ")
+    assert exprs["CephPoolReplicasBelowPromise"] == "ceph_pool_size < 1"
+    assert exprs["TunnelUnderlayMTUTooSmall"] == "ovs_tunnel_underlay_mtu_bytes < 1500"
+    assert 'service_offering=~"prod\\\\..*"' in exprs["ProductionVMCPUStarved"]
+
+
+def test_overcommit_pages_only_where_a_production_vm_runs(tmp_path: Path, tools: None) -> None:
+    """The same overcommitted host is quiet while only other plans run on it."""
+    promises = PromisesConfig(production_offerings="prod\\..*")
+    (compute, *rest) = promise_groups(promises)
+    alert = next(a for a in compute.alerts if a.name == "HostVCPUOvercommitted")
+    (firing, _quiet) = alert.cases
+    other_plans = {
+        k.replace('service_offering="prod.medium"', 'service_offering="dev.small"'): v
+        for k, v in firing.series.items()
+    }
+    assert other_plans != firing.series
+    changed = dataclasses.replace(
+        alert, cases=(*alert.cases, Case(other_plans, note="other plans"))
+    )
+    group = dataclasses.replace(
+        compute, rules=tuple(changed if r is alert else r for r in compute.rules)
+    )
+    build(tmp_path, AlertingConfig(promises=promises), groups=[group, *rest])
+    assert "promtool test rules" in check(tmp_path)
+    # and the proof can fail: the same series counted as production would fire
+    wrong = dataclasses.replace(alert, cases=(*alert.cases, Case(firing.series)))
+    group = dataclasses.replace(
+        compute, rules=tuple(wrong if r is alert else r for r in compute.rules)
+    )
+    build(tmp_path, AlertingConfig(promises=promises), groups=[group, *rest])
+    with pytest.raises(ZcpError, match="HostVCPUOvercommitted case 2"):
+        check(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("promises", "message"),
+    [
+        ({"ceph_pool_size": 2, "ceph_pool_min_size": 3}, "must not exceed ceph_pool_size"),
+        ({"ceph_failure_domain": "disk"}, "must be one of osd, host"),
+        ({"production_offerings": "prod("}, "not a regular expression"),
+        ({"storage_media": {"gold": "nvme"}}, "storage_media.gold"),
+        ({"s3_endpoints": {"zone1": "rgw:8080"}}, "must start with http"),
+    ],
+)
+def test_a_bad_promise_is_one_line(promises: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        parse_config({"alerting": {"promises": promises}}, "region.yaml")
+    assert "\n" not in str(err.value) and "alerting.promises" in str(err.value)

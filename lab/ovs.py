@@ -10,10 +10,18 @@ it creates stay out of the host's. Its sockets are files, reachable from anywher
 own with an IP address, so ``ping`` between two of them is real traffic through the bridge.
 Interface ``statistics`` in OVSDB refresh every 5 s (``other_config:stats-update-interval``
 makes that shorter).
+
+Tunnel ports get a real underlay (:meth:`OvsLab.add_underlay`), as OVS's userspace tunneling
+is set up on a hypervisor: a bridge ``br-phy`` whose internal port holds this host's tunnel
+address (192.0.2.1/24, MTU 9000) in the switch's namespace. ovs-vswitchd learns the subnet's
+route from that namespace's kernel table, so ``ovs-appctl ovs/route/lookup`` of a remote in
+192.0.2.0/24 answers ``dev br-phy``. No physical port and no peer: encapsulated packets go
+nowhere (BFD stays down), but the route and the device's MTU are real.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import shutil
@@ -25,10 +33,17 @@ from pathlib import Path
 
 from lab.procs import Daemon, run_checked
 from zcp.binaries import require
+from zcp.errors import DaemonError
 from zcp.inventory.model import Nic
+from zcp.wait import wait_until
 
 log = logging.getLogger(__name__)
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
+#: the tunnels' underlay: bridge (and its internal port), this host's address on it, its MTU
+#: (jumbo: room for 1500-byte tenant frames plus VXLAN's 50 bytes)
+UNDERLAY_BRIDGE = "br-phy"
+UNDERLAY_ADDRESS = "192.0.2.1/24"
+UNDERLAY_MTU = 9000
 
 
 def _run(
@@ -185,6 +200,10 @@ class OvsLab:
     def in_switch_ns(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run(["ip", "netns", "exec", self.netns, *argv], check=check)
 
+    def device_mtu(self, device: str) -> int:
+        """The MTU of ``device`` as the kernel of the switch's namespace has it."""
+        return int(self.in_switch_ns("cat", f"/sys/class/net/{device}/mtu").stdout)
+
     # -- topology --------------------------------------------------------------------------------
     def add_bridge(self, name: str) -> None:
         self.vsctl(
@@ -283,6 +302,26 @@ class OvsLab:
                 ]
             self.vsctl(*args[1:], timeout=120)
 
+    def add_underlay(
+        self,
+        bridge: str = UNDERLAY_BRIDGE,
+        address: str = UNDERLAY_ADDRESS,
+        mtu: int = UNDERLAY_MTU,
+        timeout: float = 10.0,
+    ) -> None:
+        """The tunnels' underlay: ``bridge`` (userspace) with ``address`` (CIDR) on its internal
+        port, MTU ``mtu`` (as ``mtu_request``: OVS keeps an internal port's MTU itself), up;
+        returns once ovs-vswitchd's routing table has the subnet. Idempotent."""
+        network = ipaddress.ip_interface(address).network
+        self.add_bridge(bridge)
+        self.vsctl("set", "Interface", bridge, f"mtu_request={mtu}")
+        self.in_switch_ns("ip", "addr", "replace", address, "dev", bridge)
+        self.in_switch_ns("ip", "link", "set", bridge, "up")
+        if not wait_until(
+            lambda: f"{network} dev {bridge} " in self.appctl("ovs/route/show"), timeout, 0.05
+        ):
+            raise DaemonError(f"ovs-vswitchd never learned the route to {network} via {bridge}")
+
     def add_tunnel(
         self,
         bridge: str,
@@ -292,7 +331,13 @@ class OvsLab:
         kind: str = "vxlan",
         key: str = "flow",
         bfd: bool = False,
+        underlay: bool = True,
     ) -> None:
+        """A tunnel port towards ``remote_ip``; with ``underlay`` the lab's underlay
+        (:meth:`add_underlay`) is made first, so a remote in its subnet (192.0.2.0/24)
+        routes out of ``br-phy``."""
+        if underlay:
+            self.add_underlay()
         args = [
             "add-port",
             bridge,

@@ -1,14 +1,14 @@
 """The OVS exporter's collector: interfaces and bridges from the OVSDB replica, datapath,
-coverage and memory from ovs-vswitchd's unixctl socket (each call with its own deadline),
-CloudStack identity from the cached inventory. Each of the four sources succeeds or fails on
-its own; a failed one costs only its own families."""
+coverage, memory and the tunnels' underlay routes from ovs-vswitchd's unixctl socket (each
+call with its own deadline), CloudStack identity from the cached inventory. Each of the five
+sources succeeds or fails on its own; a failed one costs only its own families."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -19,11 +19,21 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from exporters.ovs.parse import (
     STATS,
     Datapath,
+    OvsOutputError,
     parse_coverage,
     parse_dpctl_show,
     parse_memory,
 )
 from exporters.ovs.replica import OvsdbReplica, Snapshot
+from exporters.ovs.underlay import (
+    REASONS,
+    RouteCache,
+    Underlays,
+    destination,
+    devices,
+    summary,
+    underlays,
+)
 from exporters.ovs.unixctl import UnixctlError, UnixctlTimeout, call
 from zcp.inventory.cache import InventoryCache
 from zcp.inventory.metrics import inventory_info_metrics
@@ -32,7 +42,8 @@ from zcp.logs import FailureLog
 
 log = logging.getLogger(__name__)
 IFACE = ["interface", "bridge", "type", "vm_id", "iface_id", "attached_mac", "nic_id"]
-SOURCES = ("ovsdb", "datapath", "coverage", "memory")
+SOURCES = ("ovsdb", "datapath", "coverage", "memory", "underlay")
+SYSFS_NET = Path("/sys/class/net")
 
 
 def vswitchd_pid(rundir: Path) -> int | None:
@@ -55,6 +66,19 @@ def vswitchd_rss(pid: int) -> int | None:
     return None
 
 
+def sysfs_mtu(device: str, root: Path = SYSFS_NET) -> int | None:
+    """The MTU of network device ``device`` from ``/sys/class/net``; None if there is no such
+    device. sysfs shows the devices of the network namespace it was mounted in (the
+    exporter's own, as a systemd service on the host): a device that exists only in another
+    namespace, where ovs-vswitchd may run, is not seen."""
+    if not device or "/" in device or device in (".", ".."):
+        return None
+    try:
+        return int((root / device / "mtu").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 @dataclass
 class SourceResult:
     ok: bool = False
@@ -69,6 +93,7 @@ class Collection:
     coverage: dict[str, int] = field(default_factory=dict)
     memory: dict[str, int] = field(default_factory=dict)
     rss: int | None = None
+    underlays: Underlays = field(default_factory=Underlays)
     results: dict[str, SourceResult] = field(default_factory=dict)
 
 
@@ -82,6 +107,7 @@ class OvsCollector:
         rundir: Path,
         ctl: str | None = None,
         call_timeout: float = 2.0,
+        device_mtu: Callable[[str], int | None] = sysfs_mtu,
     ) -> None:
         self.replica = replica
         self.inventory = inventory
@@ -91,6 +117,10 @@ class OvsCollector:
         self.failures = dict.fromkeys(SOURCES, 0)
         self.last_success = dict.fromkeys(SOURCES, 0.0)
         self._failure_log = FailureLog(log, "ovs source failed")
+        self.device_mtu = device_mtu
+        self.routes = RouteCache()
+        # keyed by reason; the message names the tunnels, so a change of them is logged
+        self._unresolved_log = FailureLog(log, "ovs tunnel underlay unresolved")
         self._inflight: Future[Collection] | None = None
         self._inflight_lock = threading.Lock()
         self.collections = 0  # collections run
@@ -182,6 +212,24 @@ class OvsCollector:
                 res.error = str(exc)
             res.duration = time.monotonic() - start
             out.results[source] = res
+        start = time.monotonic()
+        res = SourceResult()
+        try:
+            if out.snapshot is None:
+                res.error = "no OVSDB data: the tunnels are not known"
+            else:
+                out.underlays = self._underlays(out.snapshot, ctl, budget_end, hung)
+                res.ok = True
+        except (UnixctlError, OvsOutputError) as exc:
+            res.error = str(exc)
+        res.duration = time.monotonic() - start
+        out.results["underlay"] = res
+        if res.ok:
+            for reason in REASONS:
+                if unresolved := out.underlays.unresolved[reason]:
+                    self._unresolved_log.failed(reason, summary(unresolved))
+                else:
+                    self._unresolved_log.ok(reason)
         for source, res in out.results.items():
             if res.ok:
                 self.last_success[source] = time.time()
@@ -190,6 +238,32 @@ class OvsCollector:
                 self.failures[source] += 1
                 self._failure_log.failed(source, res.error)
         return out
+
+    def _underlays(self, snap: Snapshot, ctl: str, budget_end: float, hung: str) -> Underlays:
+        """Each tunnel's underlay device and its MTU. Routes come from ovs-vswitchd (cached
+        while its routing table is unchanged), MTUs from the OVSDB replica, else from sysfs."""
+        tunnels = [i for i in snap.interfaces if i.tunnel]
+        wanted = {d for d in map(destination, tunnels) if d is not None}
+        if not wanted:
+            return Underlays()
+        if hung:
+            raise UnixctlError(hung)
+        if not ctl:
+            raise UnixctlError(f"no readable ovs-vswitchd.pid in {self.rundir}")
+
+        def ask(method: str, params: list[str]) -> str:
+            remaining = min(self.call_timeout, budget_end - time.monotonic())
+            if remaining <= 0:
+                raise UnixctlError("no time left in this scrape")
+            return call(ctl, method, params, remaining)
+
+        answers = self.routes.resolve(wanted, ask)
+        ovs_mtu = {i.name: i.mtu for i in snap.interfaces if i.mtu is not None}
+        system_mtu: dict[str, int] = {}
+        for dev in devices(answers) - ovs_mtu.keys():
+            if (mtu := self.device_mtu(dev)) is not None:
+                system_mtu[dev] = mtu
+        return underlays(tunnels, answers, ovs_mtu, system_mtu)
 
     def collect(self, timeout: float | None = None) -> Iterator[Metric]:
         c = self.gather(timeout)
@@ -222,6 +296,8 @@ class OvsCollector:
                     "Resident memory of ovs-vswitchd.",
                     value=c.rss,
                 )
+        if c.results["underlay"].ok:
+            yield from _underlay_families(c.underlays)
         yield from self._self_metrics(c)
         yield from self.inventory.collect()
 
@@ -269,6 +345,12 @@ class OvsCollector:
             "ovs_exporter_replica_errors",
             "Errors that made the OVSDB replica start over.",
             value=self.replica.errors,
+        )
+        yield CounterMetricFamily(
+            "ovs_exporter_route_lookups",
+            "ovs/route/lookup calls made (for a new tunnel destination, or after OVS's "
+            "routing table changed).",
+            value=self.routes.lookups,
         )
         yield CounterMetricFamily(
             "ovs_exporter_collections",
@@ -370,6 +452,28 @@ def _ovsdb_families(snap: Snapshot, nic_by_mac: Mapping[str, Nic]) -> Iterator[M
         ports.add_metric([b.name], b.ports)
     yield from (bridges, ports)
     yield _info(snap)
+
+
+def _underlay_families(found: Underlays) -> Iterator[Metric]:
+    mtu = GaugeMetricFamily(
+        "ovs_tunnel_underlay_mtu_bytes",
+        "MTU of the device a tunnel's encapsulated packets leave by (OVS's route to its "
+        "remote_ip): below the overlay's MTU + the encapsulation (50 bytes for VXLAN over "
+        "IPv4), full-size tenant packets are dropped or fragmented.",
+        labels=["interface", "bridge", "remote_ip", "underlay"],
+    )
+    for u in found.resolved:
+        mtu.add_metric([u.interface, u.bridge, u.remote_ip, u.device], u.mtu)
+    unresolved = GaugeMetricFamily(
+        "ovs_tunnel_underlay_unresolved",
+        "Tunnels with a fixed remote_ip whose underlay MTU is not exported: no_route (OVS "
+        "has no route to remote_ip), no_mtu (the route's device is neither an OVS interface "
+        "nor in /sys/class/net of the exporter's network namespace).",
+        labels=["reason"],
+    )
+    for reason in REASONS:
+        unresolved.add_metric([reason], len(found.unresolved[reason]))
+    yield from (mtu, unresolved)
 
 
 def _info(snap: Snapshot) -> GaugeMetricFamily:

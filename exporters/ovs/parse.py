@@ -7,6 +7,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from zcp.errors import ZcpError
+
+
+class OvsOutputError(ZcpError):
+    """ovs-vswitchd answered something that is not what Open vSwitch 3.1 prints."""
+
+
 TUNNEL_TYPES = frozenset(
     {
         "vxlan",
@@ -153,3 +160,35 @@ _MEMORY = re.compile(r"([\w-]+(?: keys)?):(\d+)")
 def parse_memory(text: str) -> dict[str, int]:
     """``ovs-appctl memory/show``: object counts (``handlers:1 ports:4 udpif keys:11``)."""
     return {k.replace(" ", "_").replace("-", "_"): int(v) for k, v in _MEMORY.findall(text)}
+
+
+@dataclass(frozen=True)
+class Route:
+    """OVS's answer to ``ovs/route/lookup IP``: the device packets to IP leave by, the source
+    address they get and the next hop ("" when IP is on the device's own subnet)."""
+
+    device: str
+    source: str = ""
+    gateway: str = ""
+
+
+_NO_GATEWAY = frozenset({"", "::", "0.0.0.0"})
+# a device name: no "/" (it becomes a path under /sys/class/net) and no white space
+_IFNAME = re.compile(r"^[^/\s]+$")
+
+
+def parse_route_lookup(text: str) -> Route:
+    """``ovs-appctl ovs/route/lookup IP`` (``src A``, ``gateway G``, ``dev D`` lines; G is
+    ``::`` without a gateway). "No route" is an error reply, not text: the caller sees it."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, val = line.strip().partition(" ")
+        if key:
+            fields[key] = val.strip()
+    device = fields.get("dev", "")
+    if not _IFNAME.match(device) or device in (".", ".."):
+        raise OvsOutputError(
+            f"ovs/route/lookup: expected src/gateway/dev lines with a device name, got {text!r:.120}"
+        )
+    gateway = fields.get("gateway", "")
+    return Route(device, fields.get("src", ""), "" if gateway in _NO_GATEWAY else gateway)

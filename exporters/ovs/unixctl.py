@@ -26,6 +26,15 @@ class UnixctlTimeout(UnixctlError):
     """The daemon accepted the call but did not answer within the deadline (hung?)."""
 
 
+class UnixctlReplyError(UnixctlError):
+    """The daemon answered, with an error (``reply``: its own words, e.g. ``Not found`` from
+    ``ovs/route/lookup``): the command ran, so this is an answer, not a broken channel."""
+
+    def __init__(self, message: str, reply: str) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
 def call(path: str, method: str, params: list[str] | None = None, timeout: float = 2.0) -> str:
     """Run ``method`` on the unixctl socket ``path``; its text result."""
     deadline = time.monotonic() + timeout
@@ -64,5 +73,6 @@ def _result(reply: Any, path: str, method: str) -> str:
     if reply.get("error") == "":
         return ""  # e.g. dpctl/show without any datapath: nothing to say, not a failure
     if reply.get("error") is not None:
-        raise UnixctlError(f"{path}: {method}: {str(reply['error']).strip()}")
+        said = str(reply["error"]).strip()
+        raise UnixctlReplyError(f"{path}: {method}: {said}", said)
     return str(reply.get("result") or "")

@@ -1,5 +1,5 @@
 """The OVS exporter against a real ovsdb-server + ovs-vswitchd (userspace datapath) with real
-traffic between two network namespaces."""
+traffic between two network namespaces, and a VXLAN tunnel over a real underlay (``br-phy``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ import requests
 
 from exporters.http import ExporterServer
 from exporters.ovs import OvsCollector, OvsdbReplica
-from lab.ovs import OvsLab
+from exporters.ovs.collector import sysfs_mtu
+from lab.ovs import UNDERLAY_BRIDGE, UNDERLAY_MTU, OvsLab
 from tests.samples import Samples, parse, series, value, wait_until
 from tests.support import need_binary
 from zcp.inventory.cache import InventoryCache
@@ -24,15 +25,27 @@ from zcp.inventory.model import Inventory
 
 pytestmark = pytest.mark.integration
 BR = "br-zcp"
+UNDERLAY_MTU_SERIES = "ovs_tunnel_underlay_mtu_bytes"
 
 
 class Exporter:
-    def __init__(self, lab: OvsLab, inventory: Inventory, call_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        lab: OvsLab,
+        inventory: Inventory,
+        call_timeout: float = 2.0,
+        device_mtu: Callable[[str], int | None] | None = None,
+    ) -> None:
         self.cache = InventoryCache(lambda: inventory, refresh_interval=3600)
         self.cache.refresh()
         self.replica = OvsdbReplica(lab.db).start()
         self.collector = OvsCollector(
-            self.replica, self.cache, lab.workdir, str(lab.vswitchd_ctl), call_timeout=call_timeout
+            self.replica,
+            self.cache,
+            lab.workdir,
+            str(lab.vswitchd_ctl),
+            call_timeout=call_timeout,
+            device_mtu=device_mtu or sysfs_mtu,
         )
         self.server = ExporterServer("ovs", self.collector, "127.0.0.1", 0, 8.0).start()
         self.url = f"http://127.0.0.1:{self.server.port}/metrics"
@@ -54,7 +67,8 @@ class Exporter:
 @pytest.fixture(scope="module")
 def topo(ovs_lab: OvsLab, default_inventory: Inventory) -> dict[str, Any]:
     """A bridge with two "VM" ports (one a CloudStack NIC), an internal port, a VXLAN tunnel
-    with BFD towards a peer that does not exist, and an interface of an unknown type."""
+    with BFD towards a peer that does not exist over the lab's underlay (``br-phy``, routed
+    192.0.2.0/24), and an interface of an unknown type."""
     need_binary("ping", "iputils-ping")
     web1 = next(v for v in default_inventory.vms if v.name == "web-1")
     nic = next(n for n in default_inventory.nics if n.vm_id == web1.id)
@@ -89,6 +103,35 @@ def exporter(
 def cli_stats(lab: OvsLab, iface: str) -> dict[str, int]:
     out = lab.vsctl("get", "Interface", iface, "statistics").strip().strip("{}")
     return {k: int(v) for k, v in (kv.split("=") for kv in out.split(", ") if "=" in kv)}
+
+
+def scrape_until(exporter: Exporter, ok: Callable[[Samples], bool], timeout: float = 15) -> Samples:
+    """The first scrape for which ``ok`` holds (polled); fails with the last one's story."""
+    last: list[Samples] = []
+
+    def attempt() -> Samples | None:
+        last[:] = [exporter.scrape()]
+        return last[0] if ok(last[0]) else None
+
+    got = wait_until(attempt, timeout, interval=0.2)
+    assert got is not None, f"never seen within {timeout}s; last scrape had " + str(
+        {k: v for k, v in last[0].items() if k[0].startswith("ovs_tunnel_underlay")}
+    )
+    return got
+
+
+def underlay_mtu(samples: Samples, tunnel: str) -> float | None:
+    found = [
+        v
+        for (n, ls), v in samples.items()
+        if n == UNDERLAY_MTU_SERIES and ("interface", tunnel) in ls
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def set_mtu_request(lab: OvsLab, iface: str, mtu: int) -> None:
+    lab.vsctl("set", "Interface", iface, f"mtu_request={mtu}")
+    assert wait_until(lambda: lab.device_mtu(iface) == mtu, 10), f"{iface} never got MTU {mtu}"
 
 
 def test_counters_move_by_the_traffic_sent(
@@ -182,7 +225,7 @@ def test_tunnels_and_an_unknown_interface_type(exporter: Exporter) -> None:
 def test_datapath_coverage_and_memory(exporter: Exporter) -> None:
     samples = exporter.scrape()
     assert value(samples, "ovs_up") == 1
-    for source in ("ovsdb", "datapath", "coverage", "memory"):
+    for source in ("ovsdb", "datapath", "coverage", "memory", "underlay"):
         assert value(samples, "ovs_collector_success", collector=source) == 1
     dp = "netdev@ovs-netdev"
     assert value(samples, "ovs_datapath_lookups_hit_total", datapath=dp) > 0
@@ -332,3 +375,113 @@ def test_a_stuck_replica_is_not_served_as_fresh(
     finally:
         release.set()
         exp.close()
+
+
+def test_tunnel_underlay_mtu_is_the_routed_devices_real_mtu_and_follows_it(
+    exporter: Exporter, ovs_lab: OvsLab
+) -> None:
+    # OVS itself says where the tunnel's packets go
+    route = ovs_lab.appctl("ovs/route/lookup", "192.0.2.12")
+    assert f"dev {UNDERLAY_BRIDGE}" in route, route
+    real = ovs_lab.device_mtu(UNDERLAY_BRIDGE)
+    assert real == UNDERLAY_MTU
+    samples = scrape_until(exporter, lambda s: underlay_mtu(s, "vx-kvm02") == real)
+    assert series(samples, UNDERLAY_MTU_SERIES, interface="vx-kvm02") == [
+        {"interface": "vx-kvm02", "bridge": BR, "remote_ip": "192.0.2.12", "underlay": "br-phy"}
+    ]
+    assert value(samples, "ovs_tunnel_underlay_unresolved", reason="no_route") == 0
+    try:
+        set_mtu_request(ovs_lab, UNDERLAY_BRIDGE, 1400)
+        scrape_until(exporter, lambda s: underlay_mtu(s, "vx-kvm02") == 1400)
+    finally:
+        set_mtu_request(ovs_lab, UNDERLAY_BRIDGE, UNDERLAY_MTU)
+    scrape_until(exporter, lambda s: underlay_mtu(s, "vx-kvm02") == UNDERLAY_MTU)
+
+
+def test_a_tunnel_without_a_route_is_counted_then_resolved_when_a_route_comes(
+    exporter: Exporter, ovs_lab: OvsLab
+) -> None:
+    ovs_lab.add_tunnel(BR, "vx-nowhere", "198.51.100.9", key="5002")
+    try:
+        got = scrape_until(
+            exporter,
+            lambda s: value(s, "ovs_tunnel_underlay_unresolved", reason="no_route") == 1,
+        )
+        assert underlay_mtu(got, "vx-nowhere") is None
+        assert underlay_mtu(got, "vx-kvm02") == UNDERLAY_MTU  # the other tunnel is unaffected
+        assert value(got, "ovs_collector_success", collector="underlay") == 1
+        # OVS's table changes (a route of its own, as userspace tunneling setups add one):
+        # the exporter looks again, without being told
+        ovs_lab.appctl("ovs/route/add", "198.51.100.0/24", UNDERLAY_BRIDGE, "192.0.2.254")
+        got = scrape_until(exporter, lambda s: underlay_mtu(s, "vx-nowhere") == UNDERLAY_MTU)
+        assert series(got, UNDERLAY_MTU_SERIES, interface="vx-nowhere")[0]["underlay"] == "br-phy"
+        assert value(got, "ovs_tunnel_underlay_unresolved", reason="no_route") == 0
+
+        # while the table holds, a scrape makes no lookup (polled: a link-local address
+        # appearing in the switch's namespace changes the table too)
+        def lookups() -> float:
+            return value(exporter.scrape(), "ovs_exporter_route_lookups_total")
+
+        assert wait_until(lambda: lookups() == lookups(), 10)
+    finally:
+        ovs_lab.appctl("ovs/route/del", "198.51.100.0/24")
+        ovs_lab.del_port(BR, "vx-nowhere")
+    scrape_until(
+        exporter, lambda s: value(s, "ovs_tunnel_underlay_unresolved", reason="no_route") == 0
+    )
+
+
+def test_an_underlay_outside_ovs_needs_the_switchs_network_namespace(
+    ovs_lab: OvsLab, default_inventory: Inventory, topo: dict[str, Any]
+) -> None:
+    """A route out of a device OVS does not own: its MTU comes from /sys/class/net, which
+    shows the exporter's own namespace. Here ovs-vswitchd runs in another one: unresolved
+    (no_mtu), unless the exporter reads the switch's namespace (as it does in production,
+    where both run on the host)."""
+
+    def switch_sysfs_mtu(device: str) -> int | None:
+        cat = ovs_lab.in_switch_ns("cat", f"/sys/class/net/{device}/mtu", check=False)
+        return int(cat.stdout) if cat.returncode == 0 else None
+
+    exporters: list[Exporter] = []
+    try:
+        ovs_lab.in_switch_ns(
+            "ip", "link", "add", "ul-a", "mtu", "1600", "type", "veth", "peer", "name", "ul-b"
+        )
+        ovs_lab.in_switch_ns("ip", "addr", "add", "203.0.113.1/24", "dev", "ul-a")
+        ovs_lab.in_switch_ns("ip", "link", "set", "ul-b", "up")
+        ovs_lab.in_switch_ns("ip", "link", "set", "ul-a", "up")
+        ovs_lab.add_tunnel(BR, "vx-outside", "203.0.113.9", key="5003")
+        exporters.append(host_ns := Exporter(ovs_lab, default_inventory))
+        exporters.append(
+            switch_ns := Exporter(ovs_lab, default_inventory, device_mtu=switch_sysfs_mtu)
+        )
+        got = scrape_until(
+            host_ns, lambda s: value(s, "ovs_tunnel_underlay_unresolved", reason="no_mtu") == 1
+        )
+        assert underlay_mtu(got, "vx-outside") is None
+        got = scrape_until(switch_ns, lambda s: underlay_mtu(s, "vx-outside") == 1600)
+        assert series(got, UNDERLAY_MTU_SERIES, interface="vx-outside")[0]["underlay"] == "ul-a"
+        assert value(got, "ovs_tunnel_underlay_unresolved", reason="no_mtu") == 0
+    finally:
+        for exp in exporters:
+            exp.close()
+        ovs_lab.del_port(BR, "vx-outside")
+        ovs_lab.in_switch_ns("ip", "link", "delete", "ul-a", check=False)
+
+
+def test_a_vm_port_mtu_change_shows_with_its_vm(
+    exporter: Exporter, ovs_lab: OvsLab, topo: dict[str, Any]
+) -> None:
+    def port_mtu(s: Samples) -> float:
+        return value(s, "ovs_interface_mtu_bytes", interface="vnet10")
+
+    try:
+        set_mtu_request(ovs_lab, "vnet10", 9000)
+        got = scrape_until(exporter, lambda s: port_mtu(s) == 9000)
+        (port,) = series(got, "ovs_interface_mtu_bytes", interface="vnet10")
+        assert port["vm_id"] == topo["vm"] and port["nic_id"] == topo["nic"]
+    finally:
+        set_mtu_request(ovs_lab, "vnet10", 1500)
+        ovs_lab.vsctl("clear", "Interface", "vnet10", "mtu_request")  # as it was made
+    scrape_until(exporter, lambda s: port_mtu(s) == 1500)

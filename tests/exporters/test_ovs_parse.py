@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from exporters.ovs.parse import (
+    OvsOutputError,
+    Route,
     interface_from_row,
     parse_coverage,
     parse_dpctl_show,
     parse_memory,
+    parse_route_lookup,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ovs"
@@ -102,3 +107,30 @@ def test_interface_row_with_missing_columns_and_odd_values() -> None:
     assert i.tunnel and i.link_up is None and i.ofport is None and i.mtu is None
     assert i.stats == {} and i.cfm_fault == 1 and i.bfd["state"] == "down"
     assert i.options["remote_ip"] == "192.0.2.7"
+
+
+def test_route_lookup_on_the_underlay_subnet_through_a_gateway_and_over_ipv6() -> None:
+    def lookup(name: str) -> Route:
+        return parse_route_lookup((FIXTURES / f"{name}.txt").read_text())
+
+    # "gateway ::" is how OVS says there is none
+    assert lookup("route_lookup") == Route("br-phy", "192.0.2.1", "")
+    assert lookup("route_lookup_gateway") == Route("br-phy", "192.0.2.1", "192.0.2.254")
+    assert lookup("route_lookup_ipv6") == Route("br-phy", "2001:db8::1", "")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "Not found\n",
+        "src 192.0.2.1\ngateway ::\n",  # no device
+        "src 192.0.2.1\ngateway ::\ndev\n",
+        "src 192.0.2.1\ngateway ::\ndev ../../etc\n",  # would escape /sys/class/net
+        "src 192.0.2.1\ngateway ::\ndev ..\n",
+    ],
+)
+def test_route_lookup_that_is_not_an_answer_is_one_clear_error(text: str) -> None:
+    with pytest.raises(OvsOutputError, match=r"^ovs/route/lookup: expected src/gateway/dev") as e:
+        parse_route_lookup(text)
+    assert "\n" not in str(e.value)  # one line, the answer quoted

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporters.ovs.unixctl import UnixctlError, UnixctlTimeout, call
+from exporters.ovs.unixctl import UnixctlError, UnixctlReplyError, UnixctlTimeout, call
 
 
 @pytest.fixture
@@ -63,10 +63,13 @@ def test_error_reply_and_missing_socket(server: Callable[..., str], tmp_path: Pa
         )
         conn.close()
 
-    with pytest.raises(UnixctlError, match="is not a valid command"):
+    # the daemon answered (an error): told apart from a channel that failed
+    with pytest.raises(UnixctlReplyError, match="is not a valid command") as answered:
         call(server(handler), "no/such")
-    with pytest.raises(UnixctlError, match="No such file or directory"):
+    assert answered.value.reply == '"no/such" is not a valid command'
+    with pytest.raises(UnixctlError, match="No such file or directory") as failed:
         call(str(tmp_path / "absent.ctl"), "version")
+    assert not isinstance(failed.value, UnixctlReplyError)
 
 
 def test_a_silent_daemon_costs_the_deadline_only(server: Callable[..., str]) -> None:

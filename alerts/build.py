@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from alerts.alertmanager import alertmanager_config, route_tests
+from alerts.blackbox import blackbox_config, scrape_job
 from alerts.model import Group, promtool_tests, rule_file
 from alerts.rules import groups as all_groups
 from zcp.binaries import require
@@ -22,6 +24,8 @@ from zcp.files import write_atomic
 
 log = logging.getLogger(__name__)
 
+BLACKBOX = "blackbox.yml"
+S3_PROBE_JOB = "prometheus.s3-probe.yml"
 RULES = "rules/zcp.rules.yml"
 TESTS = "rules/zcp.tests.yml"
 ALERTMANAGER = "alertmanager.yml"
@@ -252,6 +256,8 @@ class Built:
     tests: Path
     alertmanager: Path
     route_tests: Path
+    blackbox: Path
+    s3_probe_job: Path
 
 
 def build(
@@ -271,7 +277,14 @@ def build(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ZcpError(f"duplicate alert names: {', '.join(duplicates)}")
-    built = Built(out / RULES, out / TESTS, out / ALERTMANAGER, out / ROUTE_TESTS)
+    built = Built(
+        out / RULES,
+        out / TESTS,
+        out / ALERTMANAGER,
+        out / ROUTE_TESTS,
+        out / BLACKBOX,
+        out / S3_PROBE_JOB,
+    )
     try:
         (out / "rules").mkdir(parents=True, exist_ok=True)
         write_atomic(built.rules, _yaml(rule_file(groups, cfg.runbook_base_url, for_override)))
@@ -282,6 +295,12 @@ def build(
         # the receivers' secrets: a new file, 0600 from its creation, renamed over the old one (an
         # existing file's wider mode never applies to them)
         write_atomic(built.alertmanager, _yaml(alertmanager_config(cfg)), 0o600)
+        # the S3 probe: the blackbox exporter's module, and the operator Prometheus's job
+        # (a scrape_configs entry to add) probing every configured endpoint through it
+        promises = cfg.promises
+        write_atomic(built.blackbox, _yaml(blackbox_config(promises.s3_probe_timeout_seconds)))
+        job = scrape_job(promises.blackbox_exporter, promises.s3_endpoints)
+        write_atomic(built.s3_probe_job, _yaml([job]))
         write_atomic(
             built.route_tests,
             json.dumps(
@@ -323,12 +342,30 @@ def check(
             raise ZcpError(f"{label} failed:\n{(proc.stdout + proc.stderr).strip()}")
         done.append(label)
 
-    for path in (out / RULES, out / TESTS, out / ALERTMANAGER, out / ROUTE_TESTS):
+    for path in (
+        out / RULES,
+        out / TESTS,
+        out / ALERTMANAGER,
+        out / ROUTE_TESTS,
+        out / BLACKBOX,
+        out / S3_PROBE_JOB,
+    ):
         if not path.exists():
             raise ZcpError(f"{path} is missing: run `zcp-obs alerts build --out {out}` first")
     run("promtool check rules", [promtool, "check", "rules", str(out / RULES)])
     run("promtool test rules", [promtool, "test", "rules", Path(TESTS).name], cwd=out / "rules")
     run("amtool check-config", [amtool, "check-config", str(out / ALERTMANAGER)])
+    blackbox = require("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")
+    run(
+        "blackbox exporter --config.check",
+        [blackbox, "--config.check", f"--config.file={out / BLACKBOX}"],
+    )
+    # the S3 probe's job, checked as a Prometheus config holding it
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "prometheus.yml"
+        jobs = yaml.safe_load((out / S3_PROBE_JOB).read_text())
+        config.write_text(yaml.safe_dump({"scrape_configs": jobs}))
+        run("promtool check config (s3-probe job)", [promtool, "check", "config", str(config)])
     cases = json.loads((out / ROUTE_TESTS).read_text())
     for case in cases:
         labels = [f"{k}={v}" for k, v in case["labels"].items()]

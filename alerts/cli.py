@@ -20,12 +20,15 @@ def alerts() -> None:
     "out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Directory for rules/zcp.rules.yml, rules/zcp.tests.yml, alertmanager.yml.",
+    help="Directory for rules/zcp.rules.yml, rules/zcp.tests.yml, alertmanager.yml, "
+    "blackbox.yml and prometheus.s3-probe.yml (the S3 probe's scrape job).",
 )
 @click.pass_context
 def alerts_build(ctx: click.Context, out: Path) -> None:
     """Write the rule file, its promtool tests and alertmanager.yml (receivers and their
-    secrets from the config's `alerting` section; the file is written 0600)."""
+    secrets from the config's `alerting` section; the file is written 0600), the blackbox
+    exporter's S3 module and the operator Prometheus's scrape job probing
+    `alerting.promises.s3_endpoints`."""
     from alerts.build import build
 
     cfg = config_of(ctx).alerting
@@ -36,7 +39,14 @@ def alerts_build(ctx: click.Context, out: Path) -> None:
             "alerts will be routed but not delivered",
             err=True,
         )
-    for path in (built.rules, built.tests, built.alertmanager, built.route_tests):
+    for path in (
+        built.rules,
+        built.tests,
+        built.alertmanager,
+        built.route_tests,
+        built.blackbox,
+        built.s3_probe_job,
+    ):
         click.echo(str(path))
 
 

@@ -18,10 +18,11 @@ exporter's S3 probe (``probe_success{job="s3-probe"}``, see alerts/blackbox.py).
 
 from __future__ import annotations
 
+from alerts.blackbox import JOB
 from alerts.model import Alert, Case, Group, Recording
 from zcp.config import PromisesConfig
 
-S3_JOB = "s3-probe"
+S3_JOB = JOB
 
 H = {"host": "kvm1", "zone": "zone1"}
 LV = {"job": "libvirt", "instance": "kvm1:9177", **H}

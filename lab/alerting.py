@@ -227,6 +227,8 @@ class AlertLab:
                 df_interval_seconds=2,
                 command_timeout_seconds=5,
             )
+            if self.ceph.with_rgw:
+                self.stack.s3_probe(self.built.blackbox, {ZONE: self.ceph.rgw_url})
         if self.node:
             self.stack.node_exporter(HOST, ZONE)
         if self.with_pushgateway:

@@ -346,6 +346,9 @@ def step_operator(demo: Demo) -> None:
     )
     built = build_alerts(demo.workdir / "alerts", alerting, for_override=FOR)
     am = demo.stack.alertmanager(yaml.safe_load(built.alertmanager.read_text()))
+    if demo.ceph is not None and not missing("prometheus-blackbox-exporter"):
+        # S3 as a customer's tool sees it, through Debian's blackbox exporter
+        demo.stack.s3_probe(built.blackbox, {demo.zone: demo.ceph.rgw_url})
     if demo.opts.tenants:
         _start_gate(demo)
     prom = demo.stack.prometheus(

@@ -19,6 +19,8 @@ from typing import Any
 import requests
 import yaml
 
+from alerts.blackbox import scrape_job
+from lab.blackbox import BlackboxExporter
 from lab.ceph import CephLab
 from lab.libvirt import LibvirtLab
 from lab.ovs import OvsLab
@@ -262,6 +264,18 @@ class Stack:
         self.on_close("pushgateway", daemon.stop)
         self.add_job("pushgateway", f"127.0.0.1:{port}")
         return f"http://127.0.0.1:{port}"
+
+    def s3_probe(self, blackbox_yml: Path, endpoints: dict[str, str]) -> BlackboxExporter:
+        """Debian's blackbox exporter with the S3 module ``alerts build`` wrote, and the
+        operator's ``s3-probe`` job probing ``endpoints`` (zone -> S3 URL) through it."""
+        exporter = BlackboxExporter(
+            self.workdir / "blackbox-exporter", yaml.safe_load(blackbox_yml.read_text())
+        )
+        exporter.start(30)
+        self.daemons.append(exporter)
+        self.on_close("blackbox-exporter", exporter.stop)
+        self.jobs.append(scrape_job(exporter.address, endpoints))
+        return exporter
 
     # -- Prometheus and Alertmanager -------------------------------------------------------------
     def alertmanager(self, config: dict[str, Any]) -> AlertmanagerServer:

@@ -8,7 +8,7 @@ PACKAGES=(
   python3-venv python3-dev gcc pkg-config libvirt-dev
   # Prometheus side
   prometheus prometheus-alertmanager prometheus-libvirt-exporter ceph-prometheus-alerts
-  prometheus-pushgateway prometheus-node-exporter
+  prometheus-pushgateway prometheus-node-exporter prometheus-blackbox-exporter
   # metering: the long-term store, the billing database, the HTML report in a real browser
   victoria-metrics postgresql chromium
   # Open vSwitch (userspace datapath in the tests)

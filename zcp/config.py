@@ -206,6 +206,9 @@ DeviceClass = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
 FAILURE_DOMAINS = ("osd", "host", "chassis", "rack", "row", "pdu", "pod", "room", "datacenter")
 
 
+DEFAULT_MEDIA: dict[StorageClass, str] = {"fast": "nvme", "flow": "ssd", "bulk": "hdd"}
+
+
 class PromisesConfig(_Model):
     """What the cloud promises its customers, as the alerts check it. The defaults are a
     production region's; a lab or the demo (one Ceph node, one OSD) sets its own."""
@@ -235,7 +238,7 @@ class PromisesConfig(_Model):
         60, ge=1, description="how long PGs may stay undersized or degraded while Ceph heals"
     )
     storage_media: dict[StorageClass, DeviceClass] = Field(
-        default_factory=lambda: {"fast": "nvme", "flow": "ssd", "bulk": "hdd"},
+        default_factory=lambda: dict(DEFAULT_MEDIA),
         description="storage class -> the CRUSH device class of the OSDs it must live on",
     )
     overlay_mtu: int = Field(1500, ge=576, le=9000, description="tenant interfaces' MTU")
@@ -246,6 +249,7 @@ class PromisesConfig(_Model):
     blackbox_exporter: str = Field(
         "127.0.0.1:9115", description="host:port of the blackbox exporter that probes S3"
     )
+    s3_probe_timeout_seconds: float = Field(5.0, gt=0, le=60)
 
     @field_validator("production_offerings")
     @classmethod

@@ -37,6 +37,7 @@ ALL = [a for g in groups() for a in g.alerts]
 def tools() -> None:
     need_binary("promtool", "prometheus")
     need_binary("amtool", "prometheus-alertmanager")
+    need_binary("prometheus-blackbox-exporter", "prometheus-blackbox-exporter")
 
 
 def test_built_rules_and_config_pass_promtool_and_amtool(tmp_path: Path, tools: None) -> None:

@@ -30,6 +30,7 @@ CEPH_CONSEQUENCES = {
     "CephPGsUnclean",
     "CephOSDHostDown",
     "RGWDown",
+    "S3EndpointDown",
 }
 
 

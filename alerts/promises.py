@@ -407,6 +407,28 @@ def _overlay(p: PromisesConfig) -> tuple[Alert, ...]:
     )
 
 
+def _underlay_unknown() -> Alert:
+    return Alert(
+        "TunnelUnderlayUnknown",
+        "ovs_tunnel_underlay_unresolved > 0",
+        "15m",
+        "warning",
+        "network",
+        "Tunnels on {{ $labels.host }} have no known underlay ({{ $labels.reason }})",
+        "The OVS exporter on {{ $labels.host }} cannot tell which interface carries some "
+        "tunnels ({{ $labels.reason }}: no_route, OVS has no route to the remote; no_mtu, the "
+        "device is outside OVS and the exporter's /sys): their underlay MTU is not checked, "
+        "and without a route their traffic does not flow.",
+        (
+            Case(
+                {sel("ovs_tunnel_underlay_unresolved", **OV, reason="no_route"): "2x20"},
+                ({**OV, "reason": "no_route"},),
+            ),
+            Case({sel("ovs_tunnel_underlay_unresolved", **OV, reason="no_route"): "0x20"}),
+        ),
+    )
+
+
 def _s3() -> Alert:
     return Alert(
         "S3EndpointDown",
@@ -430,5 +452,5 @@ def promise_groups(p: PromisesConfig) -> list[Group]:
     return [
         Group("promises-compute", (*_overcommit(p), _steal(p))),
         Group("promises-storage", (*_replication(p), _s3())),
-        Group("promises-network", _overlay(p)),
+        Group("promises-network", (*_overlay(p), _underlay_unknown())),
     ]

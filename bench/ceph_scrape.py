@@ -5,7 +5,8 @@ Starts a private single-node Ceph cluster (lab/ceph.py) with N RBD images over t
 storage-class pools and M RGW users each with a bucket and objects, runs `zcp-obs exporter
 ceph` against it, waits for its first complete background refresh, then scrapes it and the mgr
 prometheus module alternately. Prints the median and p95 of each, the ratio, and the duration
-of one full background refresh of each source (and whether it covered all N images).
+of one full background refresh of each source (and whether it covered all N images; placement
+is the pg dump of every pool's PGs).
 
     .venv/bin/python bench/ceph_scrape.py --images 200 --users 50
 """
@@ -176,7 +177,7 @@ def main() -> None:
         print(
             f"\none background refresh: rbd {durations.get('rbd', 0):.2f}s (covered "
             f"{covered}/{total_images} images), rgw {durations.get('rgw', 0):.2f}s, "
-            f"df {durations.get('df', 0):.2f}s"
+            f"df {durations.get('df', 0):.2f}s, placement {durations.get('placement', 0):.2f}s"
         )
     finally:
         if exporter is not None:

@@ -456,6 +456,55 @@ rgw thread pool size = 32
         if rbd:
             self.run("rbd", "pool", "init", name)
 
+    def delete_pool(self, name: str) -> None:
+        """Delete a pool and its data (the lab allows pool deletion)."""
+        self.run("ceph", "osd", "pool", "rm", name, name, "--yes-i-really-really-mean-it")
+
+    def set_pool(self, pool: str, key: str, value: str | int) -> None:
+        """``ceph osd pool set`` (size, min_size, crush_rule...)."""
+        self.run("ceph", "osd", "pool", "set", pool, key, str(value))
+
+    def pg_states(self, pool: str) -> list[str]:
+        """States of ``pool``'s PGs as the mgr reports them (``unknown`` until it has)."""
+        pool_id = self.json("ceph", "osd", "pool", "stats", pool)[0]["pool_id"]
+        stats = self.json("ceph", "pg", "dump", "pgs_brief")["pg_stats"]
+        return [pg["state"] for pg in stats if pg["pgid"].split(".")[0] == str(pool_id)]
+
+    # -- CRUSH -------------------------------------------------------------------------------
+    def device_class(self, osd: int = 0) -> str:
+        """The CRUSH device class of ``osd.N`` ("" without one)."""
+        devices = self.json("ceph", "osd", "crush", "dump")["devices"]
+        return str(next(d for d in devices if d["id"] == osd).get("class", ""))
+
+    def set_device_class(self, osd: int, cls: str) -> None:
+        """Give ``osd.N`` the class ``cls`` ("" leaves it without one); Ceph refuses to change
+        a class without removing the old one first."""
+        self.run("ceph", "osd", "crush", "rm-device-class", f"osd.{osd}")
+        if cls:
+            self.run("ceph", "osd", "crush", "set-device-class", cls, f"osd.{osd}")
+
+    def create_rule(
+        self, name: str, cls: str = "", failure_domain: str = "host", root: str = "default"
+    ) -> None:
+        """A replicated CRUSH rule: one copy per ``failure_domain`` bucket under ``root``,
+        on OSDs of class ``cls`` only (Ceph's shadow tree ``root~cls``) unless it is ""."""
+        self.run(
+            "ceph",
+            "osd",
+            "crush",
+            "rule",
+            "create-replicated",
+            name,
+            root,
+            failure_domain,
+            *([cls] if cls else []),
+        )
+
+    def remove_rule(self, name: str) -> None:
+        """Remove a CRUSH rule; one that does not exist is no error (Ceph's own answer), one
+        a pool uses is."""
+        self.run("ceph", "osd", "crush", "rule", "rm", name)
+
     def create_image(self, pool: str, name: str, size: str = "64M", write_bytes: int = 0) -> None:
         """An RBD image (fast-diff on); ``write_bytes`` written with ``rbd bench``."""
         self.run(

@@ -330,6 +330,9 @@ class CephConfig(_Model):
     rbd_interval_seconds: float = Field(300.0, gt=0)
     rgw_interval_seconds: float = Field(300.0, gt=0)
     df_interval_seconds: float = Field(60.0, gt=0)
+    placement_interval_seconds: float = Field(
+        300.0, gt=0, description="ceph pg dump pgs_brief (PGs' acting sets): big on large clusters"
+    )
     workers: int = Field(2, ge=1, le=16, description="rbd du commands run at once")
     command_timeout_seconds: float = Field(120.0, gt=0)
 

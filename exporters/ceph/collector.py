@@ -1,5 +1,6 @@
 """The Ceph exporter's collector: the sources' last complete results as families, with
-storage classes and CloudStack identity. Never runs a Ceph command."""
+storage classes and CloudStack identity, and each pool's replication, failure domain and media.
+Never runs a Ceph command."""
 
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class CephCollector:
         inv = self.inventory.current()
         classes = pool_classes(inv, self.cfg)
         yield from self._pools(snap, classes)
+        yield from self._placement(snap)
         yield from self._rbd(snap, classes, inv)
         yield from self._rgw(snap)
         yield from self._cephfs(snap, classes)
@@ -80,6 +82,51 @@ class CephCollector:
             "Pools no storage class is configured for.",
             value=unmapped,
         )
+
+    def _placement(self, snap: Snapshot) -> Iterator[Metric]:
+        pool = ["pool", "pool_id"]
+        size = GaugeMetricFamily(
+            "ceph_pool_size",
+            "Copies of a pool's objects (Ceph's size; k+m for an erasure-coded pool).",
+            labels=pool,
+        )
+        min_size = GaugeMetricFamily(
+            "ceph_pool_min_size",
+            "Copies (shards) a PG of the pool needs to serve I/O.",
+            labels=pool,
+        )
+        rule = GaugeMetricFamily(
+            "ceph_pool_crush_rule_info",
+            "A pool's CRUSH rule: its failure domain (the highest bucket type it chooses) and "
+            "the device class it takes (empty: any); value 1.",
+            labels=[*pool, "rule", "failure_domain", "device_class"],
+        )
+        osds = GaugeMetricFamily(
+            "ceph_pool_osds",
+            "OSDs the pool's CRUSH rule can select (those under its take items), by device "
+            "class (empty: OSDs without one).",
+            labels=[*pool, "device_class"],
+        )
+        hosts = GaugeMetricFamily(
+            "ceph_pool_pg_acting_hosts_min",
+            "Least number of distinct CRUSH hosts the acting set of any of the pool's PGs "
+            "spans (ceph pg dump; PGs the mgr has no report of are left out).",
+            labels=pool,
+        )
+        for p in snap.pool_details:
+            labels = [p.name, str(p.id)]
+            size.add_metric(labels, p.size)
+            min_size.add_metric(labels, p.min_size)
+            facts = snap.rules.get(p.crush_rule)
+            if facts is not None:
+                rule.add_metric([*labels, facts.rule, facts.failure_domain, facts.device_class], 1)
+                # a rule reaching no OSD says so in its own class, rather than not at all
+                for cls, n in (facts.osds or {facts.device_class: 0}).items():
+                    osds.add_metric([*labels, cls], n)
+            span = snap.acting_hosts_min.get(p.id)
+            if span is not None:
+                hosts.add_metric(labels, span)
+        yield from (size, min_size, rule, osds, hosts)
 
     def _rbd(self, snap: Snapshot, classes: dict[str, str], inv: Inventory) -> Iterator[Metric]:
         prov = GaugeMetricFamily(

@@ -1,5 +1,6 @@
 """The Ceph exporter against a real single-node Ceph 16.2 cluster (lab/ceph.py): pools in the
-three storage classes, RBD images with known writes, RGW users and buckets filled over S3."""
+three storage classes, RBD images with known writes, RGW users and buckets filled over S3, and
+pools' replication, CRUSH rules and device classes as the cluster changes them."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def exporter(
     sources.refresh_rbd()
     sources.refresh_rgw()
     sources.refresh_cephfs()
+    sources.refresh_placement()
     server = ExporterServer("ceph", CephCollector(sources, cache, cfg), "127.0.0.1", 0, 8.0).start()
     url = f"http://127.0.0.1:{server.port}/metrics"
 
@@ -290,3 +292,103 @@ def test_a_hung_ceph_mon_costs_deadlines_not_the_scrape(
         return value(scrape(), "ceph_exporter_source_up", source="rbd") == 1
 
     assert wait_until(rbd_up, timeout=90, interval=1), sources.snapshot().states["rbd"].error
+
+
+PLACED = "zcp-placed"
+CLASS_RULE = "zcp-nvme-host"
+
+
+@pytest.fixture
+def placed_pool(ceph_lab: CephLab) -> Iterator[str]:
+    """A pool of this test's own with size 2 / min_size 1: undersized on the lab's one OSD,
+    still active. Deleted afterwards (it makes the cluster warn)."""
+    ceph_lab.create_pool(PLACED, rbd=False)
+    try:
+        ceph_lab.set_pool(PLACED, "size", 2)
+        ceph_lab.set_pool(PLACED, "min_size", 1)
+        yield PLACED
+    finally:
+        ceph_lab.delete_pool(PLACED)
+
+
+def all_active(ceph_lab: CephLab, pool: str) -> bool:
+    states = ceph_lab.pg_states(pool)
+    return bool(states) and all(s.startswith("active") for s in states)
+
+
+def test_pools_show_their_replication_rule_and_hosts(
+    exporter: tuple[CephSources, Any], ceph_lab: CephLab, placed_pool: str
+) -> None:
+    sources, scrape = exporter
+    assert wait_until(lambda: all_active(ceph_lab, placed_pool), timeout=60, interval=0.5)
+    sources.refresh_df()
+    sources.refresh_placement()
+    got = scrape()
+    placed = {"pool": placed_pool}
+    assert value(got, "ceph_pool_size", **placed) == 2
+    assert value(got, "ceph_pool_min_size", **placed) == 1
+    fast = ceph_lab.json("ceph", "osd", "pool", "get", "rbd-fast", "all")
+    assert (
+        value(got, "ceph_pool_size", pool="rbd-fast", pool_id=str(fast["pool_id"]))
+        == (fast["size"])
+    )
+    # the lab's default rule: take default; choose firstn 0 type osd
+    rule = {"rule": "replicated_rule", "failure_domain": "osd", "device_class": ""}
+    assert value(got, "ceph_pool_crush_rule_info", **placed, **rule) == 1
+    cls = ceph_lab.device_class(0)
+    assert value(got, "ceph_pool_osds", **placed, device_class=cls) == 1
+    # one host: every pool's PGs span exactly one
+    spans = {
+        dict(ls)["pool"]: v for (n, ls), v in got.items() if n == "ceph_pool_pg_acting_hosts_min"
+    }
+    assert spans[placed_pool] == 1 and spans["rbd-fast"] == 1
+    assert set(spans.values()) == {1}
+    assert value(got, "ceph_exporter_source_up", source="placement") == 1
+
+
+def test_a_pool_moved_to_a_device_class_rule_shows_it(
+    exporter: tuple[CephSources, Any], ceph_lab: CephLab, placed_pool: str
+) -> None:
+    """osd.0 becomes nvme, a rule takes default~nvme with failure domain host, the pool moves
+    onto it: rule, failure domain, class and OSDs follow at the next df refresh. Restored after:
+    pool back on the default rule, rule removed, osd.0's class back."""
+    sources, scrape = exporter
+    original = ceph_lab.device_class(0)
+    try:
+        ceph_lab.set_device_class(0, "nvme")
+        ceph_lab.create_rule(CLASS_RULE, "nvme", "host")
+        ceph_lab.set_pool(placed_pool, "crush_rule", CLASS_RULE)
+        sources.refresh_df()
+        got = scrape()
+        assert (
+            value(
+                got,
+                "ceph_pool_crush_rule_info",
+                pool=placed_pool,
+                rule=CLASS_RULE,
+                failure_domain="host",
+                device_class="nvme",
+            )
+            == 1
+        )
+        classes = {
+            dict(ls)["device_class"]: v
+            for (n, ls), v in got.items()
+            if n == "ceph_pool_osds" and dict(ls)["pool"] == placed_pool
+        }
+        assert classes == {"nvme": 1}
+        # a pool still on the default rule: no class taken, the OSD now counted as nvme
+        assert value(got, "ceph_pool_crush_rule_info", pool="rbd-fast", device_class="") == 1
+        assert value(got, "ceph_pool_osds", pool="rbd-fast", device_class="nvme") == 1
+        # the PGs re-peer on the new rule: still one host
+        assert wait_until(lambda: all_active(ceph_lab, placed_pool), timeout=60, interval=0.5)
+        sources.refresh_placement()
+        assert value(scrape(), "ceph_pool_pg_acting_hosts_min", pool=placed_pool) == 1
+    finally:
+        ceph_lab.set_pool(placed_pool, "crush_rule", "replicated_rule")
+        ceph_lab.remove_rule(CLASS_RULE)
+        ceph_lab.set_device_class(0, original)
+    sources.refresh_df()
+    got = scrape()
+    assert value(got, "ceph_pool_crush_rule_info", pool=placed_pool, rule="replicated_rule") == 1
+    assert value(got, "ceph_pool_osds", pool=placed_pool, device_class=original) == 1

@@ -82,6 +82,49 @@ dashboard = dashboard(
                 ],
             ),
             Row(
+                "Promises: dedicated vCPUs and RAM",
+                [
+                    stat(
+                        "vCPU overcommit",
+                        "Running guests' vCPUs per host core. Production plans promise at most "
+                        "1 (alerting.promises.cpu_overcommit_max; alert HostVCPUOvercommitted).",
+                        Q(f"max(host:vcpu_overcommit:ratio{{{H}}})", "vCPUs per core"),
+                        unit="none",
+                        thresholds=((None, GREEN), (1.0001, RED)),
+                    ),
+                    stat(
+                        "Memory overcommit",
+                        "Running guests' memory per byte of host memory (alert "
+                        "HostMemoryOvercommitted above alerting.promises.memory_overcommit_max).",
+                        Q(f"max(host:memory_overcommit:ratio{{{H}}})", "guest / host memory"),
+                        unit="none",
+                        thresholds=((None, GREEN), (1.0001, RED)),
+                    ),
+                    stat(
+                        "Production VMs",
+                        "Guests on this host whose service offering is a production plan "
+                        "(alerting.promises.production_offerings).",
+                        f"max(host:production_vms:count{{{H}}}) or vector(0)",
+                        unit="none",
+                    ),
+                    timeseries(
+                        "vCPU wait per guest (steal)",
+                        "Share of each guest's runnable vCPU time spent waiting for a host CPU "
+                        "(vCPU delay). Production VMs page above alerting.promises.steal_max "
+                        "(ProductionVMCPUStarved).",
+                        Q(
+                            f"sum by (instance_name) (rate(libvirt_domain_vcpu_delay_seconds_total"
+                            f"{{{H}}}[{RATE}])) / sum by (instance_name) "
+                            f"(rate(libvirt_domain_vcpu_time_seconds_total{{{H}}}[{RATE}]) + "
+                            f"rate(libvirt_domain_vcpu_delay_seconds_total{{{H}}}[{RATE}]))",
+                            "{{instance_name}}",
+                        ),
+                        unit="percentunit",
+                        width=12,
+                    ),
+                ],
+            ),
+            Row(
                 "CPU",
                 [
                     timeseries(

@@ -116,6 +116,25 @@ dashboard = dashboard(
                         unit="none",
                         width=8,
                     ),
+                    stat(
+                        "VM ports off MTU 1500",
+                        "Tenant ports whose MTU is not the overlay's 1500 (alert "
+                        "OverlayPortMTUWrong).",
+                        f'count(ovs_interface_mtu_bytes{{{H},vm_id!=""}} != 1500) or vector(0)',
+                        unit="none",
+                        thresholds=((None, GREEN), (1, RED)),
+                        width=6,
+                    ),
+                    table(
+                        "Tunnel underlays",
+                        "The interface each tunnel's packets leave by (OVS's route to the "
+                        "remote) and its MTU: at least 1550 carries 1500 plus VXLAN's 50 "
+                        "(alert TunnelUnderlayMTUTooSmall).",
+                        Q(f"ovs_tunnel_underlay_mtu_bytes{{{H}}}"),
+                        hide=("Time", "__name__", "instance", "job"),
+                        rename={"Value": "underlay MTU"},
+                        width=18,
+                    ),
                     table(
                         "Port MTUs",
                         "MTU of every port (tenant ports must be 1500).",

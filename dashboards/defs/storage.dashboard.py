@@ -24,6 +24,17 @@ OWNER = (
     '(zcp_volume_info{job="zcp-inventory",account_id=~"$tenant"})'
 )
 
+# a pool's size, min_size and hosts, with its rule and storage class as labels
+RULE = (
+    "* on (pool) group_left (rule, failure_domain, device_class) "
+    "max by (pool, rule, failure_domain, device_class) (ceph_pool_crush_rule_info) "
+    "* on (pool) group_left (storage_class) max by (pool, storage_class) (zcp_ceph_pool_info)"
+)
+PROMISE_ALERTS = (
+    "CephPoolReplicasBelowPromise|CephPoolMinSizeBelowPromise|CephPoolFailureDomainTooSmall|"
+    "CephPGsOnTooFewHosts|CephStorageClassWrongMedia|CephPGsNotSelfHealed"
+)
+
 dashboard = dashboard(
     Spec(
         uid="zcp-storage",
@@ -147,6 +158,71 @@ dashboard = dashboard(
                         ),
                         unit="bytes",
                         width=12,
+                    ),
+                ],
+            ),
+            Row(
+                "Promises: replication, failure domains, media",
+                [
+                    stat(
+                        "Pools off their promise",
+                        "Pools whose replicas, min_size, failure domain, hosts or media break "
+                        "what alerting.promises says (firing alerts).",
+                        f'count(ALERTS{{alertstate="firing",alertname=~"{PROMISE_ALERTS}"}})'
+                        " or vector(0)",
+                        unit="none",
+                        thresholds=((None, GREEN), (1, RED)),
+                        width=6,
+                    ),
+                    table(
+                        "Pools: replicas, rule, failure domain, media",
+                        "Per pool: replicas (size), copies needed to take writes (min_size), "
+                        "the CRUSH rule with its failure domain and device class (empty: any "
+                        "OSD), the fewest hosts any of its PGs spans, and its storage class.",
+                        Q(f"ceph_pool_size {RULE}"),
+                        Q(f"ceph_pool_min_size {RULE}"),
+                        Q(f"ceph_pool_pg_acting_hosts_min {RULE}"),
+                        rename={
+                            "Value #A": "size",
+                            "Value #B": "min_size",
+                            "Value #C": "hosts (min)",
+                        },
+                        hide=("Time", "__name__", "instance", "job", "pool_id"),
+                        width=18,
+                    ),
+                    table(
+                        "OSDs each pool can use, by device class",
+                        "OSDs under each pool's CRUSH rule, per device class: a fast pool must "
+                        "see only its class's media.",
+                        Q("ceph_pool_osds"),
+                        rename={"Value": "OSDs"},
+                        hide=("Time", "__name__", "instance", "job", "pool_id"),
+                        width=12,
+                    ),
+                    stat(
+                        "S3 endpoints answering",
+                        "The blackbox exporter's S3 probe (anonymous GET / must list buckets "
+                        "as S3 does), per endpoint (alert S3EndpointDown).",
+                        Q('probe_success{job="s3-probe"}', "{{zone}} {{instance}}"),
+                        unit="none",
+                        thresholds=((None, RED), (1, GREEN)),
+                        mappings=[
+                            {
+                                "type": "value",
+                                "options": {
+                                    "0": {"text": "down", "color": "red", "index": 0},
+                                    "1": {"text": "S3 OK", "color": "green", "index": 1},
+                                },
+                            }
+                        ],
+                        width=4,
+                    ),
+                    timeseries(
+                        "S3 probe time",
+                        "How long the S3 probe took, per endpoint.",
+                        Q('probe_duration_seconds{job="s3-probe"}', "{{zone}} {{instance}}"),
+                        unit="s",
+                        width=8,
                     ),
                 ],
             ),

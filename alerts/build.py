@@ -8,7 +8,7 @@ import logging
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import yaml
@@ -259,6 +259,18 @@ class Built:
     blackbox: Path
     s3_probe_job: Path
 
+    @classmethod
+    def at(cls, out: Path) -> Built:
+        """Where ``build`` writes into ``out``."""
+        return cls(
+            out / RULES,
+            out / TESTS,
+            out / ALERTMANAGER,
+            out / ROUTE_TESTS,
+            out / BLACKBOX,
+            out / S3_PROBE_JOB,
+        )
+
 
 def build(
     out: Path,
@@ -277,14 +289,7 @@ def build(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ZcpError(f"duplicate alert names: {', '.join(duplicates)}")
-    built = Built(
-        out / RULES,
-        out / TESTS,
-        out / ALERTMANAGER,
-        out / ROUTE_TESTS,
-        out / BLACKBOX,
-        out / S3_PROBE_JOB,
-    )
+    built = Built.at(out)
     try:
         (out / "rules").mkdir(parents=True, exist_ok=True)
         write_atomic(built.rules, _yaml(rule_file(groups, cfg.runbook_base_url, for_override)))
@@ -342,14 +347,7 @@ def check(
             raise ZcpError(f"{label} failed:\n{(proc.stdout + proc.stderr).strip()}")
         done.append(label)
 
-    for path in (
-        out / RULES,
-        out / TESTS,
-        out / ALERTMANAGER,
-        out / ROUTE_TESTS,
-        out / BLACKBOX,
-        out / S3_PROBE_JOB,
-    ):
+    for path in astuple(Built.at(out)):
         if not path.exists():
             raise ZcpError(f"{path} is missing: run `zcp-obs alerts build --out {out}` first")
     run("promtool check rules", [promtool, "check", "rules", str(out / RULES)])

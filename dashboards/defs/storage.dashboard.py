@@ -16,6 +16,7 @@ from dashboards.kit import (
     stat,
     table,
     timeseries,
+    value_map,
 )
 
 C = 'storage_class=~"$class"'
@@ -206,15 +207,7 @@ dashboard = dashboard(
                         Q('probe_success{job="s3-probe"}', "{{zone}} {{instance}}"),
                         unit="none",
                         thresholds=((None, RED), (1, GREEN)),
-                        mappings=[
-                            {
-                                "type": "value",
-                                "options": {
-                                    "0": {"text": "down", "color": "red", "index": 0},
-                                    "1": {"text": "S3 OK", "color": "green", "index": 1},
-                                },
-                            }
-                        ],
+                        mappings=[value_map({"0": ("down", "red"), "1": ("S3 OK", "green")})],
                         width=4,
                     ),
                     timeseries(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 
-from alerts.build import ALERTMANAGER, ROUTE_TESTS, RULES, TESTS, check
+from alerts.build import Built, check
 from zcp.errors import ZcpError
 
 
@@ -20,9 +21,9 @@ def test_a_hanging_promtool_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
         script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     out = tmp_path / "out"
-    for name in (RULES, TESTS, ALERTMANAGER, ROUTE_TESTS):
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / name).write_text("[]\n")
+    for path in astuple(Built.at(out)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("[]\n")
     with pytest.raises(ZcpError) as exc:
         check(out, timeout=0.5)
     assert str(exc.value) == "promtool check rules did not finish within 0.5 s"

@@ -33,6 +33,13 @@ def render_labels(template: str, labels: dict[str, str]) -> str:
     return _LABEL_REF.sub(lambda m: labels.get(m.group(1), ""), template)
 
 
+def sel(name: str, /, **labels: str) -> str:
+    """A series selector for promtool input: ``name{a="b",...}`` (a label may be called
+    ``name``)."""
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return f"{name}{{{inner}}}"
+
+
 @dataclass(frozen=True)
 class Case:
     """One promtool scenario: input series (``{selector: values}``, 1m steps).

@@ -19,8 +19,9 @@ exporter's S3 probe (``probe_success{job="s3-probe"}``, see alerts/blackbox.py).
 from __future__ import annotations
 
 from alerts.blackbox import JOB
-from alerts.model import Alert, Case, Group, Recording
+from alerts.model import Alert, Case, Group, Recording, sel
 from zcp.config import PromisesConfig
+from zcp.promql import quote
 
 S3_JOB = JOB
 
@@ -38,16 +39,6 @@ S3 = {"job": S3_JOB, "instance": "http://rgw.zone1:8080", "zone": "zone1"}
 GIB = 1024**3
 
 
-def quoted(value: str) -> str:
-    """A PromQL string literal (Go escaping) for a configured value."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def sel(name: str, /, **labels: str) -> str:
-    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    return f"{name}{{{inner}}}"
-
-
 def _num(x: float) -> str:
     return f"{x:.6g}"
 
@@ -55,14 +46,14 @@ def _num(x: float) -> str:
 def media_expected(p: PromisesConfig) -> str:
     """One series per storage class, naming the device class it must live on."""
     return " or ".join(
-        f'label_replace(label_replace(vector(1), "storage_class", {quoted(cls)}, "", ""), '
-        f'"device_class", {quoted(dev)}, "", "")'
+        f'label_replace(label_replace(vector(1), "storage_class", {quote(cls)}, "", ""), '
+        f'"device_class", {quote(dev)}, "", "")'
         for cls, dev in sorted(p.storage_media.items())
     )
 
 
 def _production(p: PromisesConfig) -> str:
-    return f"max by (vm_id) (zcp_vm_info{{service_offering=~{quoted(p.production_offerings)}}})"
+    return f"max by (vm_id) (zcp_vm_info{{service_offering=~{quote(p.production_offerings)}}})"
 
 
 def _overcommit(p: PromisesConfig) -> tuple[Recording | Alert, ...]:
@@ -293,7 +284,7 @@ def _replication(p: PromisesConfig) -> tuple[Recording | Alert, ...]:
         ),
         Alert(
             "CephPoolFailureDomainTooSmall",
-            f"ceph_pool_crush_rule_info{{failure_domain=~{quoted(small)}}}",
+            f"ceph_pool_crush_rule_info{{failure_domain=~{quote(small)}}}",
             "5m",
             "warning",
             "storage",

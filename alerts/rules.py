@@ -11,17 +11,11 @@ Descriptions use only ``{{ $labels.x }}`` so that tests can check them exactly.
 from __future__ import annotations
 
 from alerts.ceph import ceph_alerts
-from alerts.model import Alert, Case, Group, Recording
+from alerts.model import Alert, Case, Group, Recording, sel
 from alerts.promises import promise_groups
 from zcp.config import PromisesConfig
 
 H = {"job": "node", "instance": "kvm1:9100", "host": "kvm1", "zone": "zone1"}
-
-
-def sel(name: str, **labels: str) -> str:
-    """A series selector for promtool input: ``name{a="b",...}``."""
-    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    return f"{name}{{{inner}}}"
 
 
 # -- tenant recording rules (federated by the tenant stacks: only {tenant="<id>"}) -------------

@@ -12,13 +12,13 @@ means the tenant's ``tenant:*`` recording-rule series.
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Iterable, Sequence
 
 import promql_parser
 
 from zcp.errors import ZcpError
+from zcp.promql import quote
 
 TENANT_LABEL = "tenant"
 MAX_SELECTORS = 64
@@ -30,11 +30,6 @@ TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 class BadSelector(ZcpError):
     """A ``match[]`` the gate refuses (400)."""
-
-
-def _quote(value: str) -> str:
-    """A PromQL double-quoted string (JSON's escapes are a subset of PromQL's)."""
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _op(matcher: promql_parser.Matcher) -> str:
@@ -79,8 +74,8 @@ def enforce(selector: str, tenant: str) -> str:
             raise BadSelector(f"bad label name {label[:80]!r}")
         if label == TENANT_LABEL:
             continue  # the client's say on the tenant is dropped, whatever it was
-        parts.append(f"{label}{_op(matcher)}{_quote(str(matcher.value))}")
-    parts.append(f"{TENANT_LABEL}={_quote(tenant)}")
+        parts.append(f"{label}{_op(matcher)}{quote(str(matcher.value))}")
+    parts.append(f"{TENANT_LABEL}={quote(tenant)}")
     if name is not None:
         if not _NAME.match(name):
             raise BadSelector(f"bad metric name {name[:80]!r}")

@@ -185,9 +185,9 @@ def parse_df(text: str) -> list[Pool]:
     return out
 
 
-def rbd_pool_names(text: str) -> list[str]:
-    """Pools with the ``rbd`` application in ``ceph osd pool ls detail --format json``."""
-    return [p.name for p in parse_pool_ls_detail(text) if "rbd" in p.applications]
+def rbd_pool_names(details: list[PoolDetail]) -> list[str]:
+    """Pools with the ``rbd`` application, from ``ceph osd pool ls detail``."""
+    return [p.name for p in details if "rbd" in p.applications]
 
 
 def parse_fs_ls(text: str) -> list[str]:

@@ -63,6 +63,7 @@ from exporters.ceph.parse import (
     parse_rbd_du,
     parse_subvolume_info,
     parse_usage,
+    rbd_pool_names,
     rule_facts,
 )
 from zcp.config import CephConfig
@@ -120,7 +121,6 @@ class Snapshot:
     """Last complete results of every source (what a scrape reads)."""
 
     pools: list[Pool] = field(default_factory=list)
-    rbd_pools: list[str] = field(default_factory=list)
     images: dict[str, list[ImageUsage]] = field(default_factory=dict)  # by pool
     buckets: list[Bucket] = field(default_factory=list)
     usage: list[UserUsage] = field(default_factory=list)
@@ -188,7 +188,6 @@ class CephSources:
             d = self._data
             return Snapshot(
                 pools=list(d.pools),
-                rbd_pools=list(d.rbd_pools),
                 images=dict(d.images),
                 buckets=list(d.buckets),
                 usage=list(d.usage),
@@ -239,7 +238,6 @@ class CephSources:
         hosts = osd_hosts(crush)
         with self._lock:
             self._data.pools = pools
-            self._data.rbd_pools = [p.name for p in details if "rbd" in p.applications]
             self._data.pool_details, self._data.rules = details, rules
             self._osd_hosts = hosts
         self._finish("df", started, "")
@@ -273,12 +271,12 @@ class CephSources:
         started = time.monotonic()
         timeout = self.cfg.command_timeout_seconds
         with self._lock:
-            pools = list(self._data.rbd_pools)
+            pools = rbd_pool_names(self._data.pool_details)
             first = not self._data.states["df"].last_success
         if not pools and first:
             self.refresh_df()  # first run: the pool list comes from df
             with self._lock:
-                pools = list(self._data.rbd_pools)
+                pools = rbd_pool_names(self._data.pool_details)
 
         def du(pool: str) -> tuple[str, list[ImageUsage] | str]:
             try:

@@ -93,7 +93,8 @@ def test_cephfs_subvolumes() -> None:
 def test_pools_and_their_applications() -> None:
     pools = {p.name: p for p in parse_df(text("ceph_df.json"))}
     assert pools["rbd-fast"].id == 8 and pools["rbd-fast"].max_avail_bytes > 0
-    assert rbd_pool_names(text("ceph_osd_pool_ls_detail.json")) == ["rbd-fast", "rbd-bulk"]
+    details = parse_pool_ls_detail(text("ceph_osd_pool_ls_detail.json"))
+    assert rbd_pool_names(details) == ["rbd-fast", "rbd-bulk"]
 
 
 def test_pool_replication_and_rule() -> None:
